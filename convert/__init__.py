@@ -1,0 +1,1 @@
+"""Checkpoint conversion between the MLX and PyTorch backends and import of the official checkpoints."""

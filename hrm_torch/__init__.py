@@ -1,0 +1,1 @@
+"""HRM in PyTorch (CUDA, CPU, MPS); mirrors hrm_mlx file for file."""

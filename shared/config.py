@@ -1,0 +1,207 @@
+"""Model and training configs (DESIGN.md sections 2 and 5), their presets and `key=value` overrides."""
+
+import dataclasses
+import json
+import math
+import typing
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from shared.errors import HRMError
+
+
+class _ConfigBase:
+    """from_dict / to_dict / JSON and type checking shared by both configs."""
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """Build from a dict, ignoring (with a warning) keys this config does not know."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            warnings.warn(f"{cls.__name__}: ignoring unknown keys {', '.join(unknown)}", stacklevel=2)
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: Path):
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise HRMError(f"config file {path} does not exist") from None
+        except json.JSONDecodeError as e:
+            raise HRMError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            setattr(self, f.name, _coerce(type(self).__name__, f.name, value, hints[f.name]))
+
+
+def _coerce(owner: str, name: str, value, hint):
+    """`value` checked against the field's type; ints pass as floats, strings are parsed."""
+    if typing.get_origin(hint) is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise HRMError(f"{name}={value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if isinstance(value, str) and hint is not str:
+        value = _parse(name, value, hint)
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, str):
+        return value
+    raise HRMError(f"{name}={value!r} must be of type {hint.__name__} (in {owner})")
+
+
+def _parse(name: str, text: str, hint):
+    try:
+        if hint is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        return hint(text)
+    except ValueError:
+        raise HRMError(f"{name}={text!r} is not a valid {hint.__name__}") from None
+
+
+@dataclass
+class HRMConfig(_ConfigBase):
+    """The model (field names as the reference's). vocab_size, seq_len and num_puzzle_identifiers come from the data."""
+
+    vocab_size: int = 0
+    seq_len: int = 0
+    num_puzzle_identifiers: int = 1
+    hidden_size: int = 512
+    num_heads: int = 8  # head_dim = hidden_size / num_heads = 64
+    expansion: float = 4.0
+    H_layers: int = 4
+    L_layers: int = 4
+    H_cycles: int = 2
+    L_cycles: int = 2
+    halt_max_steps: int = 16
+    halt_exploration_prob: float = 0.1
+    puzzle_emb_ndim: int = 512  # 0 disables the puzzle embedding prefix
+    pos_encodings: Literal["rope", "learned"] = "rope"
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    forward_dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = "stablemax_cross_entropy"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("hidden_size", "num_heads", "H_layers", "L_layers", "H_cycles", "L_cycles", "halt_max_steps"):
+            if getattr(self, name) < 1:
+                raise HRMError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.hidden_size % self.num_heads or self.head_dim % 2:
+            raise HRMError(f"hidden_size={self.hidden_size} must split into num_heads={self.num_heads} "
+                           f"heads of an even size")
+        if not 0.0 <= self.halt_exploration_prob <= 1.0:
+            raise HRMError(f"halt_exploration_prob={self.halt_exploration_prob} must lie in [0, 1]")
+        if self.puzzle_emb_ndim < 0 or self.expansion <= 0:
+            raise HRMError("puzzle_emb_ndim must be >= 0 and expansion > 0")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def puzzle_emb_len(self) -> int:
+        """P: how many positions the puzzle embedding occupies in front of the sequence."""
+        return -(-self.puzzle_emb_ndim // self.hidden_size)
+
+    @property
+    def intermediate_size(self) -> int:
+        """SwiGLU width: round(expansion * H * 2/3) rounded up to a multiple of 256."""
+        return math.ceil(round(self.expansion * self.hidden_size * 2 / 3) / 256) * 256
+
+
+@dataclass
+class TrainConfig(_ConfigBase):
+    """Optimisation and the training loop. Epochs and eval_interval are counted in epochs over the train groups."""
+
+    global_batch_size: int = 768
+    epochs: int = 100000
+    eval_interval: int = 10000
+    lr: float = 1e-4
+    lr_min_ratio: float = 1.0  # 1.0: constant after warmup
+    lr_warmup_steps: int = 2000
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1
+    puzzle_emb_lr: float = 1e-2
+    puzzle_emb_weight_decay: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("global_batch_size", "epochs", "eval_interval"):
+            if getattr(self, name) < 1:
+                raise HRMError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.epochs % self.eval_interval:
+            raise HRMError(f"eval_interval={self.eval_interval} must divide epochs={self.epochs}")
+
+
+_SUDOKU_1K = dict(epochs=20000, eval_interval=2000, lr=1e-4, puzzle_emb_lr=1e-4, weight_decay=1.0,
+                  puzzle_emb_weight_decay=1.0)
+
+PRESETS: dict[str, tuple[dict, dict]] = {
+    "sudoku": ({}, _SUDOKU_1K),
+    "maze": ({}, _SUDOKU_1K),
+    "arc": ({}, dict(epochs=100000, eval_interval=10000)),
+    "sudoku-full": (
+        dict(L_cycles=8, halt_max_steps=8, pos_encodings="learned", loss_type="softmax_cross_entropy"),
+        dict(epochs=100, eval_interval=10, lr_min_ratio=0.1, global_batch_size=2304, lr=3e-4, weight_decay=0.1,
+             puzzle_emb_weight_decay=0.1),
+    ),
+    # For tests and the CPU demo: a few seconds per hundred steps on two cores.
+    "tiny": (
+        dict(hidden_size=64, num_heads=2, expansion=2.0, H_layers=1, L_layers=1, halt_max_steps=4,
+             puzzle_emb_ndim=64, forward_dtype="float32"),
+        dict(global_batch_size=64, epochs=200, eval_interval=50, lr=1e-3, lr_warmup_steps=100, weight_decay=0.1,
+             puzzle_emb_lr=1e-2),
+    ),
+}
+
+
+def preset(name: str) -> tuple[HRMConfig, TrainConfig]:
+    """The (model, training) configs of a named preset."""
+    if name not in PRESETS:
+        raise HRMError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    model, train = PRESETS[name]
+    return HRMConfig(**model), TrainConfig(**train)
+
+
+def apply_overrides(model: HRMConfig, train: TrainConfig, overrides: list[str]) -> tuple[HRMConfig, TrainConfig]:
+    """Apply `key=value` strings (`key` a field of either config, optionally prefixed `model.` or `train.`)."""
+    changes: dict[str, dict] = {"model": {}, "train": {}}
+    fields = {"model": {f.name for f in dataclasses.fields(HRMConfig)},
+              "train": {f.name for f in dataclasses.fields(TrainConfig)}}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise HRMError(f"override {item!r} is not of the form key=value")
+        scope, dot, name = key.rpartition(".")
+        scopes = [scope] if dot else [s for s in fields if name in fields[s]]
+        if not scopes or scopes[0] not in fields or name not in fields[scopes[0]]:
+            raise HRMError(f"unknown config key {key!r}; model keys: {', '.join(sorted(fields['model']))}; "
+                           f"train keys: {', '.join(sorted(fields['train']))}")
+        changes[scopes[0]][name] = value
+    return model.replace(**changes["model"]), train.replace(**changes["train"])
