@@ -1,0 +1,1 @@
+"""Puzzle datasets: the on-disk format, the batch iterators, and the builders."""

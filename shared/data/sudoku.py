@@ -1,0 +1,138 @@
+"""Sudoku datasets from the official CSV format (DESIGN.md section 6), with the reference's augmentation.
+
+CSV: header `source,question,answer,rating`; question 81 characters with '.' for blanks, answer 81 digits.
+Tokens: 0 pad, 1 blank, 2..10 digits 1..9; vocab 11, seq_len 81, one puzzle identifier.
+"""
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.data.format import PuzzleSet, SetBuilder, write_dataset
+from shared.errors import HRMError
+from shared.progress import progress
+
+CSV_HEADER = ["source", "question", "answer", "rating"]
+VOCAB_SIZE = 11
+SEQ_LEN = 81
+
+
+@dataclass
+class SudokuRows:
+    """Puzzles of one CSV file: boards [N, 9, 9] uint8 (0 blank), solutions [N, 9, 9] uint8, ratings [N] int."""
+
+    boards: np.ndarray
+    solutions: np.ndarray
+    ratings: np.ndarray
+
+
+def read_sudoku_csv(path: Path, min_difficulty: int | None = None) -> SudokuRows:
+    """Read an official Sudoku CSV, keeping rows rated at least `min_difficulty`; bad rows name their line."""
+    path = Path(path)
+    if not path.is_file():
+        raise HRMError(f"{path} does not exist; --csv-dir must hold train.csv and test.csv")
+    boards, solutions, ratings = [], [], []
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header != CSV_HEADER:
+            raise HRMError(f"{path}: header is {header!r}, expected {','.join(CSV_HEADER)}")
+        for row in reader:
+            line = reader.line_num
+            if len(row) != 4:
+                raise HRMError(f"{path}:{line}: expected 4 fields (source,question,answer,rating), got {len(row)}")
+            _, question, answer, rating = row
+            board, solution = _parse_row(path, line, question, answer)
+            try:
+                rating = int(rating)
+            except ValueError:
+                raise HRMError(f"{path}:{line}: rating {rating!r} is not an integer") from None
+            if min_difficulty is None or rating >= min_difficulty:
+                boards.append(board)
+                solutions.append(solution)
+                ratings.append(rating)
+    if not boards:
+        raise HRMError(f"{path} has no puzzles" + ("" if min_difficulty is None else f" rated >= {min_difficulty}"))
+    return SudokuRows(np.stack(boards), np.stack(solutions), np.array(ratings))
+
+
+def _parse_row(path: Path, line: int, question: str, answer: str) -> tuple[np.ndarray, np.ndarray]:
+    if len(question) != 81 or len(answer) != 81:
+        raise HRMError(f"{path}:{line}: question and answer must have 81 characters "
+                       f"(got {len(question)} and {len(answer)})")
+    if set(question) - set(".0123456789") or set(answer) - set("123456789"):
+        raise HRMError(f"{path}:{line}: question may hold only '.' and digits, answer only digits 1-9")
+    board = np.frombuffer(question.replace(".", "0").encode(), dtype=np.uint8).reshape(9, 9) - ord("0")
+    solution = np.frombuffer(answer.encode(), dtype=np.uint8).reshape(9, 9) - ord("0")
+    given = board > 0
+    if np.any(board[given] != solution[given]):
+        raise HRMError(f"{path}:{line}: the answer contradicts a given digit of the question")
+    if not is_valid_solution(solution):
+        raise HRMError(f"{path}:{line}: the answer breaks a row, column or box")
+    return board, solution
+
+
+def is_valid_solution(grid: np.ndarray) -> bool:
+    """True when every row, column and 3x3 box of a [9, 9] grid holds the digits 1..9 once."""
+    boxes = grid.reshape(3, 3, 3, 3).transpose(0, 2, 1, 3).reshape(9, 9)
+    target = np.arange(1, 10)
+    return all(np.array_equal(np.sort(g, axis=1), np.broadcast_to(target, (9, 9))) for g in (grid, grid.T, boxes))
+
+
+def shuffle_sudoku(rng: np.random.Generator, board: np.ndarray, solution: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One random validity-preserving transform applied to both [9, 9] grids.
+
+    Digit permutation (0 stays blank), transpose with p 0.5, band and row-in-band shuffle, stack and
+    column-in-stack shuffle: new cell (i, j) takes old cell (row_perm[i], col_perm[j]).
+    """
+    digit_map = np.pad(rng.permutation(np.arange(1, 10)), (1, 0)).astype(np.uint8)
+    transpose = rng.random() < 0.5
+    row_perm = np.concatenate([b * 3 + rng.permutation(3) for b in rng.permutation(3)])
+    col_perm = np.concatenate([s * 3 + rng.permutation(3) for s in rng.permutation(3)])
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        x = x.T if transpose else x
+        return digit_map[x[row_perm][:, col_perm]]
+
+    return apply(board), apply(solution)
+
+
+def sudoku_set(rows: SudokuRows, num_aug: int, rng: np.random.Generator, label: str) -> PuzzleSet:
+    """One group per puzzle: the puzzle itself then `num_aug` augmentations; tokens are digits + 1."""
+    builder = SetBuilder()
+    for board, solution in progress(zip(rows.boards, rows.solutions), label=label, length=len(rows.boards)):
+        group = [(0, board[None], solution[None])]
+        for _ in range(num_aug):
+            b, s = shuffle_sudoku(rng, board, solution)
+            group.append((0, b[None], s[None]))
+        builder.add_group([(i, b.reshape(1, 81) + 1, s.reshape(1, 81) + 1) for i, b, s in group])
+    return builder.build()
+
+
+def build_sudoku_dataset(csv_dir: Path, out: Path, subsample_size: int | None = None,
+                         min_difficulty: int | None = None, num_aug: int = 0, seed: int = 0,
+                         force: bool = False) -> dict:
+    """Build a dataset from `csv_dir/{train,test}.csv`: the train split subsampled (seeded) and augmented.
+
+    Returns a summary with the puzzle and example counts per split and the seconds taken.
+    """
+    begin = time.time()
+    rng = np.random.default_rng(seed)
+    train = read_sudoku_csv(Path(csv_dir) / "train.csv", min_difficulty)
+    test = read_sudoku_csv(Path(csv_dir) / "test.csv", min_difficulty)
+    if subsample_size is not None and subsample_size < len(train.boards):
+        keep = rng.choice(len(train.boards), size=subsample_size, replace=False)
+        train = SudokuRows(train.boards[keep], train.solutions[keep], train.ratings[keep])
+    splits = {"train": {"all": sudoku_set(train, num_aug, rng, "Building train")},
+              "test": {"all": sudoku_set(test, 0, rng, "Building test")}}
+    write_dataset(out, splits, vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN, identifiers=["<blank>"], force=force)
+    return {
+        "out": str(out),
+        "train_puzzles": len(train.boards), "train_examples": splits["train"]["all"].num_examples,
+        "test_examples": splits["test"]["all"].num_examples,
+        "mean_rating_train": float(train.ratings.mean()), "mean_rating_test": float(test.ratings.mean()),
+        "seconds": round(time.time() - begin, 2),
+    }
