@@ -22,6 +22,13 @@ class Group(click.Group):
             raise click.ClickException(str(e)) from None
 
 
+def _refuse_existing(out: Path, force: bool) -> None:
+    """Fail before any work when --out already holds files (the builders check again when they write)."""
+    from shared.data.format import check_output
+
+    check_output(out, force)
+
+
 def _summary(title: str, summary: dict) -> None:
     click.echo(click.style(title, bold=True))
     width = max(map(len, summary))
@@ -50,6 +57,7 @@ def data() -> None:
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
 def data_sudoku(csv_dir, out, subsample_size, min_difficulty, num_aug, seed, force):
     """Build a Sudoku dataset from the official CSV format (source,question,answer,rating)."""
+    _refuse_existing(out, force)
     from shared.data.sudoku import build_sudoku_dataset
 
     _summary(f"Sudoku dataset written to {out}",
@@ -67,6 +75,7 @@ def data_sudoku(csv_dir, out, subsample_size, min_difficulty, num_aug, seed, for
 @click.option("--force", is_flag=True, help="Replace existing CSV files in --out.")
 def data_sudoku_extreme(out, n_train, n_test, pools, target_rating, seed, force):
     """Generate hard unique-solution Sudoku puzzles (Sudoku-Extreme equivalent) as official CSV files."""
+    _refuse_existing(out, force)
     from shared.data.sudoku_extreme import build_sudoku_extreme_csv
 
     _summary(f"Sudoku-Extreme CSV written to {out} (build it with `hrm data sudoku --csv-dir {out}`)",
@@ -82,6 +91,7 @@ def data_sudoku_extreme(out, n_train, n_test, pools, target_rating, seed, force)
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
 def data_sudoku_small(out, size, n_train, n_test, seed, force):
     """Generate a small Sudoku dataset (4x4, 6x6 or easy 9x9) for tests and quick CPU training."""
+    _refuse_existing(out, force)
     from shared.data.sudoku_small import build_small_sudoku
 
     _summary(f"Small Sudoku dataset written to {out}",
@@ -99,7 +109,8 @@ def data_sudoku_small(out, size, n_train, n_test, seed, force):
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
 def data_maze(out, n_train, n_test, size, min_path, seed, force):
     """Generate Maze-Hard-style mazes (unique shortest path) as official CSV files and a dataset."""
-    from shared.data.maze import generate_maze_dataset
+    _refuse_existing(out, force)
+    from shared.data.maze_generate import generate_maze_dataset
 
     _summary(f"Maze dataset written to {out}",
              generate_maze_dataset(out, n_train, n_test, size, min_path, seed, force))
@@ -111,6 +122,7 @@ def data_maze(out, n_train, n_test, size, min_path, seed, force):
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
 def data_maze_csv(csv_dir, out, force):
     """Build a maze dataset from the official CSV format (e.g. a downloaded maze-30x30-hard-1k)."""
+    _refuse_existing(out, force)
     from shared.data.maze import build_maze_dataset
 
     _summary(f"Maze dataset written to {out}", build_maze_dataset(csv_dir, out, force))
@@ -126,6 +138,7 @@ def data_maze_csv(csv_dir, out, force):
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
 def data_arc(dirs, out, num_aug, seed, strict, force):
     """Build an ARC dataset from ARC-AGI / ConceptARC JSON directories."""
+    _refuse_existing(out, force)
     from shared.data.arc import build_arc_dataset
 
     _summary(f"ARC dataset written to {out}", build_arc_dataset(list(dirs), out, num_aug, seed, strict, force))

@@ -1,7 +1,7 @@
-"""Progress bars for long work, on stderr, quiet when stderr is not a terminal."""
+"""Progress bars for long work, on stderr; a single line when stderr is not a terminal."""
 
-from collections.abc import Iterable, Iterator
 import sys
+from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 import click
@@ -12,8 +12,13 @@ T = TypeVar("T")
 def progress(items: Iterable[T], label: str, length: int | None = None) -> Iterator[T]:
     """Yield `items` while drawing a progress bar labelled `label` on stderr.
 
-    `length` is needed when `items` has no `len()`. The bar hides itself when stderr is not a tty.
+    `length` is needed when `items` has no `len()`. Without a terminal, only the label is printed.
     """
-    with click.progressbar(items, length=length, label=label, file=sys.stderr,
-                           show_pos=True, show_eta=True) as bar:
+    if not sys.stderr.isatty():
+        count = length if length is not None else getattr(items, "__len__", lambda: None)()
+        print(label + (f" ({count:,})" if count is not None else ""), file=sys.stderr, flush=True)
+        yield from items
+        return
+    with click.progressbar(items, length=length, label=label, file=sys.stderr, show_pos=True,
+                           show_eta=True) as bar:
         yield from bar

@@ -109,7 +109,8 @@ class SetBuilder:
         )
 
 
-def _check_replaceable(out: Path, force: bool) -> None:
+def check_output(out: Path, force: bool) -> None:
+    """Refuse an output directory that holds files, unless `force` and every file is one a builder writes."""
     if out.exists() and not out.is_dir():
         raise HRMError(f"{out} is a file, not a directory; choose another --out")
     if not out.exists() or not any(out.iterdir()):
@@ -128,9 +129,10 @@ def atomic_directory(out: Path, force: bool = False) -> Iterator[Path]:
     On any error the temporary directory is removed and `out` is left as it was.
     """
     out = Path(out)
-    _check_replaceable(out, force)
+    check_output(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a dataset is an ordinary directory
     try:
         yield tmp
         if out.exists():
