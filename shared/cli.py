@@ -53,7 +53,7 @@ def data() -> None:
 @click.option("--subsample-size", type=click.IntRange(1), default=None, help="Keep this many train puzzles.")
 @click.option("--min-difficulty", type=int, default=None, help="Keep puzzles rated at least this.")
 @click.option("--num-aug", type=click.IntRange(0), default=0, show_default=True, help="Augmentations per train puzzle.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
 def data_sudoku(csv_dir, out, subsample_size, min_difficulty, num_aug, seed, force):
     """Build a Sudoku dataset from the official CSV format (source,question,answer,rating)."""
@@ -71,7 +71,7 @@ def data_sudoku(csv_dir, out, subsample_size, min_difficulty, num_aug, seed, for
 @click.option("--pool", "pools", type=click.Path(path_type=Path, exists=True, dir_okay=False), multiple=True,
               help="Puzzle list (one per line, '.' blanks) to draw from besides generated puzzles; repeatable.")
 @click.option("--target-rating", type=float, default=22.0, show_default=True, help="Mean guesses to aim for.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace existing CSV files in --out.")
 def data_sudoku_extreme(out, n_train, n_test, pools, target_rating, seed, force):
     """Generate hard unique-solution Sudoku puzzles (Sudoku-Extreme equivalent) as official CSV files."""
@@ -87,7 +87,7 @@ def data_sudoku_extreme(out, n_train, n_test, pools, target_rating, seed, force)
 @click.option("--size", type=click.Choice(["4", "6", "9"]), default="4", show_default=True, help="Grid side.")
 @click.option("--train", "n_train", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--test", "n_test", type=click.IntRange(1), default=200, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
 def data_sudoku_small(out, size, n_train, n_test, seed, force):
     """Generate a small Sudoku dataset (4x4, 6x6 or easy 9x9) for tests and quick CPU training."""
@@ -105,7 +105,7 @@ def data_sudoku_small(out, size, n_train, n_test, seed, force):
 @click.option("--size", type=click.IntRange(4, 30), default=30, show_default=True, help="Grid side.")
 @click.option("--min-path", type=click.IntRange(1), default=110, show_default=True,
               help="Keep mazes whose shortest path is longer than this.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
 def data_maze(out, n_train, n_test, size, min_path, seed, force):
     """Generate Maze-Hard-style mazes (unique shortest path) as official CSV files and a dataset."""
@@ -133,7 +133,7 @@ def data_maze_csv(csv_dir, out, force):
               help="ARC JSON root (its subdirectories hold task files); repeatable.")
 @click.option("--out", type=PathType, required=True, help="Output dataset directory.")
 @click.option("--num-aug", type=click.IntRange(0), default=1000, show_default=True, help="Augmentations per task.")
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=42, show_default=True)
 @click.option("--strict", is_flag=True, help="Leave evaluation tasks out of training entirely.")
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
 def data_arc(dirs, out, num_aug, seed, strict, force):
@@ -190,7 +190,7 @@ def data_show(root, split, index, png):
 @main.command()
 @click.option("--out", type=PathType, default=Path("runs/demo-data"), show_default=True,
               help="Where to write the demo dataset.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 def demo(out, seed):
     """Build a small 4x4 Sudoku dataset, validate it and show a few puzzles."""
     from shared.data.format import validate_dataset

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.data.format import PuzzleSet, SetBuilder, write_dataset
+from shared.data.sudoku_solver import is_valid_solution
 from shared.errors import HRMError
 from shared.progress import progress
 
@@ -73,13 +74,6 @@ def _parse_row(path: Path, line: int, question: str, answer: str) -> tuple[np.nd
     if not is_valid_solution(solution):
         raise HRMError(f"{path}:{line}: the answer breaks a row, column or box")
     return board, solution
-
-
-def is_valid_solution(grid: np.ndarray) -> bool:
-    """True when every row, column and 3x3 box of a [9, 9] grid holds the digits 1..9 once."""
-    boxes = grid.reshape(3, 3, 3, 3).transpose(0, 2, 1, 3).reshape(9, 9)
-    target = np.arange(1, 10)
-    return all(np.array_equal(np.sort(g, axis=1), np.broadcast_to(target, (9, 9))) for g in (grid, grid.T, boxes))
 
 
 def shuffle_sudoku(rng: np.random.Generator, board: np.ndarray, solution: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
