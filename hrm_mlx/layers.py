@@ -1,0 +1,124 @@
+"""Transformer layers of HRM in MLX (DESIGN.md section 2): post-norm blocks of RoPE attention and SwiGLU.
+
+Parameters are float32 and cast to the activation dtype at each use; RMSNorm statistics and RoPE run in float32.
+"""
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from shared.config import HRMConfig
+from shared.init import rotary_tables
+
+CosSin = tuple[mx.array, mx.array]
+
+
+def rms_norm(x: mx.array, eps: float) -> mx.array:
+    """x * rsqrt(mean(x^2) + eps) over the last axis, computed in float32, returned in x's dtype; no gain."""
+    x32 = x.astype(mx.float32)
+    return (x32 * mx.rsqrt(mx.square(x32).mean(-1, keepdims=True) + eps)).astype(x.dtype)
+
+
+def rotate_half(x: mx.array) -> mx.array:
+    """[..., D] -> cat(-x[..., D/2:], x[..., :D/2])."""
+    x1, x2 = mx.split(x, 2, axis=-1)
+    return mx.concatenate((-x2, x1), axis=-1)
+
+
+def apply_rotary_pos_emb(q: mx.array, k: mx.array, cos: mx.array,
+                         sin: mx.array) -> tuple[mx.array, mx.array]:
+    """Rotate q, k [B, T, heads, D] by cos, sin [T, D] in float32; results in the inputs' dtype."""
+    cos, sin = cos[:, None, :], sin[:, None, :]  # [T, 1, D]
+    q32, k32 = q.astype(mx.float32), k.astype(mx.float32)
+    q_rot = q32 * cos + rotate_half(q32) * sin
+    k_rot = k32 * cos + rotate_half(k32) * sin
+    return q_rot.astype(q.dtype), k_rot.astype(k.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE tables cos, sin [positions, head_dim] float32, held under `_` names (not parameters, never saved)."""
+
+    def __init__(self, head_dim: int, positions: int, theta: float) -> None:
+        super().__init__()
+        cos, sin = rotary_tables(head_dim, positions, theta)
+        self._cos_cached = mx.array(cos)
+        self._sin_cached = mx.array(sin)
+
+    def __call__(self) -> CosSin:
+        return self._cos_cached, self._sin_cached
+
+
+class CastedLinear(nn.Module):
+    """y = x @ weight.T (+ bias) with `weight` [out, in] float32 cast to x's dtype."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool) -> None:
+        super().__init__()
+        self.weight = mx.zeros((out_features, in_features))
+        if bias:
+            self.bias = mx.zeros((out_features,))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if "bias" in self:
+            return mx.addmm(self.bias.astype(x.dtype), x, self.weight.astype(x.dtype).T)
+        return x @ self.weight.astype(x.dtype).T
+
+
+class CastedEmbedding(nn.Module):
+    """Rows of `embedding_weight` [num, dim] float32, returned in `dtype`."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: mx.Dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.embedding_weight = mx.zeros((num_embeddings, embedding_dim))
+
+    def __call__(self, ids: mx.array) -> mx.array:
+        return self.embedding_weight[ids].astype(self.dtype)
+
+
+class Attention(nn.Module):
+    """Non-causal multi-head self-attention; `qkv_proj` rows are [Q heads | K heads | V heads]."""
+
+    def __init__(self, hidden_size: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.qkv_proj = CastedLinear(hidden_size, 3 * hidden_size, bias=False)
+        self.o_proj = CastedLinear(hidden_size, hidden_size, bias=False)
+
+    def __call__(self, x: mx.array, cos_sin: CosSin | None) -> mx.array:
+        B, T, H = x.shape
+        qkv = self.qkv_proj(x).reshape(B, T, 3 * self.num_heads, self.head_dim)  # [B, T, 3*heads, D]
+        q, k, v = mx.split(qkv, 3, axis=2)  # each [B, T, heads, D]
+        if cos_sin is not None:
+            q, k = apply_rotary_pos_emb(q, k, *cos_sin)
+        out = mx.fast.scaled_dot_product_attention(q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3),
+                                                   v.transpose(0, 2, 1, 3), scale=self.head_dim ** -0.5)
+        out = out.transpose(0, 2, 1, 3)  # [B, heads, T, D] -> [B, T, heads, D]
+        return self.o_proj(out.reshape(B, T, H))  # [B, T, H]
+
+
+class SwiGLU(nn.Module):
+    """down_proj(silu(gate) * up) with `gate_up_proj` [2*inter, H] split into gate (first half) and up."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+        super().__init__()
+        self.gate_up_proj = CastedLinear(hidden_size, 2 * intermediate_size, bias=False)
+        self.down_proj = CastedLinear(intermediate_size, hidden_size, bias=False)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        gate, up = mx.split(self.gate_up_proj(x), 2, axis=-1)
+        # silu in float32, rounded once, as torch does for bfloat16.
+        return self.down_proj(nn.silu(gate.astype(mx.float32)).astype(up.dtype) * up)
+
+
+class Block(nn.Module):
+    """Post-norm transformer block: h = norm(h + attn(h)); h = norm(h + mlp(h))."""
+
+    def __init__(self, config: HRMConfig) -> None:
+        super().__init__()
+        self.eps = config.rms_norm_eps
+        self.self_attn = Attention(config.hidden_size, config.num_heads)
+        self.mlp = SwiGLU(config.hidden_size, config.intermediate_size)
+
+    def __call__(self, x: mx.array, cos_sin: CosSin | None) -> mx.array:
+        x = rms_norm(x + self.self_attn(x, cos_sin), self.eps)
+        return rms_norm(x + self.mlp(x), self.eps)

@@ -1,0 +1,196 @@
+"""HRM in MLX: the H/L recurrence with the one-step gradient and the ACT wrapper (DESIGN.md sections 2-3).
+
+Paper (arXiv 2506.21734), section 2: the hierarchical recurrence, "approximate gradient" and "adaptive computational
+time". Module attribute paths are the canonical names (shared/init.py), relative to `HRM.inner`.
+"""
+
+import math
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten
+
+from shared.act import ExplorationDraws
+from shared.config import HRMConfig
+from shared.errors import HRMError
+from shared.init import check_canonical
+from hrm_mlx.layers import Block, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding
+
+Batch = dict[str, mx.array]
+
+
+@dataclass
+class InnerCarry:
+    """Recurrent states z_H, z_L [B, T, H] in the forward dtype."""
+
+    z_H: mx.array
+    z_L: mx.array
+
+
+@dataclass
+class Carry:
+    """ACT state: inner carry, steps [B] int32, halted [B] bool, and the rows each sequence is working on."""
+
+    inner_carry: InnerCarry
+    steps: mx.array
+    halted: mx.array
+    current_data: Batch
+
+
+class PuzzleEmbedding(nn.Module):
+    """The puzzle table `weights` [num_puzzle_identifiers, puzzle_emb_ndim]: frozen, trained by sparse SignSGD."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: mx.Dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.weights = mx.zeros((num_embeddings, embedding_dim))
+        self.freeze()
+
+    def __call__(self, ids: mx.array) -> mx.array:
+        return self.weights[ids].astype(self.dtype)
+
+
+class ReasoningModule(nn.Module):
+    """One level (H or L): add the injection, then run the blocks in order."""
+
+    def __init__(self, config: HRMConfig, num_layers: int) -> None:
+        super().__init__()
+        self.layers = [Block(config) for _ in range(num_layers)]
+
+    def __call__(self, h: mx.array, injection: mx.array, cos_sin: CosSin | None) -> mx.array:
+        h = h + injection
+        for layer in self.layers:
+            h = layer(h, cos_sin)
+        return h
+
+
+class HRMInner(nn.Module):
+    """Embeddings, the H and L levels, and the output heads; one call runs one segment."""
+
+    def __init__(self, config: HRMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.forward_dtype = getattr(mx, config.forward_dtype)
+        self.puzzle_emb_len = config.puzzle_emb_len
+        H = config.hidden_size
+        self.embed_tokens = CastedEmbedding(config.vocab_size, H, self.forward_dtype)
+        self.lm_head = CastedLinear(H, config.vocab_size, bias=False)
+        self.q_head = CastedLinear(H, 2, bias=True)
+        if config.puzzle_emb_ndim > 0:
+            self.puzzle_emb = PuzzleEmbedding(config.num_puzzle_identifiers, config.puzzle_emb_ndim,
+                                              self.forward_dtype)
+        positions = self.puzzle_emb_len + config.seq_len
+        if config.pos_encodings == "rope":
+            self.rotary_emb = RotaryEmbedding(config.head_dim, positions, config.rope_theta)
+        else:
+            self.embed_pos = CastedEmbedding(positions, H, self.forward_dtype)
+        self.H_level = ReasoningModule(config, config.H_layers)
+        self.L_level = ReasoningModule(config, config.L_layers)
+        self.H_init = mx.zeros((H,))
+        self.L_init = mx.zeros((H,))
+        self.freeze(recurse=False, keys=["H_init", "L_init"])
+
+    def input_embeddings(self, inputs: mx.array, puzzle_identifiers: mx.array) -> mx.array:
+        """Tokens [B, seq_len] int32 and puzzle ids [B] -> scaled embeddings [B, T, H] in the forward dtype."""
+        e = self.embed_tokens(inputs)  # [B, seq_len, H]
+        B, _, H = e.shape
+        if self.config.puzzle_emb_ndim > 0:
+            rows = self.puzzle_emb(puzzle_identifiers)  # [B, ndim]
+            rows = mx.pad(rows, [(0, 0), (0, self.puzzle_emb_len * H - rows.shape[-1])])  # [B, P*H]
+            e = mx.concatenate((rows.reshape(B, self.puzzle_emb_len, H), e), axis=1)  # [B, T, H]
+        if self.config.pos_encodings == "learned":
+            e = 0.707106781 * (e + self.embed_pos.embedding_weight.astype(self.forward_dtype))
+        return math.sqrt(H) * e
+
+    def empty_carry(self, batch_size: int) -> InnerCarry:
+        """Zero states [B, T, H]; every row is reset before its first use."""
+        shape = (batch_size, self.puzzle_emb_len + self.config.seq_len, self.config.hidden_size)
+        zeros = mx.zeros(shape, dtype=self.forward_dtype)
+        return InnerCarry(z_H=zeros, z_L=zeros)
+
+    def reset_carry(self, reset: mx.array, carry: InnerCarry) -> InnerCarry:
+        """Rows where reset [B] is true restart from H_init, L_init (broadcast over positions)."""
+        reset = reset.reshape(-1, 1, 1)  # [B, 1, 1]
+        return InnerCarry(z_H=mx.where(reset, self.H_init.astype(self.forward_dtype), carry.z_H),
+                          z_L=mx.where(reset, self.L_init.astype(self.forward_dtype), carry.z_L))
+
+    def __call__(self, carry: InnerCarry, batch: Batch) -> tuple[InnerCarry, mx.array, tuple[mx.array, ...]]:
+        """One segment -> (detached new carry, logits [B, seq_len, vocab], (q_halt [B], q_continue [B]) float32)."""
+        cos_sin = self.rotary_emb() if self.config.pos_encodings == "rope" else None
+        x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
+        z_H, z_L = carry.z_H, carry.z_L
+        H_cycles, L_cycles = self.config.H_cycles, self.config.L_cycles
+        for i in range(H_cycles):
+            for j in range(L_cycles):
+                if (i, j) != (H_cycles - 1, L_cycles - 1):
+                    z_L = self.L_level(z_L, z_H + x, cos_sin)
+            if i != H_cycles - 1:
+                z_H = self.H_level(z_H, z_L, cos_sin)
+        # The one-step gradient: only the last L and H updates are differentiated.
+        z_H, z_L = mx.stop_gradient(z_H), mx.stop_gradient(z_L)
+        z_L = self.L_level(z_L, z_H + x, cos_sin)
+        z_H = self.H_level(z_H, z_L, cos_sin)
+        new_carry = InnerCarry(z_H=mx.stop_gradient(z_H), z_L=mx.stop_gradient(z_L))
+        logits = self.lm_head(z_H)[:, self.puzzle_emb_len:]  # [B, seq_len, vocab]
+        q = self.q_head(z_H[:, 0]).astype(mx.float32)  # [B, 2]
+        return new_carry, logits, (q[..., 0], q[..., 1])
+
+
+class HRM(nn.Module):
+    """The ACT wrapper: one call advances every row by one segment, resetting rows that halted last call."""
+
+    def __init__(self, config: HRMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.inner = HRMInner(config)
+
+    def initial_carry(self, batch: Batch) -> Carry:
+        """A carry with every row halted, so the first call loads the batch into every row."""
+        B = batch["inputs"].shape[0]
+        return Carry(inner_carry=self.inner.empty_carry(B),
+                     steps=mx.zeros((B,), dtype=mx.int32),
+                     halted=mx.ones((B,), dtype=mx.bool_),
+                     current_data={k: mx.zeros_like(v) for k, v in batch.items()})
+
+    def __call__(self, carry: Carry, batch: Batch, training: bool,
+                 exploration: ExplorationDraws | None = None) -> tuple[Carry, dict[str, mx.array]]:
+        """One segment for every row -> (new carry, outputs: logits, q_halt_logits, q_continue_logits[,
+        target_q_continue when training with halt_max_steps > 1])."""
+        halt_max_steps = self.config.halt_max_steps
+        act_training = training and halt_max_steps > 1
+        if act_training and exploration is None:
+            raise HRMError("training with halt_max_steps > 1 needs exploration draws "
+                           "(shared.act.draw_exploration)")
+        inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)
+        steps = mx.where(carry.halted, 0, carry.steps)
+        data = {k: mx.where(carry.halted.reshape(-1, *[1] * (v.ndim - 1)), batch[k], v)
+                for k, v in carry.current_data.items()}
+        inner_carry, logits, (q_halt, q_continue) = self.inner(inner_carry, data)
+        outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
+        steps = steps + 1
+        is_last = steps >= halt_max_steps
+        halted = is_last
+        if act_training:
+            halted = halted | (q_halt > q_continue)
+            min_halt_steps = mx.array(exploration.min_halt_steps)
+            halted = halted & (steps >= min_halt_steps)
+            # Q target from a second segment on the new carry and the same data (no replay buffer).
+            _, _, (next_halt, next_continue) = self.inner(inner_carry, data)
+            outputs["target_q_continue"] = mx.stop_gradient(mx.sigmoid(
+                mx.where(is_last, next_halt, mx.maximum(next_halt, next_continue))))
+        return Carry(inner_carry, steps, halted, data), outputs
+
+
+def canonical_state(model: HRM) -> dict[str, np.ndarray]:
+    """{canonical name: float32 numpy copy} of every saved tensor (parameters, frozen ones included)."""
+    return {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(model.inner.parameters())}
+
+
+def load_canonical(model: HRM, weights: dict[str, np.ndarray]) -> None:
+    """Copy canonical float32 `weights` into `model`; missing, extra or misshapen tensors are an HRMError."""
+    state = dict(tree_flatten(model.inner.parameters()))
+    check_canonical(weights, {k: tuple(v.shape) for k, v in state.items()}, "loading HRM weights")
+    model.inner.load_weights([(k, mx.array(np.asarray(weights[k], dtype=np.float32))) for k in state], strict=True)
+    mx.eval(model.inner.parameters())

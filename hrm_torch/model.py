@@ -1,0 +1,197 @@
+"""HRM in PyTorch: the H/L recurrence with the one-step gradient and the ACT wrapper (DESIGN.md sections 2-3).
+
+Paper (arXiv 2506.21734), section 2: the hierarchical recurrence, "approximate gradient" and "adaptive computational
+time". Module attribute paths are the canonical names (shared/init.py), relative to `HRM.inner`.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared.act import ExplorationDraws
+from shared.config import HRMConfig
+from shared.errors import HRMError
+from shared.init import check_canonical
+from hrm_torch.layers import Block, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class InnerCarry:
+    """Recurrent states z_H, z_L [B, T, H] in the forward dtype."""
+
+    z_H: torch.Tensor
+    z_L: torch.Tensor
+
+
+@dataclass
+class Carry:
+    """ACT state: inner carry, steps [B] int32, halted [B] bool, and the rows each sequence is working on."""
+
+    inner_carry: InnerCarry
+    steps: torch.Tensor
+    halted: torch.Tensor
+    current_data: Batch
+
+
+class PuzzleEmbedding(nn.Module):
+    """The puzzle table `weights` [num_puzzle_identifiers, puzzle_emb_ndim]: a buffer, trained by sparse SignSGD."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.register_buffer("weights", torch.zeros(num_embeddings, embedding_dim), persistent=True)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.weights[ids].to(self.dtype)
+
+
+class ReasoningModule(nn.Module):
+    """One level (H or L): add the injection, then run the blocks in order."""
+
+    def __init__(self, config: HRMConfig, num_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([Block(config) for _ in range(num_layers)])
+
+    def forward(self, h: torch.Tensor, injection: torch.Tensor, cos_sin: CosSin | None) -> torch.Tensor:
+        h = h + injection
+        for layer in self.layers:
+            h = layer(h, cos_sin)
+        return h
+
+
+class HRMInner(nn.Module):
+    """Embeddings, the H and L levels, and the output heads; one call runs one segment."""
+
+    def __init__(self, config: HRMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.forward_dtype = getattr(torch, config.forward_dtype)
+        self.puzzle_emb_len = config.puzzle_emb_len
+        H = config.hidden_size
+        self.embed_tokens = CastedEmbedding(config.vocab_size, H, self.forward_dtype)
+        self.lm_head = CastedLinear(H, config.vocab_size, bias=False)
+        self.q_head = CastedLinear(H, 2, bias=True)
+        if config.puzzle_emb_ndim > 0:
+            self.puzzle_emb = PuzzleEmbedding(config.num_puzzle_identifiers, config.puzzle_emb_ndim,
+                                              self.forward_dtype)
+        positions = self.puzzle_emb_len + config.seq_len
+        if config.pos_encodings == "rope":
+            self.rotary_emb = RotaryEmbedding(config.head_dim, positions, config.rope_theta)
+        else:
+            self.embed_pos = CastedEmbedding(positions, H, self.forward_dtype)
+        self.H_level = ReasoningModule(config, config.H_layers)
+        self.L_level = ReasoningModule(config, config.L_layers)
+        self.register_buffer("H_init", torch.zeros(H), persistent=True)
+        self.register_buffer("L_init", torch.zeros(H), persistent=True)
+
+    def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
+        """Tokens [B, seq_len] int32 and puzzle ids [B] -> scaled embeddings [B, T, H] in the forward dtype."""
+        e = self.embed_tokens(inputs)  # [B, seq_len, H]
+        B, _, H = e.shape
+        if self.config.puzzle_emb_ndim > 0:
+            rows = self.puzzle_emb(puzzle_identifiers)  # [B, ndim]
+            rows = F.pad(rows, (0, self.puzzle_emb_len * H - rows.shape[-1]))  # [B, P*H]
+            e = torch.cat((rows.view(B, self.puzzle_emb_len, H), e), dim=1)  # [B, T, H]
+        if self.config.pos_encodings == "learned":
+            e = 0.707106781 * (e + self.embed_pos.embedding_weight.to(self.forward_dtype))
+        return math.sqrt(H) * e
+
+    def empty_carry(self, batch_size: int) -> InnerCarry:
+        """Zero states [B, T, H]; every row is reset before its first use."""
+        shape = (batch_size, self.puzzle_emb_len + self.config.seq_len, self.config.hidden_size)
+        zeros = torch.zeros(shape, dtype=self.forward_dtype, device=self.H_init.device)
+        return InnerCarry(z_H=zeros, z_L=zeros.clone())
+
+    def reset_carry(self, reset: torch.Tensor, carry: InnerCarry) -> InnerCarry:
+        """Rows where reset [B] is true restart from H_init, L_init (broadcast over positions)."""
+        reset = reset.view(-1, 1, 1)  # [B, 1, 1]
+        return InnerCarry(z_H=torch.where(reset, self.H_init.to(self.forward_dtype), carry.z_H),
+                          z_L=torch.where(reset, self.L_init.to(self.forward_dtype), carry.z_L))
+
+    def forward(self, carry: InnerCarry, batch: Batch) -> tuple[InnerCarry, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One segment -> (detached new carry, logits [B, seq_len, vocab], (q_halt [B], q_continue [B]) float32)."""
+        cos_sin = self.rotary_emb() if self.config.pos_encodings == "rope" else None
+        x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
+        z_H, z_L = carry.z_H, carry.z_L
+        H_cycles, L_cycles = self.config.H_cycles, self.config.L_cycles
+        with torch.no_grad():
+            for i in range(H_cycles):
+                for j in range(L_cycles):
+                    if (i, j) != (H_cycles - 1, L_cycles - 1):
+                        z_L = self.L_level(z_L, z_H + x, cos_sin)
+                if i != H_cycles - 1:
+                    z_H = self.H_level(z_H, z_L, cos_sin)
+        # The one-step gradient: only the last L and H updates are differentiated.
+        z_L = self.L_level(z_L, z_H + x, cos_sin)
+        z_H = self.H_level(z_H, z_L, cos_sin)
+        new_carry = InnerCarry(z_H=z_H.detach(), z_L=z_L.detach())
+        logits = self.lm_head(z_H)[:, self.puzzle_emb_len:]  # [B, seq_len, vocab]
+        q = self.q_head(z_H[:, 0]).to(torch.float32)  # [B, 2]
+        return new_carry, logits, (q[..., 0], q[..., 1])
+
+
+class HRM(nn.Module):
+    """The ACT wrapper: one call advances every row by one segment, resetting rows that halted last call."""
+
+    def __init__(self, config: HRMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.inner = HRMInner(config)
+
+    def initial_carry(self, batch: Batch) -> Carry:
+        """A carry with every row halted, so the first call loads the batch into every row."""
+        B = batch["inputs"].shape[0]
+        device = batch["inputs"].device
+        return Carry(inner_carry=self.inner.empty_carry(B),
+                     steps=torch.zeros(B, dtype=torch.int32, device=device),
+                     halted=torch.ones(B, dtype=torch.bool, device=device),
+                     current_data={k: torch.zeros_like(v) for k, v in batch.items()})
+
+    def forward(self, carry: Carry, batch: Batch, training: bool,
+                exploration: ExplorationDraws | None = None) -> tuple[Carry, dict[str, torch.Tensor]]:
+        """One segment for every row -> (new carry, outputs: logits, q_halt_logits, q_continue_logits[,
+        target_q_continue when training with halt_max_steps > 1])."""
+        halt_max_steps = self.config.halt_max_steps
+        act_training = training and halt_max_steps > 1
+        if act_training and exploration is None:
+            raise HRMError("training with halt_max_steps > 1 needs exploration draws "
+                           "(shared.act.draw_exploration)")
+        inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)
+        steps = torch.where(carry.halted, 0, carry.steps)
+        data = {k: torch.where(carry.halted.view(-1, *[1] * (v.ndim - 1)), batch[k], v)
+                for k, v in carry.current_data.items()}
+        inner_carry, logits, (q_halt, q_continue) = self.inner(inner_carry, data)
+        outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
+        with torch.no_grad():
+            steps = steps + 1
+            is_last = steps >= halt_max_steps
+            halted = is_last
+            if act_training:
+                halted = halted | (q_halt > q_continue)
+                min_halt_steps = torch.as_tensor(exploration.min_halt_steps, device=steps.device)
+                halted = halted & (steps >= min_halt_steps)
+                # Q target from a second segment on the new carry and the same data (no replay buffer).
+                _, _, (next_halt, next_continue) = self.inner(inner_carry, data)
+                outputs["target_q_continue"] = torch.sigmoid(
+                    torch.where(is_last, next_halt, torch.maximum(next_halt, next_continue)))
+        return Carry(inner_carry, steps, halted, data), outputs
+
+
+def canonical_state(model: HRM) -> dict[str, np.ndarray]:
+    """{canonical name: float32 numpy copy} of every saved tensor (parameters and persistent buffers)."""
+    return {k: v.detach().to("cpu", torch.float32).numpy().copy() for k, v in model.inner.state_dict().items()}
+
+
+def load_canonical(model: HRM, weights: dict[str, np.ndarray]) -> None:
+    """Copy canonical float32 `weights` into `model` in place; missing, extra or misshapen tensors are an HRMError."""
+    state = model.inner.state_dict()
+    check_canonical(weights, {k: tuple(v.shape) for k, v in state.items()}, "loading HRM weights")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            tensor.copy_(torch.from_numpy(np.asarray(weights[name], dtype=np.float32)))

@@ -1,0 +1,215 @@
+"""Test helpers: one small adapter per backend that speaks numpy at its edges, and the `backend` fixture.
+
+An adapter builds a model from a canonical numpy weight dict, runs segments, blocks, losses and one-segment
+gradients, and hands back numpy arrays, so one test body runs against each backend and compares them.
+"""
+
+import importlib
+import os
+
+import numpy as np
+import pytest
+
+from shared.act import ExplorationDraws
+from shared.config import HRMConfig
+from shared.init import init_weights
+
+NAMES = ("torch", "mlx")
+# torch's OpenMP threads spin between calls and starve MLX's CPU threads (10x slower tests on 2 cores) unless passive.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def tiny_config(**changes) -> HRMConfig:
+    """A CPU-sized model: hidden 64, 2 heads, 1 H layer, 2 L layers, seq 16, P = 1, float32."""
+    config = HRMConfig(vocab_size=10, seq_len=16, num_puzzle_identifiers=3, hidden_size=64, num_heads=2,
+                       expansion=2.0, H_layers=1, L_layers=2, halt_max_steps=4, puzzle_emb_ndim=64,
+                       forward_dtype="float32")
+    return config.replace(**changes)
+
+
+def tiny_weights(config: HRMConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """init_weights plus a random puzzle table and Q head, so the prefix and the halting decisions matter."""
+    weights = init_weights(config, seed)
+    rng = np.random.default_rng(seed + 1)
+    if "puzzle_emb.weights" in weights:
+        weights["puzzle_emb.weights"] = rng.normal(0, 1, weights["puzzle_emb.weights"].shape).astype(np.float32)
+    weights["q_head.weight"] = rng.normal(0, config.hidden_size ** -0.5, (2, config.hidden_size)).astype(np.float32)
+    weights["q_head.bias"] = np.zeros(2, np.float32)
+    return weights
+
+
+def random_batch(rng: np.random.Generator, config: HRMConfig, batch_size: int = 4) -> dict[str, np.ndarray]:
+    """inputs, labels [B, seq_len] int32 (some labels -100) and puzzle_identifiers [B] int32."""
+    shape = (batch_size, config.seq_len)
+    labels = rng.integers(0, config.vocab_size, shape).astype(np.int32)
+    labels[rng.random(shape) < 0.2] = -100
+    return {"inputs": rng.integers(0, config.vocab_size, shape).astype(np.int32), "labels": labels,
+            "puzzle_identifiers": rng.integers(0, config.num_puzzle_identifiers, batch_size).astype(np.int32)}
+
+
+class TorchAdapter:
+    name = "torch"
+
+    def __init__(self) -> None:
+        import torch
+
+        from hrm_torch import layers, loss, model
+        self.torch, self.layers, self.model, self.losses = torch, layers, model, loss
+
+    def build(self, config: HRMConfig, weights: dict[str, np.ndarray]):
+        m = self.model.HRM(config)
+        self.model.load_canonical(m, weights)
+        return m
+
+    def trainable_shapes(self, m) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(p.shape) for k, p in m.inner.named_parameters() if p.requires_grad}
+
+    def array(self, x: np.ndarray, dtype: str | None = None):
+        t = self.torch.from_numpy(np.ascontiguousarray(x))
+        return t.to(getattr(self.torch, dtype)) if dtype else t
+
+    def numpy(self, x) -> np.ndarray:
+        x = x.detach()
+        return x.to(self.torch.float32).numpy() if x.is_floating_point() else x.numpy()
+
+    def batch(self, batch: dict[str, np.ndarray]) -> dict:
+        return {k: self.array(v) for k, v in batch.items()}
+
+    def step(self, m, carry, batch: dict, training: bool, draws: ExplorationDraws | None):
+        """One ACT call -> (carry, {output name: numpy})."""
+        with self.torch.no_grad():
+            carry, outputs = m(carry, batch, training, draws)
+        return carry, {k: self.numpy(v) for k, v in outputs.items()}
+
+    def carry_numpy(self, carry) -> dict[str, np.ndarray]:
+        return {"z_H": self.numpy(carry.inner_carry.z_H), "z_L": self.numpy(carry.inner_carry.z_L),
+                "steps": self.numpy(carry.steps), "halted": self.numpy(carry.halted),
+                **{k: self.numpy(v) for k, v in carry.current_data.items()}}
+
+    def carry_from_numpy(self, m, state: dict[str, np.ndarray]):
+        """A carry holding `state` (as carry_numpy writes it), states cast to the model's forward dtype."""
+        dtype = m.config.forward_dtype
+        inner = self.model.InnerCarry(z_H=self.array(state["z_H"], dtype), z_L=self.array(state["z_L"], dtype))
+        data = {k: self.array(state[k]) for k in ("inputs", "labels", "puzzle_identifiers")}
+        return self.model.Carry(inner, self.array(state["steps"]), self.array(state["halted"]), data)
+
+    def block(self, m, level: str, index: int, x: np.ndarray) -> np.ndarray:
+        """Block `index` of `level` on x [B, T, H] (cast to the forward dtype) with the model's RoPE tables."""
+        inner = m.inner
+        cos_sin = inner.rotary_emb() if m.config.pos_encodings == "rope" else None
+        with self.torch.no_grad():
+            out = getattr(inner, level).layers[index](self.array(x, m.config.forward_dtype), cos_sin)
+        return self.numpy(out)
+
+    def loss(self, outputs: dict[str, np.ndarray], labels, halted, steps, loss_type: str):
+        total, metrics = self.losses.act_loss({k: self.array(v) for k, v in outputs.items()}, self.array(labels),
+                                            self.array(halted), self.array(steps), loss_type)
+        return float(total), {k: float(v) for k, v in metrics.items()}
+
+    def grads(self, m, carry, batch: dict, draws: ExplorationDraws, loss_type: str):
+        """Loss and {canonical name: gradient} of one training segment."""
+        m.zero_grad()
+        new_carry, outputs = m(carry, batch, True, draws)
+        total, _ = self.losses.act_loss(outputs, new_carry.current_data["labels"], new_carry.halted,
+                                      new_carry.steps, loss_type)
+        total.backward()
+        return float(total.detach()), {k: self.numpy(p.grad) for k, p in m.inner.named_parameters()}
+
+
+class MLXAdapter:
+    name = "mlx"
+
+    def __init__(self) -> None:
+        import mlx.core as mx
+        import mlx.nn as nn
+        from mlx.utils import tree_flatten
+
+        from hrm_mlx import layers, loss, model
+        self.mx, self.nn, self.tree_flatten = mx, nn, tree_flatten
+        self.layers, self.model, self.losses = layers, model, loss
+
+    def build(self, config: HRMConfig, weights: dict[str, np.ndarray]):
+        m = self.model.HRM(config)
+        self.model.load_canonical(m, weights)
+        return m
+
+    def trainable_shapes(self, m) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape) for k, v in self.tree_flatten(m.inner.trainable_parameters())}
+
+    def array(self, x: np.ndarray, dtype: str | None = None):
+        a = self.mx.array(x)
+        return a.astype(getattr(self.mx, dtype)) if dtype else a
+
+    def numpy(self, x) -> np.ndarray:
+        mx = self.mx
+        return np.array(x.astype(mx.float32) if mx.issubdtype(x.dtype, mx.floating) else x)
+
+    def batch(self, batch: dict[str, np.ndarray]) -> dict:
+        return {k: self.array(v) for k, v in batch.items()}
+
+    def step(self, m, carry, batch: dict, training: bool, draws: ExplorationDraws | None):
+        carry, outputs = m(carry, batch, training, draws)
+        return carry, {k: self.numpy(v) for k, v in outputs.items()}
+
+    def carry_numpy(self, carry) -> dict[str, np.ndarray]:
+        return {"z_H": self.numpy(carry.inner_carry.z_H), "z_L": self.numpy(carry.inner_carry.z_L),
+                "steps": self.numpy(carry.steps), "halted": self.numpy(carry.halted),
+                **{k: self.numpy(v) for k, v in carry.current_data.items()}}
+
+    def carry_from_numpy(self, m, state: dict[str, np.ndarray]):
+        dtype = m.config.forward_dtype
+        inner = self.model.InnerCarry(z_H=self.array(state["z_H"], dtype), z_L=self.array(state["z_L"], dtype))
+        data = {k: self.array(state[k]) for k in ("inputs", "labels", "puzzle_identifiers")}
+        return self.model.Carry(inner, self.array(state["steps"]), self.array(state["halted"]), data)
+
+    def block(self, m, level: str, index: int, x: np.ndarray) -> np.ndarray:
+        inner = m.inner
+        cos_sin = inner.rotary_emb() if m.config.pos_encodings == "rope" else None
+        return self.numpy(getattr(inner, level).layers[index](self.array(x, m.config.forward_dtype), cos_sin))
+
+    def loss(self, outputs: dict[str, np.ndarray], labels, halted, steps, loss_type: str):
+        total, metrics = self.losses.act_loss({k: self.array(v) for k, v in outputs.items()}, self.array(labels),
+                                            self.array(halted), self.array(steps), loss_type)
+        return float(total), {k: float(v) for k, v in metrics.items()}
+
+    def grads(self, m, carry, batch: dict, draws: ExplorationDraws, loss_type: str):
+        def loss_fn(model):
+            new_carry, outputs = model(carry, batch, True, draws)
+            total, _ = self.losses.act_loss(outputs, new_carry.current_data["labels"], new_carry.halted,
+                                          new_carry.steps, loss_type)
+            return total
+
+        total, grads = self.nn.value_and_grad(m, loss_fn)(m)
+        return float(total), {k.removeprefix("inner."): self.numpy(g) for k, g in self.tree_flatten(grads)}
+
+
+ADAPTERS = {"torch": TorchAdapter, "mlx": MLXAdapter}
+_MODULES = {"torch": "torch", "mlx": "mlx.core"}
+
+
+def available(name: str) -> bool:
+    """Whether backend `name` imports here."""
+    try:
+        importlib.import_module(_MODULES[name])
+    except ImportError:
+        return False
+    return True
+
+
+def adapter(name: str):
+    """The adapter of backend `name`, or a pytest skip when it is not installed."""
+    if not available(name):
+        pytest.skip(f"{name} is not installed")
+    return ADAPTERS[name]()
+
+
+@pytest.fixture(params=NAMES)
+def backend(request):
+    """Each installed backend's adapter in turn."""
+    return adapter(request.param)
+
+
+@pytest.fixture
+def both():
+    """(torch adapter, mlx adapter); skips unless both backends are installed."""
+    return adapter("torch"), adapter("mlx")
