@@ -3,9 +3,11 @@
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import click
 
+from shared.backend import BACKENDS
 from shared.errors import HRMError
 
 PathType = click.Path(path_type=Path)
@@ -54,14 +56,15 @@ def data() -> None:
 @click.option("--min-difficulty", type=int, default=None, help="Keep puzzles rated at least this.")
 @click.option("--num-aug", type=click.IntRange(0), default=0, show_default=True, help="Augmentations per train puzzle.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--verify", is_flag=True, help="Solve every puzzle and refuse one without a unique solution.")
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
-def data_sudoku(csv_dir, out, subsample_size, min_difficulty, num_aug, seed, force):
+def data_sudoku(csv_dir, out, subsample_size, min_difficulty, num_aug, seed, verify, force):
     """Build a Sudoku dataset from the official CSV format (source,question,answer,rating)."""
     _refuse_existing(out, force)
     from shared.data.sudoku import build_sudoku_dataset
 
     _summary(f"Sudoku dataset written to {out}",
-             build_sudoku_dataset(csv_dir, out, subsample_size, min_difficulty, num_aug, seed, force))
+             build_sudoku_dataset(csv_dir, out, subsample_size, min_difficulty, num_aug, seed, force, verify))
 
 
 @data.command("sudoku-extreme")
@@ -215,3 +218,131 @@ def config_cmd(preset_name, overrides):
 
     model, train = apply_overrides(*preset(preset_name), list(overrides))
     click.echo(json.dumps({"model": model.to_dict(), "train": train.to_dict()}, indent=2))
+
+
+@main.command("init")
+@click.argument("out", type=PathType)
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="Backend that writes it  [default: mlx on Apple silicon, else torch].")
+@click.option("--preset", "preset_name", default="sudoku", show_default=True, help="Preset to start from.")
+@click.option("--data", "data_dir", type=ExistingDir, required=True,
+              help="Dataset the model is for (its vocab_size, seq_len and puzzle ids).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field; repeatable.")
+@click.option("--seed", type=click.IntRange(0), default=None, help="Initialisation seed  [default: the preset's].")
+@click.option("--force", is_flag=True, help="Replace an existing checkpoint in OUT.")
+def init_cmd(out, backend, preset_name, data_dir, overrides, seed, force):
+    """Write an untrained checkpoint (the reference's initialisation, the same in both backends) to OUT."""
+    from shared.backend import default_backend
+    from shared.checkpoint import init_checkpoint
+
+    _summary(f"Untrained checkpoint written to {out}",
+             init_checkpoint(out, backend or default_backend(), preset_name, data_dir, list(overrides), seed, force))
+
+
+@main.command("convert")
+@click.argument("paths", nargs=-1, type=PathType, metavar="[SRC] DST")
+@click.option("--to", type=click.Choice(BACKENDS), default=None,
+              help="Backend of the new checkpoint (needed with SRC DST; torch by default with --from-official).")
+@click.option("--from-official", "step_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=None, help="Import the reference's step_N file (all_config.yaml beside it) instead.")
+@click.option("--data", "data_dir", type=ExistingDir, default=None,
+              help="With --from-official: the dataset the checkpoint was trained on.")
+@click.option("--force", is_flag=True, help="Replace an existing checkpoint in DST.")
+def convert_cmd(paths, to, step_file, data_dir, force):
+    """Convert a checkpoint for the other backend, or import the reference's.
+
+    `hrm convert SRC DST --to mlx` copies SRC bit for bit; `hrm convert --from-official STEP_FILE --data DATA DST`
+    imports the reference's step_N file with the all_config.yaml beside it and the dataset it was trained on."""
+    if step_file is None:
+        if len(paths) != 2 or to is None or data_dir is not None:
+            raise click.UsageError("give SRC DST and --to {torch,mlx} (--data goes with --from-official)")
+        from convert.backends import convert_checkpoint
+
+        _summary(f"Checkpoint converted for {to}", convert_checkpoint(paths[0], paths[1], to, force))
+        return
+    if len(paths) != 1 or data_dir is None:
+        raise click.UsageError("with --from-official give --data DATA and one DST")
+    from shared.backend import import_backend
+
+    import_backend("torch")  # the reference's step files are torch pickles
+    from convert.official import import_official
+
+    _summary(f"Official checkpoint imported to {paths[0]}",
+             import_official(step_file, data_dir, paths[0], to or "torch", force))
+
+
+def _backend(name: str | None) -> tuple[str, ModuleType]:
+    """(backend name, its package with `checkpoint` and `evaluate` loaded); `name` None picks the default."""
+    import importlib
+
+    from shared.backend import default_backend, import_backend
+
+    name = name or default_backend()
+    package = import_backend(name)
+    importlib.import_module(f"{package.__name__}.evaluate")
+    return name, package
+
+
+_backend_option = click.option("--backend", type=click.Choice(BACKENDS), default=None,
+                               help="Backend to run on  [default: mlx on Apple silicon, else torch].")
+_device_option = click.option("--device", default=None,
+                              help="torch: cpu, cuda, cuda:N or mps; mlx: cpu or gpu  [default: cuda or gpu when present].")
+
+
+@main.command("evaluate")
+@click.argument("checkpoint", type=PathType)
+@click.argument("data_dir", metavar="DATA", type=PathType)
+@_backend_option
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Examples per batch  [default: the checkpoint's global_batch_size].")
+@_device_option
+@click.option("--save-outputs", type=PathType, default=None,
+              help="Write predictions, labels, q_halt_logits, puzzle_identifiers (a row per example) to this .npz.")
+@click.option("--json", "json_path", type=PathType, default=None, help="Write the metrics to this JSON file.")
+def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs, json_path):
+    """Score CHECKPOINT on the test split of dataset DATA; each example runs halt_max_steps segments."""
+    import numpy as np
+
+    from shared.checkpoint import check_fits_dataset, read_checkpoint_config
+    from shared.data.format import read_metadata
+
+    check_fits_dataset(read_checkpoint_config(checkpoint).model, read_metadata(data_dir, "test"), f"{data_dir}/test")
+    name, package = _backend(backend)
+    model, config = package.checkpoint.load_checkpoint(checkpoint, device)
+    batch_size = batch_size or config.train.global_batch_size
+    metrics, outputs = package.evaluate.evaluate(model, data_dir, batch_size, keep_outputs=save_outputs is not None)
+    _summary(f"{checkpoint} on {data_dir} (test, {name})",
+             {k: f"{v:,}" if k == "count" else f"{v:.4f}" for k, v in metrics.items()})
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"metrics": metrics, "checkpoint": str(checkpoint), "data": str(data_dir),
+                                         "backend": name, "batch_size": batch_size}, indent=2) + "\n")
+    if save_outputs is not None:
+        save_outputs.parent.mkdir(parents=True, exist_ok=True)
+        with save_outputs.open("wb") as f:
+            np.savez(f, **outputs)
+
+
+@main.command("solve")
+@click.argument("checkpoint", type=PathType)
+@click.argument("puzzle")
+@_backend_option
+@_device_option
+def solve_cmd(checkpoint, puzzle, backend, device):
+    """Show CHECKPOINT's answer to one PUZZLE and whether it is valid.
+
+    PUZZLE is a Sudoku string (n*n digits, '.' or 0 for blanks) for a Sudoku checkpoint, or the path of a maze
+    text file (one line of '# SG' characters per row) for a maze checkpoint.
+    """
+    from shared.checkpoint import read_checkpoint_config
+    from shared.solve import read_puzzle, show_answer
+
+    config = read_checkpoint_config(checkpoint)
+    given = read_puzzle(config.model, puzzle)
+    _, package = _backend(backend)
+    model, _ = package.checkpoint.load_checkpoint(checkpoint, device)
+    answer = package.evaluate.predict_numpy(model, given.batch())
+    text, _ = show_answer(given, answer["predictions"][0])
+    click.echo(text)
+    click.echo(f"q_halt logit after {config.model.halt_max_steps} segments: {answer['q_halt_logits'][0]:+.3f} "
+               f"(> 0: the model believes its answer)")

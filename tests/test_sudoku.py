@@ -98,3 +98,16 @@ def test_contradicting_answer(csv_dir):
     (csv_dir / "test.csv").write_text(f"source,question,answer,rating\nx,{bad},{q},0\n")
     with pytest.raises(HRMError, match="test.csv:2: the answer contradicts"):
         read_sudoku_csv(csv_dir / "test.csv")
+
+
+def test_verify_refuses_a_puzzle_with_several_solutions(csv_dir, tmp_path):
+    q = "".join(map(str, BASE.reshape(-1)))
+    board = BASE.copy()
+    board[1:] = 0  # only the first row given: many completions
+    question = "".join("." if d == 0 else str(d) for d in board.reshape(-1))
+    write_csv(csv_dir / "train.csv", [(*_puzzle(np.random.default_rng(0), blanks=0), 1)])
+    (csv_dir / "test.csv").write_text(f"source,question,answer,rating\nx,{q},{q},0\nx,{question},{q},0\n")
+    assert build_sudoku_dataset(csv_dir, tmp_path / "ok", verify=False)["test_examples"] == 2
+    with pytest.raises(HRMError, match="test.csv:3: the question has several solutions"):
+        build_sudoku_dataset(csv_dir, tmp_path / "ds", verify=True)
+    assert not (tmp_path / "ds").exists()

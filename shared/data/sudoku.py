@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.data.format import PuzzleSet, SetBuilder, write_dataset
-from shared.data.sudoku_solver import is_valid_solution
+from shared.data.sudoku_solver import is_valid_solution, solve
 from shared.errors import HRMError
 from shared.progress import progress
 
@@ -23,11 +23,17 @@ SEQ_LEN = 81
 
 @dataclass
 class SudokuRows:
-    """Puzzles of one CSV file: boards [N, 9, 9] uint8 (0 blank), solutions [N, 9, 9] uint8, ratings [N] int."""
+    """Puzzles of one CSV file: boards [N, 9, 9] uint8 (0 blank), solutions [N, 9, 9] uint8, ratings [N] int,
+    and the CSV line of each row [N] for error messages."""
 
     boards: np.ndarray
     solutions: np.ndarray
     ratings: np.ndarray
+    lines: np.ndarray
+    path: Path
+
+    def subset(self, keep: np.ndarray) -> "SudokuRows":
+        return SudokuRows(self.boards[keep], self.solutions[keep], self.ratings[keep], self.lines[keep], self.path)
 
 
 def read_sudoku_csv(path: Path, min_difficulty: int | None = None) -> SudokuRows:
@@ -35,7 +41,7 @@ def read_sudoku_csv(path: Path, min_difficulty: int | None = None) -> SudokuRows
     path = Path(path)
     if not path.is_file():
         raise HRMError(f"{path} does not exist; --csv-dir must hold train.csv and test.csv")
-    boards, solutions, ratings = [], [], []
+    boards, solutions, ratings, lines = [], [], [], []
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -52,12 +58,13 @@ def read_sudoku_csv(path: Path, min_difficulty: int | None = None) -> SudokuRows
             except ValueError:
                 raise HRMError(f"{path}:{line}: rating {rating!r} is not an integer") from None
             if min_difficulty is None or rating >= min_difficulty:
+                lines.append(line)
                 boards.append(board)
                 solutions.append(solution)
                 ratings.append(rating)
     if not boards:
         raise HRMError(f"{path} has no puzzles" + ("" if min_difficulty is None else f" rated >= {min_difficulty}"))
-    return SudokuRows(np.stack(boards), np.stack(solutions), np.array(ratings))
+    return SudokuRows(np.stack(boards), np.stack(solutions), np.array(ratings), np.array(lines), path)
 
 
 def _parse_row(path: Path, line: int, question: str, answer: str) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +81,15 @@ def _parse_row(path: Path, line: int, question: str, answer: str) -> tuple[np.nd
     if not is_valid_solution(solution):
         raise HRMError(f"{path}:{line}: the answer breaks a row, column or box")
     return board, solution
+
+
+def verify_unique(rows: SudokuRows) -> None:
+    """Solve every question; one with no or several solutions is an error naming its CSV line (about 10 ms a row)."""
+    for board, line in progress(zip(rows.boards, rows.lines), label=f"Verifying {rows.path.name}", length=len(rows.lines)):
+        found = len(solve(board).solutions)
+        if found != 1:
+            raise HRMError(f"{rows.path}:{line}: the question has {'no' if found == 0 else 'several'} solutions; "
+                           f"remove the row or build without --verify")
 
 
 def shuffle_sudoku(rng: np.random.Generator, board: np.ndarray, solution: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -108,8 +124,9 @@ def sudoku_set(rows: SudokuRows, num_aug: int, rng: np.random.Generator, label: 
 
 def build_sudoku_dataset(csv_dir: Path, out: Path, subsample_size: int | None = None,
                          min_difficulty: int | None = None, num_aug: int = 0, seed: int = 0,
-                         force: bool = False) -> dict:
-    """Build a dataset from `csv_dir/{train,test}.csv`: the train split subsampled (seeded) and augmented.
+                         force: bool = False, verify: bool = False) -> dict:
+    """Build a dataset from `csv_dir/{train,test}.csv`: the train split subsampled (seeded) and augmented;
+    `verify` solves every kept puzzle and refuses one without a unique solution.
 
     Returns a summary with the puzzle and example counts per split and the seconds taken.
     """
@@ -119,7 +136,10 @@ def build_sudoku_dataset(csv_dir: Path, out: Path, subsample_size: int | None = 
     test = read_sudoku_csv(Path(csv_dir) / "test.csv", min_difficulty)
     if subsample_size is not None and subsample_size < len(train.boards):
         keep = rng.choice(len(train.boards), size=subsample_size, replace=False)
-        train = SudokuRows(train.boards[keep], train.solutions[keep], train.ratings[keep])
+        train = train.subset(np.sort(keep))
+    if verify:
+        verify_unique(train)
+        verify_unique(test)
     splits = {"train": {"all": sudoku_set(train, num_aug, rng, "Building train")},
               "test": {"all": sudoku_set(test, 0, rng, "Building test")}}
     write_dataset(out, splits, vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN, identifiers=["<blank>"], force=force)
