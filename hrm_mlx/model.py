@@ -92,12 +92,20 @@ class HRMInner(nn.Module):
         self.L_init = mx.zeros((H,))
         self.freeze(recurse=False, keys=["H_init", "L_init"])
 
-    def input_embeddings(self, inputs: mx.array, puzzle_identifiers: mx.array) -> mx.array:
-        """Tokens [B, seq_len] int32 and puzzle ids [B] -> scaled embeddings [B, T, H] in the forward dtype."""
+    def input_embeddings(self, inputs: mx.array, puzzle_identifiers: mx.array,
+                         puzzle_rows: mx.array | None = None) -> mx.array:
+        """Tokens [B, seq_len] int32 and puzzle ids [B] -> scaled embeddings [B, T, H] in the forward dtype.
+
+        `puzzle_rows` [B, ndim] float32, when given, stands in for the table rows of `puzzle_identifiers`, so a train
+        step can differentiate the loss with respect to the rows it looked up (sparse SignSGD).
+        """
         e = self.embed_tokens(inputs)  # [B, seq_len, H]
         B, _, H = e.shape
         if self.config.puzzle_emb_ndim > 0:
-            rows = self.puzzle_emb(puzzle_identifiers)  # [B, ndim]
+            if puzzle_rows is None:
+                rows = self.puzzle_emb(puzzle_identifiers)  # [B, ndim]
+            else:
+                rows = puzzle_rows.astype(self.forward_dtype)
             rows = mx.pad(rows, [(0, 0), (0, self.puzzle_emb_len * H - rows.shape[-1])])  # [B, P*H]
             e = mx.concatenate((rows.reshape(B, self.puzzle_emb_len, H), e), axis=1)  # [B, T, H]
         if self.config.pos_encodings == "learned":
@@ -116,10 +124,14 @@ class HRMInner(nn.Module):
         return InnerCarry(z_H=mx.where(reset, self.H_init.astype(self.forward_dtype), carry.z_H),
                           z_L=mx.where(reset, self.L_init.astype(self.forward_dtype), carry.z_L))
 
-    def __call__(self, carry: InnerCarry, batch: Batch) -> tuple[InnerCarry, mx.array, tuple[mx.array, ...]]:
-        """One segment -> (detached new carry, logits [B, seq_len, vocab], (q_halt [B], q_continue [B]) float32)."""
+    def __call__(self, carry: InnerCarry, batch: Batch,
+                 puzzle_rows: mx.array | None = None) -> tuple[InnerCarry, mx.array, tuple[mx.array, ...]]:
+        """One segment -> (detached new carry, logits [B, seq_len, vocab], (q_halt [B], q_continue [B]) float32).
+
+        `puzzle_rows`: see `input_embeddings`.
+        """
         cos_sin = self.rotary_emb() if self.config.pos_encodings == "rope" else None
-        x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
+        x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"], puzzle_rows)
         z_H, z_L = carry.z_H, carry.z_L
         H_cycles, L_cycles = self.config.H_cycles, self.config.L_cycles
         for i in range(H_cycles):
@@ -154,10 +166,22 @@ class HRM(nn.Module):
                      halted=mx.ones((B,), dtype=mx.bool_),
                      current_data={k: mx.zeros_like(v) for k, v in batch.items()})
 
-    def __call__(self, carry: Carry, batch: Batch, training: bool,
-                 exploration: ExplorationDraws | None = None) -> tuple[Carry, dict[str, mx.array]]:
+    def segment_data(self, carry: Carry, batch: Batch) -> Batch:
+        """The data each row works on in the next call: the batch's row where the carry halted, else the carried row.
+
+        A train step takes the puzzle ids [B] from here to look up the rows it passes as `puzzle_rows`.
+        """
+        return {k: mx.where(carry.halted.reshape(-1, *[1] * (v.ndim - 1)), batch[k], v)
+                for k, v in carry.current_data.items()}
+
+    def __call__(self, carry: Carry, batch: Batch, training: bool, exploration: ExplorationDraws | None = None,
+                 puzzle_rows: mx.array | None = None) -> tuple[Carry, dict[str, mx.array]]:
         """One segment for every row -> (new carry, outputs: logits, q_halt_logits, q_continue_logits[,
-        target_q_continue when training with halt_max_steps > 1])."""
+        target_q_continue when training with halt_max_steps > 1]).
+
+        `puzzle_rows` [B, ndim] float32: the puzzle-table rows of `segment_data(carry, batch)["puzzle_identifiers"]`,
+        given in training so the caller gets their gradient; None looks them up in the table.
+        """
         halt_max_steps = self.config.halt_max_steps
         act_training = training and halt_max_steps > 1
         if act_training and exploration is None:
@@ -165,9 +189,8 @@ class HRM(nn.Module):
                            "(shared.act.draw_exploration)")
         inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)
         steps = mx.where(carry.halted, 0, carry.steps)
-        data = {k: mx.where(carry.halted.reshape(-1, *[1] * (v.ndim - 1)), batch[k], v)
-                for k, v in carry.current_data.items()}
-        inner_carry, logits, (q_halt, q_continue) = self.inner(inner_carry, data)
+        data = self.segment_data(carry, batch)
+        inner_carry, logits, (q_halt, q_continue) = self.inner(inner_carry, data, puzzle_rows)
         outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
         steps = steps + 1
         is_last = steps >= halt_max_steps
@@ -177,7 +200,7 @@ class HRM(nn.Module):
             min_halt_steps = mx.array(exploration.min_halt_steps)
             halted = halted & (steps >= min_halt_steps)
             # Q target from a second segment on the new carry and the same data (no replay buffer).
-            _, _, (next_halt, next_continue) = self.inner(inner_carry, data)
+            _, _, (next_halt, next_continue) = self.inner(inner_carry, data, puzzle_rows)
             outputs["target_q_continue"] = mx.stop_gradient(mx.sigmoid(
                 mx.where(is_last, next_halt, mx.maximum(next_halt, next_continue))))
         return Carry(inner_carry, steps, halted, data), outputs

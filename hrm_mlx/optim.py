@@ -1,0 +1,97 @@
+"""The two optimizers of HRM training in MLX (DESIGN.md section 5).
+
+AdamATan2 updates every trainable parameter as the reference's CUDA kernel does; SignSGD updates the rows of the puzzle
+table (frozen, outside value_and_grad's parameters) that a batch looked up, from the gradient of those rows. Both take
+the lr of each step as an argument (shared/schedule.py). Their arrays live in `AdamATan2.state` and in the model, so a
+train step compiled with `inputs=outputs=[model.state, adam.state]` captures them.
+"""
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten, tree_unflatten
+
+from shared.errors import HRMError
+from hrm_mlx.model import PuzzleEmbedding
+
+
+class AdamATan2(optim.Optimizer):
+    """Adam with atan2 in place of the epsilon-guarded division, decoupled weight decay applied first.
+
+    For step t = 1, 2, ...: p *= 1 - lr*wd; m += (1-b1)(g - m); v += (1-b2)(g^2 - v);
+    p -= lr / (1 - b1^t) * atan2(m, sqrt(v) / sqrt(1 - b2^t)). State: m, v per parameter (float32, like the
+    parameter) and the step count. It updates the parameters it gets gradients for: value_and_grad over
+    `trainable_parameters()` leaves out the frozen H_init, L_init and puzzle table.
+    """
+
+    def __init__(self, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.1) -> None:
+        super().__init__()
+        self._maybe_schedule("learning_rate", 0.0)
+        self.betas = betas
+        self.weight_decay = weight_decay
+
+    def init_single(self, parameter: mx.array, state: dict) -> None:
+        """Zero moments m, v shaped like `parameter`."""
+        state["m"] = mx.zeros_like(parameter)
+        state["v"] = mx.zeros_like(parameter)
+
+    def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
+        """The updated `parameter` (the formula above); m and v are updated in `state`."""
+        lr = self.learning_rate.astype(gradient.dtype)
+        b1, b2 = self.betas
+        t = self.step.astype(mx.float32)  # already counts this step
+        m = state["m"] + (1 - b1) * (gradient - state["m"])
+        v = state["v"] + (1 - b2) * (mx.square(gradient) - state["v"])
+        state["m"], state["v"] = m, v
+        parameter = parameter * (1 - lr * self.weight_decay)
+        return parameter - lr / (1 - b1 ** t) * mx.arctan2(m, mx.sqrt(v) / mx.sqrt(1 - b2 ** t))
+
+    def update(self, model: nn.Module, gradients: dict, lr: float | mx.array) -> None:
+        """One step with learning rate `lr` (an mx.array inside a compiled step, so a new lr does not recompile) on
+        `gradients`, a tree like `model.trainable_parameters()`; the model is updated in place."""
+        self.state["learning_rate"] = mx.array(lr, dtype=mx.float32)
+        super().update(model, gradients)
+
+    def state_dict(self) -> dict[str, mx.array]:
+        """{"step": int64 0-dim, "<parameter name>.m": m, "<parameter name>.v": v}; names as in
+        `tree_flatten(model.parameters())`."""
+        state = {k: v for k, v in tree_flatten(self.state) if k not in ("step", "learning_rate")}
+        return {"step": self.step.astype(mx.int64), **state}
+
+    def load_state_dict(self, state: dict[str, mx.array]) -> None:
+        """Take a state written by `state_dict` (either backend's, as mx arrays); missing, extra or misshapen entries
+        are an HRMError naming the entry. Call `init(model.trainable_parameters())` first, so the names are known."""
+        expected = self.state_dict()
+        for name in expected:
+            if name not in state:
+                raise HRMError(f"optimizer state: {name!r} is missing; the state was saved for a different model")
+            if tuple(state[name].shape) != tuple(expected[name].shape):
+                raise HRMError(f"optimizer state: {name!r} has shape {tuple(state[name].shape)}, the model needs "
+                               f"{tuple(expected[name].shape)}")
+        extra = sorted(set(state) - set(expected))
+        if extra:
+            raise HRMError(f"optimizer state: unexpected entry {extra[0]!r}; the state was saved for a different model")
+        # In place, so a step already compiled with `inputs=adam.state` sees the loaded values.
+        self.state.update(tree_unflatten([(k, v.astype(expected[k].dtype)) for k, v in state.items() if k != "step"]))
+        self.state["step"] = state["step"].astype(mx.uint64)
+
+
+class SignSGD:
+    """Sparse SignSGD with decoupled weight decay for the puzzle table: only the rows a batch looked up change."""
+
+    def __init__(self, puzzle_emb: PuzzleEmbedding, weight_decay: float = 0.1) -> None:
+        self.puzzle_emb = puzzle_emb
+        self.weight_decay = weight_decay
+
+    def update(self, ids: mx.array, gradients: mx.array, lr: float | mx.array) -> None:
+        """ids [B] int, gradients [B, ndim] of the rows looked up for them: sum the gradients of rows sharing an id,
+        then for each id present p = p * (1 - lr*wd) - lr * sign(g); the table is replaced in the module."""
+        B = ids.shape[0]
+        # Static shapes (no unique): each row's id total is gathered at the id's first row, then read back by all.
+        first = mx.min(mx.where(ids[:, None] == ids[None, :], mx.arange(B), B), axis=1)  # [B]
+        summed = mx.zeros_like(gradients).at[first].add(gradients)[first]  # [B, ndim]
+        lr = mx.array(lr, dtype=mx.float32)
+        weights = self.puzzle_emb.weights
+        rows = weights[ids] * (1 - lr * self.weight_decay) - lr * mx.sign(summed)
+        # Rows sharing an id carry the same value, so the order of the writes does not matter.
+        self.puzzle_emb.weights = mx.put_along_axis(weights, ids[:, None], rows.astype(weights.dtype), axis=0)

@@ -1,0 +1,96 @@
+"""The two optimizers of HRM training in PyTorch (DESIGN.md section 5).
+
+AdamATan2 updates every trainable parameter as the reference's CUDA kernel does; SignSGD updates the rows of the puzzle
+table (a buffer, outside autograd) that a batch looked up, from the gradient of those rows. Both take the lr of each
+step as an argument (shared/schedule.py).
+"""
+
+import math
+from typing import Iterable
+
+import torch
+
+from shared.errors import HRMError
+from hrm_torch.model import PuzzleEmbedding
+
+
+class AdamATan2:
+    """Adam with atan2 in place of the epsilon-guarded division, decoupled weight decay applied first.
+
+    For step t = 1, 2, ...: p *= 1 - lr*wd; m += (1-b1)(g - m); v += (1-b2)(g^2 - v);
+    p -= lr / (1 - b1^t) * atan2(m, sqrt(v) / sqrt(1 - b2^t)). State: m, v per parameter (float32, like the
+    parameter) and the step count. Only parameters with requires_grad are updated: buffers (H_init, L_init, the
+    puzzle table) never are.
+    """
+
+    def __init__(self, named_parameters: Iterable[tuple[str, torch.nn.Parameter]],
+                 betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.1) -> None:
+        named = [(name, p) for name, p in named_parameters if p.requires_grad]
+        self.names = [name for name, _ in named]
+        self.params = [p for _, p in named]
+        self.betas = betas
+        self.weight_decay = weight_decay
+        self.step = 0
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+
+    @torch.no_grad()
+    def update(self, lr: float) -> None:
+        """One step with learning rate `lr` on the gradients in the parameters' .grad (every one must have one)."""
+        self.step += 1
+        b1, b2 = self.betas
+        grads = [p.grad for p in self.params]
+        torch._foreach_mul_(self.params, 1 - lr * self.weight_decay)
+        torch._foreach_lerp_(self.m, grads, 1 - b1)  # m + (1-b1)(g - m)
+        torch._foreach_lerp_(self.v, torch._foreach_mul(grads, grads), 1 - b2)
+        denom = torch._foreach_sqrt(self.v)
+        torch._foreach_div_(denom, math.sqrt(1 - b2 ** self.step))
+        # No foreach atan2 in torch; atan2 (not atan of a quotient) keeps m = v = 0 at 0, as the kernel does.
+        directions = [torch.atan2(m, d) for m, d in zip(self.m, denom)]
+        torch._foreach_add_(self.params, directions, alpha=-lr / (1 - b1 ** self.step))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """{"step": int64 0-dim, "<parameter name>.m": m, "<parameter name>.v": v}: the moments themselves, not copies;
+        names as in `model.named_parameters()`."""
+        state = {"step": torch.tensor(self.step, dtype=torch.int64)}
+        for name, m, v in zip(self.names, self.m, self.v):
+            state[f"{name}.m"], state[f"{name}.v"] = m, v
+        return state
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy a state written by `state_dict` (either backend's, as tensors); missing, extra or misshapen entries are
+        an HRMError naming the entry."""
+        expected = self.state_dict()
+        for name in expected:
+            if name not in state:
+                raise HRMError(f"optimizer state: {name!r} is missing; the state was saved for a different model")
+            if tuple(state[name].shape) != tuple(expected[name].shape):
+                raise HRMError(f"optimizer state: {name!r} has shape {tuple(state[name].shape)}, the model needs "
+                               f"{tuple(expected[name].shape)}")
+        extra = sorted(set(state) - set(expected))
+        if extra:
+            raise HRMError(f"optimizer state: unexpected entry {extra[0]!r}; the state was saved for a different model")
+        self.step = int(state["step"])
+        for name, tensor in expected.items():
+            if name != "step":
+                tensor.copy_(state[name])
+
+
+class SignSGD:
+    """Sparse SignSGD with decoupled weight decay for the puzzle table: only the rows a batch looked up change."""
+
+    def __init__(self, puzzle_emb: PuzzleEmbedding, weight_decay: float = 0.1) -> None:
+        self.puzzle_emb = puzzle_emb
+        self.weight_decay = weight_decay
+
+    @torch.no_grad()
+    def update(self, ids: torch.Tensor, gradients: torch.Tensor, lr: float) -> None:
+        """ids [B] int, gradients [B, ndim] of the rows looked up for them: sum the gradients of rows sharing an id,
+        then for each id present p = p * (1 - lr*wd) - lr * sign(g), in place."""
+        unique, inverse = torch.unique(ids.to(torch.long), return_inverse=True)
+        summed = torch.zeros(len(unique), gradients.shape[-1], dtype=gradients.dtype, device=gradients.device)
+        summed.index_add_(0, inverse, gradients)  # [U, ndim]
+        weights = self.puzzle_emb.weights
+        rows = weights[unique] * (1 - lr * self.weight_decay) - lr * torch.sign(summed)
+        weights.index_copy_(0, unique, rows.to(weights.dtype))

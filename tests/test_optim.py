@@ -1,0 +1,237 @@
+"""AdamATan2, sparse SignSGD and the lr schedule (DESIGN.md sections 5 and 8), against numpy and across backends.
+
+The numpy references are written from DESIGN.md section 5 in float64. Tolerance: an optimizer step from identical
+states, per tensor, max|x - ref| <= 1e-6 * max|ref| (measured: 1.1e-7, float32 rounding).
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from backends import backend, both  # noqa: F401  (fixtures)
+from shared.config import TrainConfig
+from shared.errors import HRMError
+from shared.schedule import learning_rate, total_steps
+
+
+def np_adam_atan2(p, m, v, g, t, lr, wd, b1=0.9, b2=0.95):
+    """One AdamATan2 step t (1-based) in float64 -> (p, m, v)."""
+    p = p * (1 - lr * wd)
+    m = m + (1 - b1) * (g - m)
+    v = v + (1 - b2) * (g * g - v)
+    return p - lr / (1 - b1 ** t) * np.arctan2(m, np.sqrt(v) / np.sqrt(1 - b2 ** t)), m, v
+
+
+def np_sign_sgd(table, ids, grads, lr, wd):
+    """Sparse SignSGD in float64: per id present, the summed gradient's sign; other rows untouched."""
+    table = table.astype(np.float64)
+    for i in np.unique(ids):
+        table[i] = table[i] * (1 - lr * wd) - lr * np.sign(grads[ids == i].astype(np.float64).sum(0))
+    return table
+
+
+def assert_close(actual, expected, tolerance, what):
+    error = np.abs(actual.astype(np.float64) - expected).max() / max(np.abs(expected).max(), 1e-30)
+    assert error <= tolerance, f"{what}: relative difference {error:.2e} > {tolerance}"
+
+
+class TorchOptim:
+    """The torch optimizers on numpy values: AdamATan2 over named parameters, SignSGD on a puzzle table."""
+
+    def __init__(self, params: dict[str, np.ndarray], weight_decay: float) -> None:
+        import torch
+
+        from hrm_torch import optim
+        self.torch, self.optim = torch, optim
+        self.tensors = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in params.items()}
+        self.adam = optim.AdamATan2(self.tensors.items(), weight_decay=weight_decay)
+
+    def step(self, grads: dict[str, np.ndarray], lr: float) -> None:
+        for k, p in self.tensors.items():
+            p.grad = self.torch.from_numpy(grads[k].copy())
+        self.adam.update(lr)
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {k: p.detach().numpy().copy() for k, p in self.tensors.items()}
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {k: v.numpy().copy() for k, v in self.adam.state_dict().items()}
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        self.adam.load_state_dict({k: self.torch.from_numpy(v.copy()) for k, v in state.items()})
+
+
+class MLXOptim:
+    def __init__(self, params: dict[str, np.ndarray], weight_decay: float) -> None:
+        import mlx.core as mx
+        import mlx.nn as nn
+
+        from hrm_mlx import optim
+        self.mx, self.optim = mx, optim
+        self.module = nn.Module()
+        for k, v in params.items():
+            setattr(self.module, k, mx.array(v))
+        self.adam = optim.AdamATan2(weight_decay=weight_decay)
+        self.adam.init(self.module.trainable_parameters())
+
+    def step(self, grads: dict[str, np.ndarray], lr: float) -> None:
+        self.adam.update(self.module, {k: self.mx.array(g) for k, g in grads.items()}, lr)
+        self.mx.eval(self.module.parameters(), self.adam.state)
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {k: np.array(v) for k, v in self.module.parameters().items()}
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {k: np.array(v) for k, v in self.adam.state_dict().items()}
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        self.adam.load_state_dict({k: self.mx.array(v) for k, v in state.items()})
+
+
+def torch_sign_sgd(table, ids, grads, lr, weight_decay) -> np.ndarray:
+    """One SignSGD update of a torch puzzle table holding `table`."""
+    import torch
+
+    from hrm_torch.model import PuzzleEmbedding
+    from hrm_torch.optim import SignSGD
+    emb = PuzzleEmbedding(*table.shape, torch.float32)
+    emb.weights.copy_(torch.from_numpy(table))
+    SignSGD(emb, weight_decay).update(torch.from_numpy(ids), torch.from_numpy(grads), lr)
+    return emb.weights.numpy().copy()
+
+
+def mlx_sign_sgd(table, ids, grads, lr, weight_decay) -> np.ndarray:
+    import mlx.core as mx
+
+    from hrm_mlx.model import PuzzleEmbedding
+    from hrm_mlx.optim import SignSGD
+    emb = PuzzleEmbedding(*table.shape, mx.float32)
+    emb.weights = mx.array(table)
+    SignSGD(emb, weight_decay).update(mx.array(ids), mx.array(grads), lr)
+    return np.array(emb.weights)
+
+
+OPTIMS = {"torch": TorchOptim, "mlx": MLXOptim}
+SIGN_SGD = {"torch": torch_sign_sgd, "mlx": mlx_sign_sgd}
+
+
+def _params_and_grads(steps: int) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
+    """Two parameters and `steps` gradients of mixed scales; a few entries have a zero gradient throughout."""
+    rng = np.random.default_rng(0)
+    params = {"w": rng.normal(0, 1, (5, 7)).astype(np.float32), "b": rng.normal(0, 1, 7).astype(np.float32)}
+    grads = []
+    for _ in range(steps):
+        g = {k: (rng.normal(0, 1, v.shape) * 10.0 ** rng.integers(-4, 2, v.shape)).astype(np.float32)
+             for k, v in params.items()}
+        g["w"][0] = 0  # m = v = 0: atan2(0, 0) = 0, only the decay moves these
+        grads.append(g)
+    return params, grads
+
+
+# ---------------------------------------------------------------------------------------------------- schedule
+
+def test_warmup_is_linear_from_step_one():
+    assert [learning_rate(t, 1e-3, 4, 100, 0.1) for t in (1, 2, 3)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4])
+    assert learning_rate(4, 1e-3, 4, 100, 0.1) == pytest.approx(1e-3)
+    assert learning_rate(1, 1e-3, 0, 100, 1.0) == 1e-3
+
+
+def test_default_schedule_is_constant_after_warmup():
+    train = TrainConfig()
+    assert train.lr_min_ratio == 1.0
+    lrs = [learning_rate(t, train.lr, train.lr_warmup_steps, 50_000, train.lr_min_ratio)
+           for t in (2000, 2001, 25_000, 50_000)]
+    assert lrs == [train.lr] * 4
+
+
+def test_cosine_decays_to_min_ratio():
+    lr = [learning_rate(t, 3e-4, 10, 110, 0.1) for t in (10, 60, 110)]
+    assert lr == pytest.approx([3e-4, 3e-4 * 0.55, 3e-5])
+    quarter = 3e-4 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert learning_rate(35, 3e-4, 10, 110, 0.1) == pytest.approx(quarter)
+
+
+def test_total_steps_rounds_down():
+    assert total_steps(20000, 1000, 1.0, 768) == 26041  # Sudoku-1k: 20000 * 1000 / 768 = 26041.7
+    assert total_steps(3, 10, 2.5, 4) == 18  # 18.75
+    assert total_steps(1, 7, 1.0, 8) == 0
+
+
+# ----------------------------------------------------------------------------------------------- AdamATan2
+
+def test_adam_atan2_matches_numpy(backend):
+    params, grads = _params_and_grads(3)
+    lrs, wd = (1e-2, 5e-2, 2e-2), 0.3
+    optim = OPTIMS[backend.name](params, wd)
+    expected = {k: (v.astype(np.float64), np.zeros(v.shape), np.zeros(v.shape)) for k, v in params.items()}
+    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+        optim.step(g, lr)
+        expected = {k: np_adam_atan2(*expected[k], g[k], t, lr, wd) for k in params}
+        state, now = optim.state(), optim.params()
+        assert int(state["step"]) == t
+        for k, (p, m, v) in expected.items():
+            assert_close(now[k], p, 1e-6, f"step {t}: {k}")
+            assert_close(state[f"{k}.m"], m, 1e-6, f"step {t}: {k}.m")
+            assert_close(state[f"{k}.v"], v, 1e-6, f"step {t}: {k}.v")
+    assert np.isfinite(now["w"]).all() and not np.array_equal(now["w"][0], params["w"][0])
+
+
+def test_adam_atan2_agrees_between_backends_and_resumes_across_them(both):
+    params, grads = _params_and_grads(3)
+    ours, theirs = [OPTIMS[a.name](params, 0.1) for a in both]
+    for optim in (ours, theirs):
+        optim.step(grads[0], 1e-2)
+        optim.step(grads[1], 3e-2)
+    for k in params:
+        assert_close(theirs.params()[k], ours.params()[k].astype(np.float64), 1e-6, k)
+    # Each backend continues from the other's parameters and state: step 3 must equal an uninterrupted run.
+    swapped = [OPTIMS[a.name](source.params(), 0.1) for a, source in zip(both, (theirs, ours))]
+    for optim, source in zip(swapped, (theirs, ours)):
+        optim.load(source.state())
+        assert sorted(optim.state()) == sorted(source.state())
+    for optim in (ours, theirs, *swapped):
+        optim.step(grads[2], 2e-2)
+    for optim in (theirs, *swapped):
+        assert int(optim.state()["step"]) == 3
+        for k in params:
+            assert_close(optim.params()[k], ours.params()[k].astype(np.float64), 1e-6, k)
+
+
+def test_optimizer_state_loading_is_strict(backend):
+    params, grads = _params_and_grads(1)
+    optim = OPTIMS[backend.name](params, 0.1)
+    optim.step(grads[0], 1e-2)
+    state = optim.state()
+    with pytest.raises(HRMError, match="'w.v' is missing"):
+        optim.load({k: v for k, v in state.items() if k != "w.v"})
+    with pytest.raises(HRMError, match=r"'b.m' has shape \(3,\)"):
+        optim.load({**state, "b.m": np.zeros(3, np.float32)})
+    with pytest.raises(HRMError, match="unexpected entry 'c.m'"):
+        optim.load({**state, "c.m": np.zeros(3, np.float32)})
+
+
+# ------------------------------------------------------------------------------------------------- SignSGD
+
+def test_sign_sgd_matches_numpy(backend):
+    rng = np.random.default_rng(1)
+    table = rng.normal(0, 1, (6, 8)).astype(np.float32)
+    ids = np.array([4, 1, 4, 0, 4, 1], dtype=np.int32)
+    grads = rng.normal(0, 1, (6, 8)).astype(np.float32)
+    grads[[0, 2, 4], 0] = [1.0, -1.0, 0.0]  # id 4's gradients cancel in column 0: sign 0, decay only
+    grads[1, 1], grads[5, 1] = 3.0, -0.5  # id 1: the sum is positive though one row is negative
+    out = SIGN_SGD[backend.name](table, ids, grads, 0.1, 0.5)
+    expected = np_sign_sgd(table, ids, grads, 0.1, 0.5)
+    assert_close(out, expected, 1e-6, "table")
+    assert out[4, 0] == np.float32(table[4, 0] * 0.95) and out[1, 1] == np.float32(table[1, 1] * 0.95 - 0.1)
+    assert np.array_equal(out[[2, 3, 5]], table[[2, 3, 5]])  # rows absent from the batch are untouched
+
+
+def test_sign_sgd_agrees_between_backends(both):
+    rng = np.random.default_rng(2)
+    table = rng.normal(0, 1, (40, 16)).astype(np.float32)
+    ids = rng.integers(0, 40, 64).astype(np.int32)
+    grads = rng.normal(0, 1, (64, 16)).astype(np.float32)
+    ours, theirs = [SIGN_SGD[a.name](table, ids, grads, 1e-2, 0.1) for a in both]
+    assert_close(theirs, ours.astype(np.float64), 1e-6, "table")
+    assert_close(ours, np_sign_sgd(table, ids, grads, 1e-2, 0.1), 1e-6, "table")
