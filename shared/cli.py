@@ -285,8 +285,8 @@ def _backend(name: str | None) -> tuple[str, ModuleType]:
 
 _backend_option = click.option("--backend", type=click.Choice(BACKENDS), default=None,
                                help="Backend to run on  [default: mlx on Apple silicon, else torch].")
-_device_option = click.option("--device", default=None,
-                              help="torch: cpu, cuda, cuda:N or mps; mlx: cpu or gpu  [default: cuda or gpu when present].")
+_device_option = click.option("--device", default=None, help="torch: cpu, cuda, cuda:N or mps; mlx: cpu or gpu  "
+                                                            "[default: cuda or gpu when present].")
 
 
 @main.command("evaluate")

@@ -1,0 +1,88 @@
+"""torch <-> MLX checkpoint conversion.
+
+Both backends write the same canonical safetensors file (DESIGN.md section 7), so conversion checks the file's
+header against config.json and copies its bytes: every dtype (bfloat16 included) survives bit for bit, and
+neither framework needs to be installed.
+"""
+
+import json
+import math
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from shared.backend import BACKENDS
+from shared.checkpoint import (IDENTIFIERS_FILE, MODEL_FILE, TRAIN_STATE_FILE, check_stored, checkpoint_directory,
+                               read_checkpoint_config, write_checkpoint_config)
+from shared.errors import HRMError
+
+# safetensors dtype codes -> (our dtype name, bytes per element)
+DTYPES = {"F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
+          "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1), "U8": ("uint8", 1),
+          "BOOL": ("bool", 1)}
+_MAX_HEADER = 100 << 20
+
+
+def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """{tensor name: (dtype name, shape)} from a safetensors file's header, after checking that the header is
+    well formed and the tensors' byte ranges tile the data section exactly."""
+    path = Path(path)
+    broken = f"{path} is not a valid safetensors file"
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        n = int.from_bytes(f.read(8), "little") if size >= 8 else -1
+        if not 0 < n <= min(size - 8, _MAX_HEADER):
+            raise HRMError(f"{broken} (bad header length); write the checkpoint again")
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise HRMError(f"{broken} (its header is not JSON); write the checkpoint again") from None
+    if not isinstance(header, dict):
+        raise HRMError(f"{broken} (its header is not a JSON object); write the checkpoint again")
+    header.pop("__metadata__", None)
+    tensors, spans = {}, []
+    for name, entry in header.items():
+        try:
+            dtype, itemsize = DTYPES[entry["dtype"]]
+            shape = tuple(int(d) for d in entry["shape"])
+            begin, end = (int(o) for o in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise HRMError(f"{broken} (tensor {name!r} has a malformed header entry)") from None
+        if min(shape, default=0) < 0 or end - begin != math.prod(shape) * itemsize:
+            raise HRMError(f"{broken} (tensor {name!r}: its byte range does not match its shape and dtype)")
+        tensors[name] = (dtype, shape)
+        spans.append((begin, end))
+    position = 0
+    for begin, end in sorted(spans):
+        if begin != position:
+            raise HRMError(f"{broken} (tensor data overlaps or leaves gaps); write the checkpoint again")
+        position = end
+    if position != size - 8 - n:
+        raise HRMError(f"{broken} (the file is {size} bytes; the header describes {8 + n + position})")
+    return tensors
+
+
+def convert_checkpoint(src: Path, dst: Path, to: str, force: bool = False) -> dict:
+    """Copy checkpoint `src` to `dst` for backend `to`: config.json (backend set), model.safetensors byte for byte
+    once its tensors match the config strictly, identifiers.json. Training state stays behind. Returns a summary."""
+    src, dst = Path(src), Path(dst)
+    if to not in BACKENDS:
+        raise HRMError(f"unknown backend {to!r}; choose one of {', '.join(BACKENDS)}")
+    if dst.resolve() == src.resolve():
+        raise HRMError(f"the destination {dst} is the source checkpoint; convert into a new directory")
+    config = read_checkpoint_config(src)
+    tensors = read_safetensors_header(src / MODEL_FILE)
+    check_stored(config.model, tensors, str(src / MODEL_FILE))
+    with checkpoint_directory(dst, force) as tmp:
+        shutil.copyfile(src / MODEL_FILE, tmp / MODEL_FILE)
+        config.backend, source_backend = to, config.backend
+        write_checkpoint_config(tmp, config)
+        if (src / IDENTIFIERS_FILE).is_file():
+            shutil.copyfile(src / IDENTIFIERS_FILE, tmp / IDENTIFIERS_FILE)
+    dtypes = Counter(dtype for dtype, _ in tensors.values())
+    summary = {"from": f"{src} ({source_backend or 'unknown backend'})", "to": f"{dst} ({to})",
+               "tensors": ", ".join(f"{count} {dtype}" for dtype, count in sorted(dtypes.items())),
+               "identifiers": "copied" if (dst / IDENTIFIERS_FILE).is_file() else "none"}
+    if (src / TRAIN_STATE_FILE).is_file():
+        summary["left out"] = f"{TRAIN_STATE_FILE} (optimizer state; training from {dst} starts a new optimizer)"
+    return summary

@@ -1,0 +1,128 @@
+"""Import of the reference's checkpoints (github.com/sapientinc/HRM): its `step_N` file (a torch.save'd state
+dict) and the `all_config.yaml` beside it become one of our checkpoint directories (DESIGN.md section 7).
+
+The model's shapes come from the yaml's `arch`, the tensors (vocab_size, num_puzzle_identifiers) and the
+dataset (seq_len); each is checked against the others. Reading the pickle needs PyTorch.
+"""
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import torch
+import yaml
+
+from shared.backend import BACKENDS, import_backend
+from shared.checkpoint import CheckpointConfig, check_checkpoint_output, check_stored, dataset_record
+from shared.config import HRMConfig, TrainConfig
+from shared.data.format import read_identifiers, read_metadata
+from shared.errors import HRMError
+from shared.init import count_parameters
+
+REFERENCE_CONFIG = "all_config.yaml"
+# torch.compile's wrapper, the loss head's `model`, the ACT wrapper's `inner`: stripped in this order.
+PREFIXES = ("_orig_mod.", "model.", "inner.")
+# Tensors some reference versions save beside the canonical ones; they are rebuilt, never loaded.
+REFERENCE_ONLY = ("rotary_emb.cos_cached", "rotary_emb.sin_cached", "puzzle_emb.local_weights",
+                  "puzzle_emb.local_ids")
+ARCH_REQUIRED = ("hidden_size", "num_heads", "expansion", "H_layers", "L_layers", "H_cycles", "L_cycles",
+                 "halt_max_steps", "halt_exploration_prob", "puzzle_emb_ndim", "pos_encodings")
+ARCH_OPTIONAL = ("rope_theta", "rms_norm_eps", "forward_dtype")
+ARCH_IGNORED = ("name", "loss")  # the model class and the loss head (its loss_type is read)
+
+
+def read_reference_config(path: Path) -> tuple[dict, TrainConfig, list[str]]:
+    """(HRMConfig fields from `arch`, incl. loss_type; the TrainConfig from the top level; arch keys we do not
+    use) of the reference's all_config.yaml."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise HRMError(f"{path} is missing: the importer reads the reference's all_config.yaml from the directory "
+                       f"of the step file") from None
+    except yaml.YAMLError as e:
+        raise HRMError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    arch = raw.get("arch") if isinstance(raw, dict) else None
+    if not isinstance(arch, dict):
+        raise HRMError(f"{path} has no `arch:` section; is it the all_config.yaml the reference wrote?")
+    missing = [k for k in ARCH_REQUIRED if k not in arch]
+    if missing:
+        raise HRMError(f"{path}: arch lacks {', '.join(missing)}; is it the all_config.yaml the reference wrote?")
+    model = {k: arch[k] for k in ARCH_REQUIRED + ARCH_OPTIONAL if arch.get(k) is not None}
+    loss = arch.get("loss")
+    if isinstance(loss, dict) and loss.get("loss_type") is not None:
+        model["loss_type"] = loss["loss_type"]
+    ignored = sorted(set(arch) - set(ARCH_REQUIRED + ARCH_OPTIONAL + ARCH_IGNORED))
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    train = {k: v for k, v in raw.items() if k in names and v is not None}
+    if "epochs" in train and "eval_interval" not in train:
+        train["eval_interval"] = train["epochs"]  # the reference's eval_interval=None: evaluate once, at the end
+    try:
+        return model, TrainConfig(**train), ignored
+    except HRMError as e:
+        raise HRMError(f"{path}: {e}") from None
+
+
+def read_reference_state(step_file: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """(canonical name -> tensor in its stored dtype, the reference-only keys dropped) of a reference `step_N`
+    file; prefixes are stripped."""
+    try:
+        state = torch.load(step_file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise HRMError(f"step file {step_file} does not exist") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise HRMError(f"{step_file} is not a torch.save'd state dict ({str(e).splitlines()[0]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise HRMError(f"{step_file} does not hold a state dict (name -> tensor); pass the reference's step_N file")
+    tensors, dropped = {}, []
+    for key, value in state.items():
+        name = key
+        for prefix in PREFIXES:
+            name = name.removeprefix(prefix)
+        if name in REFERENCE_ONLY:
+            dropped.append(key)
+        elif name in tensors:
+            raise HRMError(f"{step_file} holds {name!r} twice (with and without a prefix); pass one model's state")
+        else:
+            tensors[name] = value
+    return tensors, dropped
+
+
+def import_official(step_file: Path, data_dir: Path, dst: Path, backend: str = "torch", force: bool = False) -> dict:
+    """Write checkpoint `dst` for `backend` from the reference's `step_file` (+ all_config.yaml beside it) and the
+    dataset `data_dir` it was trained on (identifiers.json copied). Tensors are stored as float32 (bfloat16
+    H_init/L_init widen exactly); tensors the reference keeps but we rebuild are dropped and listed. Returns a
+    summary."""
+    step_file, data_dir = Path(step_file), Path(data_dir)
+    if backend not in BACKENDS:
+        raise HRMError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    check_checkpoint_output(Path(dst), force)
+    fields, train, ignored = read_reference_config(step_file.parent / REFERENCE_CONFIG)
+    tensors, dropped = read_reference_state(step_file)
+    metadata = read_metadata(data_dir, "train")
+    if "embed_tokens.embedding_weight" not in tensors:
+        raise HRMError(f"{step_file} has no token table (embed_tokens.embedding_weight); is it an HRM checkpoint?")
+    vocab_size = tensors["embed_tokens.embedding_weight"].shape[0]
+    if vocab_size != metadata.vocab_size:
+        raise HRMError(f"{step_file} has a token table of {vocab_size} rows but the dataset {data_dir} has "
+                       f"vocab_size={metadata.vocab_size}; pass the dataset the checkpoint was trained on")
+    num_puzzles = metadata.num_puzzle_identifiers
+    if "puzzle_emb.weights" in tensors and tensors["puzzle_emb.weights"].shape[0] != num_puzzles:
+        raise HRMError(f"{step_file} has a puzzle table of {tensors['puzzle_emb.weights'].shape[0]} rows but the "
+                       f"dataset {data_dir} has num_puzzle_identifiers={num_puzzles}; pass the dataset the "
+                       f"checkpoint was trained on (same build, same augmentations)")
+    try:
+        model_config = HRMConfig(vocab_size=vocab_size, seq_len=metadata.seq_len, num_puzzle_identifiers=num_puzzles,
+                                 **fields)
+    except HRMError as e:
+        raise HRMError(f"{step_file.parent / REFERENCE_CONFIG}: {e}") from None
+    check_stored(model_config, {k: (str(v.dtype).removeprefix("torch."), tuple(v.shape)) for k, v in tensors.items()},
+                 str(step_file), REFERENCE_CONFIG)
+    weights = {k: v.to(torch.float32).numpy() for k, v in tensors.items()}  # bfloat16 widens in torch, not numpy
+    package = import_backend(backend)
+    model = package.model.HRM(model_config)
+    package.model.load_canonical(model, weights)
+    config = CheckpointConfig(model=model_config, train=train, dataset=dataset_record(data_dir))
+    package.checkpoint.save_checkpoint(Path(dst), model, config, read_identifiers(data_dir))
+    return {"from": str(step_file), "to": f"{dst} ({backend})", "parameters": f"{count_parameters(model_config):,}",
+            "vocab_size": vocab_size, "seq_len": metadata.seq_len, "num_puzzle_identifiers": num_puzzles,
+            "dropped": ", ".join(dropped) or "none", "ignored arch keys": ", ".join(ignored) or "none"}

@@ -1,0 +1,57 @@
+"""Checkpoint directories in MLX (DESIGN.md section 7): HRM <-> canonical safetensors plus config.json."""
+
+import dataclasses
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from shared.checkpoint import (MODEL_FILE, CheckpointConfig, check_stored, checkpoint_directory,
+                               read_checkpoint_config, write_checkpoint_config, write_identifiers)
+from shared.errors import HRMError
+from hrm_mlx.model import HRM
+
+DEVICES = {"cpu": mx.cpu, "gpu": mx.gpu}
+
+
+def default_device() -> str:
+    """The device MLX runs on now: "gpu" (Metal) on Apple silicon, else "cpu"."""
+    return "gpu" if mx.default_device() == mx.gpu else "cpu"
+
+
+def save_checkpoint(directory: Path, model: HRM, config: CheckpointConfig,
+                    identifiers: list[str] | None = None) -> None:
+    """Write `model` (every parameter, frozen ones included, under its canonical name, in its own dtype: float32
+    master weights) and `config` (backend set to "mlx") to `directory` atomically, replacing a checkpoint there."""
+    if config.model != model.config:
+        raise HRMError("internal: save_checkpoint got a config whose model differs from the model's own config")
+    tensors = dict(tree_flatten(model.inner.parameters()))
+    mx.eval(tensors)
+    with checkpoint_directory(Path(directory)) as tmp:
+        mx.save_safetensors(str(tmp / MODEL_FILE), tensors)
+        write_checkpoint_config(tmp, dataclasses.replace(config, backend="mlx"))
+        if identifiers is not None:
+            write_identifiers(tmp, identifiers)
+
+
+def load_checkpoint(directory: Path, device: str | None = None) -> tuple[HRM, CheckpointConfig]:
+    """Build HRM(config.model) and load `directory`'s tensors strictly (float32 in the model; bfloat16 tensors
+    widen exactly); H_init, L_init and the puzzle table stay frozen. `device` ("cpu" or "gpu") becomes MLX's
+    default device. Any missing, unexpected, misshapen or wrongly typed tensor is an HRMError that names it."""
+    directory = Path(directory)
+    config = read_checkpoint_config(directory)
+    path = directory / MODEL_FILE
+    if device is not None:
+        if device not in DEVICES:
+            raise HRMError(f"unknown MLX device {device!r}; choose {' or '.join(DEVICES)}")
+        mx.set_default_device(DEVICES[device])
+    try:
+        tensors = mx.load(str(path), format="safetensors")
+    except (RuntimeError, ValueError, OSError) as e:
+        raise HRMError(f"{path} is not a readable safetensors file ({e}); write the checkpoint again") from None
+    check_stored(config.model, {k: (str(v.dtype).removeprefix("mlx.core."), tuple(v.shape))
+                                for k, v in tensors.items()}, str(path))
+    model = HRM(config.model)
+    model.inner.load_weights([(k, v.astype(mx.float32)) for k, v in tensors.items()], strict=True)
+    mx.eval(model.parameters())
+    return model, config

@@ -1,0 +1,84 @@
+"""Evaluation in MLX: every test example runs exactly halt_max_steps segments, the last one is scored
+(DESIGN.md sections 3-4)."""
+
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from shared.data.iterator import TestIterator
+from shared.errors import HRMError
+from shared.progress import progress
+from hrm_mlx.checkpoint import DEVICES
+from hrm_mlx.loss import act_loss
+from hrm_mlx.model import HRM, Batch, Carry
+
+METRICS = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss")
+OUTPUTS = ("predictions", "labels", "q_halt_logits", "puzzle_identifiers")
+
+
+def _device(device: str | None) -> mx.Device:
+    """"cpu" or "gpu" as an MLX device; None is MLX's default device."""
+    if device is None:
+        return mx.default_device()
+    if device not in DEVICES:
+        raise HRMError(f"unknown MLX device {device!r}; choose {' or '.join(DEVICES)}")
+    return DEVICES[device]
+
+
+def to_backend(batch: dict[str, np.ndarray]) -> Batch:
+    """The numpy batch (int32 arrays) as MLX arrays: the one place a batch crosses into MLX (unified memory: the
+    device is chosen by the stream the work runs on, not by the arrays)."""
+    return {k: mx.array(v) for k, v in batch.items()}
+
+
+def predict(model: HRM, batch: Batch) -> tuple[Carry, dict[str, mx.array]]:
+    """Run exactly halt_max_steps eval segments from a fresh carry -> (carry, the last segment's outputs: logits
+    [B, seq_len, vocab], q_halt_logits [B], q_continue_logits [B] float32), lazily: the caller evaluates them."""
+    carry = model.initial_carry(batch)
+    for _ in range(model.config.halt_max_steps):
+        carry, outputs = model(carry, batch, training=False)
+    return carry, outputs
+
+
+def _answers(outputs: dict[str, mx.array], rows: int) -> dict[str, np.ndarray]:
+    """The first `rows` rows' predictions [rows, seq_len] int32 (argmax) and q_halt_logits [rows] float32."""
+    return {"predictions": np.array(outputs["logits"][:rows].argmax(-1).astype(mx.int32)),
+            "q_halt_logits": np.array(outputs["q_halt_logits"][:rows].astype(mx.float32))}
+
+
+def predict_numpy(model: HRM, batch: dict[str, np.ndarray], device: str | None = None) -> dict[str, np.ndarray]:
+    """predict() on a numpy batch -> predictions [B, seq_len] int32 and q_halt_logits [B] float32 of the last
+    segment. `device` ("cpu" or "gpu") defaults to MLX's default device."""
+    with mx.stream(_device(device)):
+        _, outputs = predict(model, to_backend(batch))
+        return _answers(outputs, len(batch["inputs"]))
+
+
+def evaluate(model: HRM, data_dir: Path, batch_size: int, device: str | None = None,
+             keep_outputs: bool = False) -> tuple[dict, dict[str, np.ndarray] | None]:
+    """Score `model` on `<data_dir>/test` -> (metrics, outputs).
+
+    Metrics are means over the examples with a supervised token (`count` of them): accuracy, exact_accuracy,
+    q_halt_accuracy, steps, lm_loss. With `keep_outputs`, outputs holds one row per test example in dataset order:
+    predictions [N, seq_len] int32 (argmax), labels [N, seq_len] int32 (-100 where ignored), q_halt_logits [N]
+    float32, puzzle_identifiers [N] int32; otherwise None. `device` ("cpu" or "gpu") defaults to MLX's default.
+    """
+    iterator = TestIterator(Path(data_dir), batch_size)
+    sums = dict.fromkeys(("count", *METRICS), 0.0)
+    kept: dict[str, list[np.ndarray]] = {k: [] for k in OUTPUTS}
+    with mx.stream(_device(device)):
+        for numpy_batch, rows in progress(iterator, label="Evaluating", length=len(iterator)):
+            carry, outputs = predict(model, to_backend(numpy_batch))
+            real = mx.arange(batch_size) < rows  # [B]: not padding
+            _, metrics = act_loss(outputs, carry.current_data["labels"], real, carry.steps, model.config.loss_type)
+            mx.eval(metrics, outputs)
+            for k in sums:
+                sums[k] += metrics[k].item()
+            if keep_outputs:
+                for k, v in {**_answers(outputs, rows), "labels": numpy_batch["labels"][:rows],
+                             "puzzle_identifiers": numpy_batch["puzzle_identifiers"][:rows]}.items():
+                    kept[k].append(v)
+    count = sums.pop("count")
+    result = {"count": int(count), **{k: v / max(count, 1.0) for k, v in sums.items()}}
+    return result, ({k: np.concatenate(v) for k, v in kept.items()} if keep_outputs else None)

@@ -1,0 +1,54 @@
+"""Checkpoint directories in PyTorch (DESIGN.md section 7): HRM <-> canonical safetensors plus config.json."""
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from shared.checkpoint import (MODEL_FILE, CheckpointConfig, check_stored, checkpoint_directory,
+                               read_checkpoint_config, write_checkpoint_config, write_identifiers)
+from shared.errors import HRMError
+from hrm_torch.model import HRM
+
+
+def default_device() -> str:
+    """"cuda" when a CUDA GPU is visible, else "cpu" (MPS only when asked for: it has no float64 for the loss)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def save_checkpoint(directory: Path, model: HRM, config: CheckpointConfig,
+                    identifiers: list[str] | None = None) -> None:
+    """Write `model` (every persistent tensor under its canonical name, in its own dtype: float32 master weights)
+    and `config` (backend set to "torch") to `directory` atomically, replacing a checkpoint there."""
+    if config.model != model.config:
+        raise HRMError("internal: save_checkpoint got a config whose model differs from the model's own config")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.inner.state_dict().items()}
+    with checkpoint_directory(Path(directory)) as tmp:
+        save_file(tensors, tmp / MODEL_FILE)
+        write_checkpoint_config(tmp, dataclasses.replace(config, backend="torch"))
+        if identifiers is not None:
+            write_identifiers(tmp, identifiers)
+
+
+def load_checkpoint(directory: Path, device: str | None = None) -> tuple[HRM, CheckpointConfig]:
+    """Build HRM(config.model) and load `directory`'s tensors strictly (float32 in the model; bfloat16 tensors
+    widen exactly), on `device` (default: default_device()). Any missing, unexpected, misshapen or wrongly typed
+    tensor is an HRMError that names it."""
+    directory = Path(directory)
+    config = read_checkpoint_config(directory)
+    path = directory / MODEL_FILE
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise HRMError(f"{path} is not a readable safetensors file ({e}); write the checkpoint again") from None
+    check_stored(config.model, {k: (str(v.dtype).removeprefix("torch."), tuple(v.shape)) for k, v in tensors.items()},
+                 str(path))
+    model = HRM(config.model)
+    model.inner.load_state_dict(tensors, strict=True)
+    device = default_device() if device is None else device
+    try:
+        return model.to(device), config
+    except (RuntimeError, AssertionError) as e:
+        raise HRMError(f"cannot place the model on device {device!r} ({e}); choose cpu, cuda or mps") from None

@@ -1,0 +1,338 @@
+"""Conversion between the backends' checkpoints, import of the reference's checkpoints, and the CLI commands
+`hrm init` and `hrm convert` (DESIGN.md sections 7 and 8: the round trip torch -> mlx -> torch is bit-exact)."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from safetensors.numpy import load_file as load_numpy
+
+from backends import adapter, backend, both, random_batch, tiny_config, tiny_weights  # noqa: F401  (fixtures)
+from conftest import make_dataset
+from convert.backends import convert_checkpoint, read_safetensors_header
+from shared.backend import import_backend
+from shared.checkpoint import (CONFIG_FILE, IDENTIFIERS_FILE, MODEL_FILE, TRAIN_STATE_FILE, CheckpointConfig,
+                               read_checkpoint_config)
+from shared.cli import main
+from shared.config import HRMConfig, preset
+from shared.errors import HRMError
+from shared.init import count_parameters, init_weights
+
+OTHER = {"torch": "mlx", "mlx": "torch"}
+
+
+def one_segment(a, model, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    b = a.batch(batch)
+    return a.step(model, model.initial_carry(b), b, False, None)[1]
+
+
+def save_with(a, directory, config: HRMConfig, weights: dict, init_dtype: str = "float32") -> None:
+    """A checkpoint written by adapter `a`'s backend, with H_init and L_init held (and so stored) in `init_dtype`."""
+    model = a.build(config, weights)
+    if init_dtype == "bfloat16":
+        for name in ("H_init", "L_init"):
+            value = getattr(model.inner, name)
+            bf16 = value.to(a.torch.bfloat16) if a.name == "torch" else value.astype(a.mx.bfloat16)
+            setattr(model.inner, name, bf16)
+    identifiers = ["<blank>", "p1", "p2"]
+    import_backend(a.name).checkpoint.save_checkpoint(directory, model, CheckpointConfig(model=config), identifiers)
+
+
+def bits(path, loader: str) -> dict[str, tuple[str, np.ndarray]]:
+    """{name: (dtype, raw bits as unsigned integers)} of a safetensors file read by torch's or MLX's loader; the
+    bits cross into numpy as integers, so bfloat16 never passes through numpy."""
+    if loader == "torch":
+        import torch
+        from safetensors.torch import load_file
+        views = {2: (torch.int16, np.uint16), 4: (torch.int32, np.uint32)}
+        return {k: (str(t.dtype).removeprefix("torch."), t.view(views[t.element_size()][0]).numpy()
+                    .view(views[t.element_size()][1])) for k, t in load_file(path).items()}
+    import mlx.core as mx
+    views = {2: mx.uint16, 4: mx.uint32}
+    return {k: (str(a.dtype).removeprefix("mlx.core."), np.array(a.view(views[a.itemsize])))
+            for k, a in mx.load(str(path)).items()}
+
+
+def same_bits(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k][0] == b[k][0] and np.array_equal(a[k][1], b[k][1]) for k in a)
+
+
+@pytest.mark.parametrize("init_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("start", ["torch", "mlx"])
+def test_round_trip_through_the_other_backend_is_bit_exact(both, tmp_path, start, init_dtype):
+    config = tiny_config()
+    save_with(adapter(start), tmp_path / "a", config, tiny_weights(config), init_dtype)
+    convert_checkpoint(tmp_path / "a", tmp_path / "b", OTHER[start])
+    convert_checkpoint(tmp_path / "b", tmp_path / "c", start)
+    files = [tmp_path / d / MODEL_FILE for d in "abc"]
+    assert bits(files[0], "torch")["H_init"][0] == init_dtype
+    for loader in ("torch", "mlx"):
+        first = bits(files[0], loader)
+        assert all(same_bits(first, bits(f, loader)) for f in files[1:]), loader
+    assert same_bits(bits(files[0], "torch"), bits(files[0], "mlx"))
+    assert [read_checkpoint_config(tmp_path / d).backend for d in "abc"] == [start, OTHER[start], start]
+    assert json.loads((tmp_path / "c" / IDENTIFIERS_FILE).read_text()) == ["<blank>", "p1", "p2"]
+
+
+@pytest.mark.parametrize("init_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("start", ["torch", "mlx"])
+def test_a_checkpoint_from_one_backend_runs_identically_in_the_other(both, tmp_path, start, init_dtype):
+    config = tiny_config()
+    weights = tiny_weights(config)  # H_init, L_init hold bfloat16 values: storing them as bfloat16 loses nothing
+    source, target = adapter(start), adapter(OTHER[start])
+    save_with(source, tmp_path / "a", config, weights, init_dtype)
+    convert_checkpoint(tmp_path / "a", tmp_path / "b", target.name)
+    batch = random_batch(np.random.default_rng(1), config)
+    expected = one_segment(target, target.build(config, weights), batch)
+    reference = one_segment(source, source.build(config, weights), batch)
+    for directory in ("a", "b"):  # the unconverted directory loads too: the formats are the same
+        model, _ = import_backend(target.name).checkpoint.load_checkpoint(tmp_path / directory, "cpu")
+        state = target.model.canonical_state(model)
+        assert all(np.array_equal(state[k], weights[k]) for k in weights)
+        outputs = one_segment(target, model, batch)
+        for name in expected:
+            assert np.array_equal(outputs[name], expected[name]), name
+            assert np.abs(outputs[name] - reference[name]).max() <= 1e-4, name
+
+
+def test_convert_checks_the_tensors_against_the_config(tmp_path):
+    config = tiny_config()
+    save_with(adapter("torch"), tmp_path / "a", config, tiny_weights(config))
+    d = json.loads((tmp_path / "a" / CONFIG_FILE).read_text())
+    d["model"]["L_layers"] = 1
+    (tmp_path / "a" / CONFIG_FILE).write_text(json.dumps(d))
+    with pytest.raises(HRMError, match="unexpected tensor 'L_level.layers.1.*different model config"):
+        convert_checkpoint(tmp_path / "a", tmp_path / "b", "mlx")
+    assert not (tmp_path / "b").exists()
+
+
+def test_convert_refuses_a_damaged_file(tmp_path):
+    config = tiny_config()
+    save_with(adapter("torch"), tmp_path / "a", config, tiny_weights(config))
+    path = tmp_path / "a" / MODEL_FILE
+    assert read_safetensors_header(path)["q_head.bias"] == ("float32", (2,))
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(HRMError, match="not a valid safetensors file"):
+        convert_checkpoint(tmp_path / "a", tmp_path / "b", "mlx")
+    path.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00[1,2]")
+    with pytest.raises(HRMError, match="not a JSON object"):
+        convert_checkpoint(tmp_path / "a", tmp_path / "b", "mlx")
+
+
+def test_convert_output_rules(tmp_path):
+    config = tiny_config()
+    save_with(adapter("torch"), tmp_path / "a", config, tiny_weights(config))
+    (tmp_path / "a" / TRAIN_STATE_FILE).write_bytes(b"optimizer")
+    summary = convert_checkpoint(tmp_path / "a", tmp_path / "b", "mlx")
+    assert "left out" in summary and not (tmp_path / "b" / TRAIN_STATE_FILE).exists()
+    with pytest.raises(HRMError, match="already holds files; pass --force"):
+        convert_checkpoint(tmp_path / "a", tmp_path / "b", "mlx")
+    convert_checkpoint(tmp_path / "a", tmp_path / "b", "torch", force=True)
+    assert read_checkpoint_config(tmp_path / "b").backend == "torch"
+    with pytest.raises(HRMError, match="is the source checkpoint"):
+        convert_checkpoint(tmp_path / "a", tmp_path / "a", "mlx", force=True)
+    with pytest.raises(HRMError, match="unknown backend 'jax'"):
+        convert_checkpoint(tmp_path / "a", tmp_path / "c", "jax")
+    with pytest.raises(HRMError, match="is not a checkpoint"):
+        convert_checkpoint(tmp_path, tmp_path / "c", "mlx")
+
+
+# ---- the reference's checkpoints ----
+
+def reference_dataset(tmp_path, vocab_size: int = 10):
+    """A dataset that fits tiny_config(): seq_len 16, vocab 10, identifiers <blank> + one per split = 3."""
+    return make_dataset(tmp_path / "ds", groups=1, puzzles_per_group=1, seq_len=16, vocab_size=vocab_size)
+
+
+def write_reference(run: Path, config: HRMConfig, weights: dict, prefix: str = "_orig_mod.model.inner.",
+                    extra: dict | None = None) -> Path:
+    """A reference run directory: step_10 (torch.save'd state dict with the reference's prefixes, bfloat16
+    H_init/L_init and rotary caches) and all_config.yaml as the reference's pretrain.py dumps it."""
+    import torch
+
+    run.mkdir()
+    state = {prefix + k: torch.from_numpy(v) for k, v in weights.items()}
+    for name in ("H_init", "L_init"):
+        state[prefix + name] = state[prefix + name].to(torch.bfloat16)
+    if config.pos_encodings == "rope":
+        state[prefix + "rotary_emb.cos_cached"] = torch.ones(config.seq_len + 1, config.head_dim)
+        state[prefix + "rotary_emb.sin_cached"] = torch.zeros(config.seq_len + 1, config.head_dim)
+    state.update({prefix + k: torch.from_numpy(v) for k, v in (extra or {}).items()})
+    torch.save(state, run / "step_10")
+    arch = {k: getattr(config, k) for k in ("hidden_size", "num_heads", "expansion", "H_layers", "L_layers",
+                                            "H_cycles", "L_cycles", "halt_max_steps", "halt_exploration_prob",
+                                            "puzzle_emb_ndim", "pos_encodings", "forward_dtype")}
+    arch.update(name="hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1", puzzle_emb_len=1,
+                loss={"name": "losses@ACTLossHead", "loss_type": config.loss_type})
+    (run / "all_config.yaml").write_text(yaml.safe_dump({
+        "arch": arch, "beta1": 0.9, "beta2": 0.95, "checkpoint_every_eval": True, "checkpoint_path": "checkpoints/x",
+        "data_path": "data/x", "epochs": 20000, "eval_interval": 2000, "eval_save_outputs": [],
+        "global_batch_size": 384, "lr": 7e-5, "lr_min_ratio": 1.0, "lr_warmup_steps": 2000, "project_name": "x",
+        "puzzle_emb_lr": 7e-5, "puzzle_emb_weight_decay": 1.0, "run_name": "x", "seed": 0, "weight_decay": 1.0}))
+    return run / "step_10"
+
+
+@pytest.mark.parametrize("prefix", ["_orig_mod.model.inner.", "model.inner.", ""])
+def test_official_import_loads_identically_in_each_backend(backend, tmp_path, prefix):
+    adapter("torch")  # reading the reference's pickle needs torch
+    from convert.official import import_official
+
+    config = tiny_config()
+    weights = tiny_weights(config)
+    data = reference_dataset(tmp_path)
+    step = write_reference(tmp_path / "run", config, weights, prefix)
+    summary = import_official(step, data, tmp_path / "ours", backend.name)
+    assert summary["dropped"] == f"{prefix}rotary_emb.cos_cached, {prefix}rotary_emb.sin_cached"
+    assert summary["ignored arch keys"] == "puzzle_emb_len"
+    model, ours = import_backend(backend.name).checkpoint.load_checkpoint(tmp_path / "ours", "cpu")
+    assert ours.model == config and ours.backend == backend.name
+    assert ours.train.lr == 7e-5 and ours.train.global_batch_size == 384 and ours.train.eval_interval == 2000
+    assert ours.dataset["seq_len"] == 16 and len(ours.dataset["fingerprint"]) == 16
+    assert (tmp_path / "ours" / IDENTIFIERS_FILE).read_bytes() == (data / IDENTIFIERS_FILE).read_bytes()
+    assert all(v.dtype == np.float32 for v in load_numpy(tmp_path / "ours" / MODEL_FILE).values())
+    state = backend.model.canonical_state(model)
+    assert all(np.array_equal(state[k], weights[k]) for k in weights)
+    batch = random_batch(np.random.default_rng(2), config)
+    expected = one_segment(backend, backend.build(config, weights), batch)
+    outputs = one_segment(backend, model, batch)
+    assert all(np.array_equal(outputs[k], expected[k]) for k in expected)
+
+
+def test_official_import_with_learned_positions(tmp_path):
+    adapter("torch")
+    from convert.official import import_official
+
+    config = tiny_config(pos_encodings="learned", loss_type="softmax_cross_entropy")
+    step = write_reference(tmp_path / "run", config, tiny_weights(config))
+    summary = import_official(step, reference_dataset(tmp_path), tmp_path / "ours")
+    assert summary["dropped"] == "none"
+    assert read_checkpoint_config(tmp_path / "ours").model == config
+
+
+def _import_error(tmp_path, message, config=None, weights=None, vocab_size=10, extra=None, damage=None):
+    adapter("torch")
+    from convert.official import import_official
+
+    config = config or tiny_config()
+    step = write_reference(tmp_path / "run", config, weights or tiny_weights(config), extra=extra)
+    if damage:
+        damage(step)
+    with pytest.raises(HRMError, match=message):
+        import_official(step, reference_dataset(tmp_path, vocab_size), tmp_path / "ours")
+    assert not (tmp_path / "ours").exists()
+
+
+def test_official_import_refuses_a_puzzle_table_that_does_not_fit_the_dataset(tmp_path):
+    config = tiny_config(num_puzzle_identifiers=5)
+    _import_error(tmp_path, "puzzle table of 5 rows but the dataset .* num_puzzle_identifiers=3", config,
+                  tiny_weights(config))
+
+
+def test_official_import_refuses_a_token_table_that_does_not_fit_the_dataset(tmp_path):
+    _import_error(tmp_path, "token table of 10 rows but the dataset .* vocab_size=7", vocab_size=7)
+
+
+def test_official_import_refuses_tensors_the_config_does_not_describe(tmp_path):
+    extra = {"H_level.layers.1.mlp.down_proj.weight": np.zeros((64, 256), np.float32)}
+    _import_error(tmp_path, "unexpected tensor 'H_level.layers.1.mlp.down_proj.weight'.*all_config.yaml",
+                  extra=extra)
+
+
+def test_official_import_needs_its_config_and_a_state_dict(tmp_path):
+    _import_error(tmp_path, "all_config.yaml is missing", damage=lambda step: (step.parent / "all_config.yaml")
+                  .unlink())
+
+
+def test_official_import_refuses_a_file_that_is_not_a_state_dict(tmp_path):
+    _import_error(tmp_path, "not a torch.save'd state dict", damage=lambda step: step.write_bytes(b"garbage"))
+
+
+def test_official_import_refuses_a_bad_arch(tmp_path):
+    def damage(step):
+        path = step.parent / "all_config.yaml"
+        d = yaml.safe_load(path.read_text())
+        del d["arch"]["H_cycles"]
+        path.write_text(yaml.safe_dump(d))
+    _import_error(tmp_path, "arch lacks H_cycles", damage=damage)
+
+
+# ---- the CLI ----
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_cli_init_then_convert(tmp_path):
+    data = make_dataset(tmp_path / "ds", seq_len=16, vocab_size=10)
+    r = run("init", "--backend", "torch", "--preset", "tiny", "--data", data, "--seed", 3, "--set", "L_layers=2",
+            tmp_path / "t")
+    assert r.exit_code == 0, r.output
+    ours = read_checkpoint_config(tmp_path / "t")
+    assert f"parameters              {count_parameters(ours.model):,}" in r.output
+    assert "num_puzzle_identifiers  73" in r.output
+    model, _ = preset("tiny")
+    assert ours.model == model.replace(L_layers=2, vocab_size=10, seq_len=16, num_puzzle_identifiers=73)
+    assert ours.train.seed == 3 and ours.backend == "torch" and ours.dataset["path"] == str(data)
+    stored = load_numpy(tmp_path / "t" / MODEL_FILE)
+    expected = init_weights(ours.model, 3)
+    assert stored.keys() == expected.keys() and all(np.array_equal(stored[k], expected[k]) for k in expected)
+    r = run("init", "--backend", "mlx", "--preset", "tiny", "--data", data, "--seed", 3, "--set", "L_layers=2",
+            tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert all(np.array_equal(v, expected[k]) for k, v in load_numpy(tmp_path / "m" / MODEL_FILE).items())
+    r = run("convert", tmp_path / "t", tmp_path / "c", "--to", "mlx")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "c" / MODEL_FILE).read_bytes() == (tmp_path / "t" / MODEL_FILE).read_bytes()
+    assert read_checkpoint_config(tmp_path / "c").backend == "mlx"
+    r = run("convert", tmp_path / "m", tmp_path / "c", "--to", "torch")
+    assert r.exit_code == 1 and "already holds files; pass --force" in r.output
+    assert run("convert", tmp_path / "m", tmp_path / "c", "--to", "torch", "--force").exit_code == 0
+    r = run("init", "--backend", "torch", "--preset", "tiny", "--data", data, tmp_path / "t")
+    assert r.exit_code == 1 and "already holds files" in r.output
+
+
+def test_cli_init_refuses_data_fields_and_bad_keys(tmp_path):
+    data = make_dataset(tmp_path / "ds", seq_len=16, vocab_size=10)
+    r = run("init", "--backend", "torch", "--preset", "tiny", "--data", data, "--set", "vocab_size=3", tmp_path / "t")
+    assert r.exit_code == 1 and "come from the dataset" in r.output
+    r = run("init", "--backend", "torch", "--preset", "tiny", "--data", data, "--set", "hiden_size=3", tmp_path / "t")
+    assert r.exit_code == 1 and "unknown config key 'hiden_size'" in r.output
+    assert not (tmp_path / "t").exists()
+
+
+def test_cli_convert_from_official(tmp_path):
+    adapter("torch")
+    config = tiny_config()
+    step = write_reference(tmp_path / "run", config, tiny_weights(config))
+    data = reference_dataset(tmp_path)
+    r = run("convert", "--from-official", step, "--data", data, tmp_path / "ours", "--to", "mlx")
+    assert r.exit_code == 0, r.output
+    assert "rotary_emb.cos_cached" in r.output and read_checkpoint_config(tmp_path / "ours").backend == "mlx"
+    r = run("convert", "--from-official", step, "--data", data, tmp_path / "ours")
+    assert r.exit_code == 1 and "already holds files" in r.output
+
+
+@pytest.mark.parametrize("args", [["only-one"], ["a", "b"], ["a", "b", "--to", "mlx", "--data", "."],
+                                  ["--from-official", "{step}", "x"]])
+def test_cli_convert_usage_errors(tmp_path, args):
+    step = tmp_path / "step_1"
+    step.write_bytes(b"")
+    r = run("convert", *[a.format(step=step) for a in args])
+    assert r.exit_code == 2 and "Usage" in r.output
+
+
+@pytest.mark.parametrize("framework", ["torch", "mlx.core"])
+def test_cli_says_how_to_install_a_missing_backend(tmp_path, monkeypatch, framework):
+    data = make_dataset(tmp_path / "ds", seq_len=16, vocab_size=10)
+    name = framework.partition(".")[0]
+    monkeypatch.setitem(sys.modules, framework, None)  # `import framework` now fails as if it were not installed
+    r = run("init", "--backend", name, "--preset", "tiny", "--data", data, tmp_path / "t")
+    assert r.exit_code == 1 and f"the {name} backend is not installed: pip install 'hrm[{name}]'" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "t").exists()
+    if name == "torch":
+        r = run("convert", "--from-official", data / IDENTIFIERS_FILE, "--data", data, tmp_path / "t")
+        assert r.exit_code == 1 and "pip install 'hrm[torch]'" in r.output
