@@ -10,14 +10,11 @@ The tensors are read and written by each backend's checkpoint.py; this module is
 """
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ContextManager
 
+from shared.atomic import check_replaceable, replace_directory
 from shared.config import HRMConfig, TrainConfig
 from shared.errors import HRMError
 from shared.init import canonical_shapes
@@ -119,42 +116,12 @@ def dataset_record(root: Path) -> dict:
 
 def check_checkpoint_output(directory: Path, force: bool) -> None:
     """Refuse a `directory` that holds files, unless `force` and every file is one a checkpoint holds."""
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise HRMError(f"{directory} is a file, not a directory; choose another output path")
-    if not directory.exists() or not any(directory.iterdir()):
-        return
-    if not force:
-        raise HRMError(f"{directory} already holds files; pass --force to replace it or choose another path")
-    foreign = sorted(p.name for p in directory.iterdir() if p.name not in CHECKPOINT_FILES)
-    if foreign:
-        raise HRMError(f"refusing to replace {directory}: it holds files that are not a checkpoint's "
-                       f"({', '.join(foreign[:3])})")
+    check_replaceable(directory, force, set(CHECKPOINT_FILES), "checkpoint")
 
 
-@contextmanager
-def checkpoint_directory(directory: Path, force: bool = True) -> Iterator[Path]:
-    """Yield a temporary directory beside `directory` that replaces it when the block succeeds (see
-    check_checkpoint_output for what may be replaced); on any error nothing is left and `directory` is unchanged."""
-    directory = Path(directory)
-    check_checkpoint_output(directory, force)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is an ordinary directory
-    try:
-        yield tmp
-        for path in tmp.iterdir():
-            path.chmod(0o644)  # safetensors' torch writer creates private files; a checkpoint is meant to be shared
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            directory.rename(old)
-            tmp.rename(directory)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def checkpoint_directory(directory: Path, force: bool = True) -> ContextManager[Path]:
+    """A temporary directory beside `directory` that replaces it when the block succeeds; on error it is unchanged."""
+    return replace_directory(directory, force, set(CHECKPOINT_FILES), "checkpoint")
 
 
 def init_checkpoint(out: Path, backend: str, preset_name: str, data_dir: Path, overrides: list[str],

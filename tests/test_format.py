@@ -92,7 +92,7 @@ def test_force_never_deletes_foreign_files(tmp_path):
     out = tmp_path / "home"
     out.mkdir()
     (out / "thesis.tex").write_text("precious")
-    with pytest.raises(HRMError, match="hrm did not write"):
+    with pytest.raises(HRMError, match="not a dataset.s"):
         with atomic_directory(out, force=True):
             pass
     assert (out / "thesis.tex").read_text() == "precious"

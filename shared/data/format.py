@@ -14,16 +14,13 @@
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ContextManager
 
 import numpy as np
 
+from shared.atomic import check_replaceable, replace_directory
 from shared.errors import HRMError
 
 SPLITS = ("train", "test")
@@ -111,40 +108,12 @@ class SetBuilder:
 
 def check_output(out: Path, force: bool) -> None:
     """Refuse an output directory that holds files, unless `force` and every file is one a builder writes."""
-    if out.exists() and not out.is_dir():
-        raise HRMError(f"{out} is a file, not a directory; choose another --out")
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if not force:
-        raise HRMError(f"{out} already holds files; pass --force to replace it or choose another --out")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_FILES)
-    if foreign:
-        raise HRMError(f"refusing to replace {out}: it holds files hrm did not write ({', '.join(foreign[:3])})")
+    check_replaceable(out, force, OWN_FILES, "dataset")
 
 
-@contextmanager
-def atomic_directory(out: Path, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory beside `out` that replaces `out` when the block succeeds.
-
-    On any error the temporary directory is removed and `out` is left as it was.
-    """
-    out = Path(out)
-    check_output(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a dataset is an ordinary directory
-    try:
-        yield tmp
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def atomic_directory(out: Path, force: bool = False) -> ContextManager[Path]:
+    """A temporary directory beside `out` that replaces `out` when the block succeeds; on error `out` is unchanged."""
+    return replace_directory(out, force, OWN_FILES, "dataset")
 
 
 def split_metadata(sets: dict[str, PuzzleSet], vocab_size: int, seq_len: int,
