@@ -1,6 +1,7 @@
 """Evaluation in MLX: every test example runs exactly halt_max_steps segments, the last one is scored
 (DESIGN.md sections 3-4)."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import mlx.core as mx
@@ -56,13 +57,16 @@ def predict_numpy(model: HRM, batch: dict[str, np.ndarray], device: str | None =
 
 
 def evaluate(model: HRM, data_dir: Path, batch_size: int, device: str | None = None,
-             keep_outputs: bool = False) -> tuple[dict, dict[str, np.ndarray] | None]:
+             keep_outputs: bool = False, on_batch: Callable[[dict[str, np.ndarray]], None] | None = None
+             ) -> tuple[dict, dict[str, np.ndarray] | None]:
     """Score `model` on `<data_dir>/test` -> (metrics, outputs).
 
     Metrics are means over the examples with a supervised token (`count` of them): accuracy, exact_accuracy,
     q_halt_accuracy, steps, lm_loss. With `keep_outputs`, outputs holds one row per test example in dataset order:
     predictions [N, seq_len] int32 (argmax), labels [N, seq_len] int32 (-100 where ignored), q_halt_logits [N]
-    float32, puzzle_identifiers [N] int32; otherwise None. `device` ("cpu" or "gpu") defaults to MLX's default.
+    float32, puzzle_identifiers [N] int32; otherwise None. `on_batch`, when given, receives those four arrays
+    for the real rows of each batch, in dataset order (the ARC vote). `device` ("cpu" or "gpu") defaults to MLX's
+    default.
     """
     iterator = TestIterator(Path(data_dir), batch_size)
     sums = dict.fromkeys(("count", *METRICS), 0.0)
@@ -75,10 +79,14 @@ def evaluate(model: HRM, data_dir: Path, batch_size: int, device: str | None = N
             mx.eval(metrics, outputs)
             for k in sums:
                 sums[k] += metrics[k].item()
-            if keep_outputs:
-                for k, v in {**_answers(outputs, rows), "labels": numpy_batch["labels"][:rows],
-                             "puzzle_identifiers": numpy_batch["puzzle_identifiers"][:rows]}.items():
-                    kept[k].append(v)
+            if keep_outputs or on_batch is not None:
+                answers = {**_answers(outputs, rows), "labels": numpy_batch["labels"][:rows],
+                           "puzzle_identifiers": numpy_batch["puzzle_identifiers"][:rows]}
+                if on_batch is not None:
+                    on_batch(answers)
+                if keep_outputs:
+                    for k, v in answers.items():
+                        kept[k].append(v)
     count = sums.pop("count")
     result = {"count": int(count), **{k: v / max(count, 1.0) for k, v in sums.items()}}
     return result, ({k: np.concatenate(v) for k, v in kept.items()} if keep_outputs else None)

@@ -9,7 +9,7 @@ train step compiled with `inputs=outputs=[model.state, adam.state]` captures the
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_flatten
 
 from shared.errors import HRMError
 from hrm_mlx.model import PuzzleEmbedding
@@ -71,8 +71,14 @@ class AdamATan2(optim.Optimizer):
         extra = sorted(set(state) - set(expected))
         if extra:
             raise HRMError(f"optimizer state: unexpected entry {extra[0]!r}; the state was saved for a different model")
-        # In place, so a step already compiled with `inputs=adam.state` sees the loaded values.
-        self.state.update(tree_unflatten([(k, v.astype(expected[k].dtype)) for k, v in state.items() if k != "step"]))
+        # Leaf by leaf in place: a step already compiled with `inputs=adam.state` sees the loaded values, and the
+        # tree keeps the empty entries of frozen modules that apply_gradients walks.
+        for name, value in state.items():
+            *path, leaf = name.split(".")
+            node = self.state
+            for part in path:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            node[leaf] = value.astype(expected[name].dtype)
         self.state["step"] = state["step"].astype(mx.uint64)
 
 

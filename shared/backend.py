@@ -9,6 +9,7 @@ from types import ModuleType
 from shared.errors import HRMError
 
 BACKENDS = ("torch", "mlx")
+MODULES = ("model", "checkpoint", "evaluate", "train")
 _FRAMEWORK = {"torch": "torch", "mlx": "mlx.core"}
 
 
@@ -27,13 +28,14 @@ def default_backend() -> str:
 
 
 def import_backend(name: str) -> ModuleType:
-    """The backend package (hrm_torch or hrm_mlx), with its `model` and `checkpoint` modules loaded as attributes,
-    after checking that its framework imports; HRMError when it does not."""
+    """The backend package (hrm_torch or hrm_mlx) with its modules loaded as attributes (`model`, `checkpoint`,
+    `evaluate`, `train`), after checking that its framework imports; HRMError when it does not."""
     if name not in BACKENDS:
         raise HRMError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     try:
         importlib.import_module(_FRAMEWORK[name])
     except ImportError:
         raise HRMError(f"the {name} backend is not installed: pip install 'hrm[{name}]'") from None
-    importlib.import_module(f"hrm_{name}.checkpoint")  # binds package.checkpoint (and package.model, it imports it)
+    for module in MODULES:
+        importlib.import_module(f"hrm_{name}.{module}")  # binds it as an attribute of the package
     return importlib.import_module(f"hrm_{name}")

@@ -1,0 +1,184 @@
+"""Training (DESIGN.md section 5): both backends' train steps agree, and runs resume exactly.
+
+Parity: 20 optimizer steps from the same weights, batches and exploration draws give loss curves within 1e-3 (absolute)
+and the same halting counts. Resume: a run stopped at step N and resumed to 2N ends with the same bytes as a run that
+went to 2N in one go (weights, optimizer moments, carry, metrics), in float32 on the CPU.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from safetensors.numpy import load_file
+
+from backends import NAMES, tiny_config, tiny_weights
+from conftest import make_dataset
+from shared.act import draw_exploration
+from shared.backend import import_backend
+from shared.cli import main
+from shared.config import TrainConfig
+from shared.data.iterator import TrainIterator
+from shared.schedule import learning_rate
+
+# A run small enough for MLX's CPU build: hidden 32, batch 8, sequences of 8 (make_dataset), 3 cycles of ACT.
+TINY = ["--preset", "tiny", "--set", "hidden_size=32", "--set", "puzzle_emb_ndim=32", "--set", "global_batch_size=8",
+        "--set", "halt_max_steps=3", "--set", "lr_warmup_steps=2"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def train_steps(name: str, data: Path, steps: int) -> tuple[list[float], list[float], dict[str, np.ndarray]]:
+    """`steps` train steps of backend `name` on the tiny model -> (losses, halted counts, final weights)."""
+    package = import_backend(name)
+    config = tiny_config(vocab_size=7, seq_len=8, num_puzzle_identifiers=73, hidden_size=32, L_layers=1,
+                         halt_max_steps=3, halt_exploration_prob=0.5)
+    train = TrainConfig(global_batch_size=8, lr=1e-3, lr_warmup_steps=4, puzzle_emb_lr=1e-2)
+    model = package.model.HRM(config)
+    package.model.load_canonical(model, tiny_weights(config))
+    trainer = package.train.Trainer(model, train)
+    iterator, rng = TrainIterator(data, 8, seed=0), np.random.default_rng(0)
+    losses, counts = [], []
+    for step in range(1, steps + 1):
+        draws = draw_exploration(rng, 8, config.halt_max_steps, config.halt_exploration_prob)
+        lr = learning_rate(step, train.lr, train.lr_warmup_steps, steps, 1.0)
+        puzzle_lr = learning_rate(step, train.puzzle_emb_lr, train.lr_warmup_steps, steps, 1.0)
+        result = trainer.step(next(iterator), draws, lr, puzzle_lr)
+        losses.append(result["loss"])
+        counts.append(result["count"])
+    return losses, counts, package.model.canonical_state(model)
+
+
+def test_twenty_steps_agree_across_backends(tmp_path):
+    data = make_dataset(tmp_path / "ds")
+    (torch_losses, torch_counts, torch_weights), (mlx_losses, mlx_counts, mlx_weights) = (
+        train_steps(name, data, 20) for name in NAMES)
+    assert torch_counts == mlx_counts
+    assert sum(torch_counts) > 0, "no row halted: the halting path was not exercised"
+    np.testing.assert_allclose(mlx_losses, torch_losses, rtol=0, atol=1e-3)
+    assert torch_losses[-1] < torch_losses[0]
+    for name, value in torch_weights.items():
+        np.testing.assert_allclose(mlx_weights[name], value, rtol=0, atol=1e-3, err_msg=name)
+    assert not np.array_equal(torch_weights["puzzle_emb.weights"], tiny_weights(
+        tiny_config(vocab_size=7, seq_len=8, num_puzzle_identifiers=73, hidden_size=32, L_layers=1,
+                    halt_max_steps=3))["puzzle_emb.weights"]), "the sparse update changed no puzzle row"
+
+
+def saved_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
+    """(weights, training state, train metrics) of a run's last checkpoint."""
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return (load_file(run_dir / "last" / "model.safetensors"), load_file(run_dir / "last" / "train_state.safetensors"),
+            [m for m in metrics if m["split"] == "train"])
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    (weights_a, state_a, metrics_a), (weights_b, state_b, metrics_b) = saved_run(a), saved_run(b)
+    assert weights_a.keys() == weights_b.keys() and state_a.keys() == state_b.keys()
+    for name in weights_a:
+        assert np.array_equal(weights_a[name], weights_b[name]), f"weight {name} differs after resume"
+    for name in state_a:
+        assert np.array_equal(state_a[name], state_b[name]), f"training state {name} differs after resume"
+    assert metrics_a == metrics_b
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_resume_is_exact(tmp_path, name):
+    data = make_dataset(tmp_path / "ds")
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert run("train", "--backend", name, "--data", data, *TINY, "--out", whole, "--max-steps", 8,
+               "--eval-interval", 0).exit_code == 0
+    first = run("train", "--backend", name, "--data", data, *TINY, "--out", parts, "--max-steps", 4,
+                "--eval-interval", 0)
+    assert first.exit_code == 0 and "stopped at --max-steps 4" in first.output
+    again = run("train", "--resume", parts, "--max-steps", 8)
+    assert again.exit_code == 0, again.output
+    assert_same_run(whole, parts)
+    state = load_file(parts / "last" / "train_state.safetensors")
+    assert int(state["adam.step"]) == 8
+
+
+def test_resume_refuses_another_config(tmp_path):
+    data = make_dataset(tmp_path / "ds")
+    other = make_dataset(tmp_path / "other", seed=1)
+    run_dir = tmp_path / "run"
+    assert run("train", "--backend", "torch", "--data", data, *TINY, "--out", run_dir, "--max-steps", 1,
+               "--eval-interval", 0).exit_code == 0
+    r = run("train", "--resume", run_dir, "--set", "hidden_size=64")
+    assert r.exit_code == 1 and "hidden_size=64 vs 32" in r.output and "differ from the run" in r.output
+    r = run("train", "--resume", run_dir, "--data", other)
+    assert r.exit_code == 1 and "is not the one the run" in r.output
+    r = run("train", "--resume", tmp_path / "nothing")
+    assert r.exit_code == 1 and "is not a training run" in r.output
+    r = run("train", "--backend", "torch", "--data", data, *TINY, "--out", run_dir)
+    assert r.exit_code == 1 and "already holds files" in r.output
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    data = make_dataset(tmp_path / "ds")
+    run_dir = tmp_path / "run"
+    r = run("train", "--backend", "torch", "--data", data, *TINY, "--set", "lr=1e30", "--set", "lr_warmup_steps=1",
+            "--out", run_dir, "--max-steps", 20, "--eval-interval", 0, "--checkpoint-every", 1)
+    assert r.exit_code == 1
+    message = r.output.strip().splitlines()[-1]
+    assert message.startswith("Error: ") and "training diverged" in message or "the loss is nan" in message
+    assert "at step" in message
+    if "keeps the last good checkpoint" in message:
+        step = int(message.split("last good checkpoint, step ")[1].split(")")[0].replace(",", ""))
+        _, state, _ = saved_run(run_dir)
+        assert int(state["adam.step"]) == step
+        assert all(np.isfinite(w).all() for w in load_file(run_dir / "last" / "model.safetensors").values())
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import shared.train_loop
+
+    data = make_dataset(tmp_path / "ds")
+    run_dir = tmp_path / "run"
+    writes = []
+
+    def failing_write(directory, tensors, info):
+        writes.append(info["step"])
+        if len(writes) == 2:
+            raise OSError(28, "No space left on device")
+        return write(directory, tensors, info)
+
+    write = shared.train_loop.write_train_state
+    monkeypatch.setattr(shared.train_loop, "write_train_state", failing_write)
+    r = run("train", "--backend", "torch", "--data", data, *TINY, "--out", run_dir, "--max-steps", 6,
+            "--eval-interval", 0, "--checkpoint-every", 2)
+    assert r.exit_code == 1
+    assert "No space left on device" in r.output and "last good checkpoint, step 2" in r.output
+    assert int(load_file(run_dir / "last" / "train_state.safetensors")["adam.step"]) == 2
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")], "a temporary directory was left"
+    monkeypatch.setattr(shared.train_loop, "write_train_state", write)
+    assert run("train", "--resume", run_dir, "--max-steps", 6).exit_code == 0
+
+
+def test_ctrl_c_saves_and_the_run_resumes_exactly(tmp_path):
+    data = make_dataset(tmp_path / "ds")
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    args = ["--backend", "torch", "--data", str(data), *TINY, "--eval-interval", "0"]
+    assert run("train", *args, "--out", whole, "--max-steps", 40).exit_code == 0
+    command = [sys.executable, "-c", "from shared.cli import main; main()", "train", *args, "--out", str(parts),
+               "--max-steps", "40"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=Path(__file__).parents[1])
+    metrics = parts / "metrics.jsonl"
+    deadline = time.monotonic() + 60
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "interrupted (Ctrl-C)" in output
+    stopped = int(load_file(parts / "last" / "train_state.safetensors")["adam.step"])
+    assert 2 <= stopped < 40, "the interrupt came too late to test anything"
+    assert run("train", "--resume", parts, "--max-steps", 40).exit_code == 0
+    assert_same_run(whole, parts)
