@@ -197,9 +197,10 @@ class ProgressLine:
         if time.monotonic() - self.shown < self.interval and step < self.total:
             return
         rate = (step - self.start_step) / max(train_seconds, 1e-9)
-        exact = self.sums["exact_accuracy"] / self.sums["count"] if self.sums["count"] else float("nan")
+        count = self.sums["count"]
+        exact = f"{self.sums['exact_accuracy'] / count:.3f}" if count else "-"  # no row halted since the last line
         text = (f"step {step:,}/{self.total:,}  {rate:.2f} steps/s  loss {self.sums['loss'] / self.sums['n']:.4f}  "
-                f"exact {exact:.3f}  ETA {duration((self.total - step) / max(rate, 1e-9))}")
+                f"exact {exact}  ETA {duration((self.total - step) / max(rate, 1e-9))}")
         self.stream.write(f"\r\033[K{text}" if self.tty else text + "\n")
         self.stream.flush()
         self.shown, self.sums = time.monotonic(), {}

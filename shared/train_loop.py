@@ -25,6 +25,7 @@ from shared.arc_vote import ArcVoter, arc_score, is_arc, read_test_tasks
 from shared.data.format import read_identifiers, read_metadata
 from shared.data.iterator import TestIterator, TrainIterator
 from shared.errors import HRMError
+from shared.init import count_parameters
 from shared.plot import plot_run
 from shared.report import RUN_OUTPUTS
 from shared.run import (LAST, METRICS_FILE, Budget, MetricsLog, ProgressLine, duration, mean_metrics,
@@ -141,6 +142,7 @@ def train(package: ModuleType, run: Path, config: CheckpointConfig, options: Run
     log = MetricsLog(run / METRICS_FILE, step if resume else None)
     budget = Budget(total, options.max_steps, options.max_minutes)
     line = ProgressLine(budget.target, step)
+    line.note(describe(config, total, iterator.epoch, step))
     began, train_seconds, first_step = time.monotonic(), 0.0, step
     tested, tested_at = {}, None
     try:
@@ -179,6 +181,16 @@ def train(package: ModuleType, run: Path, config: CheckpointConfig, options: Run
                "speed": f"{(step - first_step) / max(train_seconds, 1e-9):.2f} steps/s"}
     summary.update({f"test {k}": f"{v:.4f}" for k, v in tested.items() if k in ("accuracy", "exact_accuracy")})
     return summary
+
+
+def describe(config: CheckpointConfig, total: int, epoch: float, step: int) -> str:
+    """The lines printed before the first step: model size, the puzzle table's memory, the length of the run."""
+    model, train = config.model, config.train
+    table = model.num_puzzle_identifiers * model.puzzle_emb_ndim if model.puzzle_emb_ndim else 0
+    text = (f"{count_parameters(model):,} trainable parameters; puzzle table {model.num_puzzle_identifiers:,} x "
+            f"{model.puzzle_emb_ndim} = {table * 4 / 2**20:,.1f} MiB float32 (SignSGD, no moments)\n"
+            f"{total:,} steps of global batch {train.global_batch_size} ({train.epochs:,} epochs)")
+    return text + (f"; resuming at step {step:,} (epoch {epoch:.2f})" if step else "")
 
 
 def _last_good(last: Path, saved: int | None) -> str:

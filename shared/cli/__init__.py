@@ -3,6 +3,7 @@
 import click
 
 from shared.cli.arc import arc, report_cmd
+from shared.cli.bench import bench_cmd
 from shared.cli.common import Group
 from shared.cli.data import data
 from shared.cli.model import config_cmd, convert_cmd, evaluate_cmd, init_cmd, solve_cmd
@@ -15,5 +16,6 @@ def main() -> None:
     """Hierarchical Reasoning Model: datasets, training and evaluation in MLX and PyTorch."""
 
 
-for command in (data, config_cmd, init_cmd, convert_cmd, train_cmd, evaluate_cmd, solve_cmd, demo, arc, report_cmd):
+for command in (data, config_cmd, init_cmd, convert_cmd, train_cmd, evaluate_cmd, solve_cmd, demo, arc, report_cmd,
+                bench_cmd):
     main.add_command(command)
