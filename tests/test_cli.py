@@ -25,7 +25,8 @@ def test_help_imports_no_backend():
 
 def test_every_command_has_help():
     for args in (["data", "--help"], ["data", "sudoku", "--help"], ["data", "arc", "--help"],
-                 ["data", "maze", "--help"], ["data", "sudoku-extreme", "--help"], ["demo", "--help"]):
+                 ["data", "maze", "--help"], ["data", "sudoku-extreme", "--help"], ["demo", "--help"],
+                 ["train", "--help"], ["arc", "score", "--help"], ["report", "--help"], ["bench", "--help"]):
         assert run(*args).exit_code == 0, args
 
 
