@@ -165,7 +165,14 @@ _SUDOKU_1K = dict(epochs=20000, eval_interval=2000, lr=1e-4, puzzle_emb_lr=1e-4,
 PRESETS: dict[str, tuple[dict, dict]] = {
     "sudoku": ({}, _SUDOKU_1K),
     "maze": ({}, _SUDOKU_1K),
+    # ARC (reference recipe): ARC-AGI-1 + ConceptARC or ARC-AGI-2 data with 1000 augmentations; the recipes differ
+    # only in the data they are trained on.
     "arc": ({}, dict(epochs=100000, eval_interval=10000)),
+    "arc-agi-1": ({}, dict(epochs=100000, eval_interval=10000)),
+    "arc-agi-2": ({}, dict(epochs=100000, eval_interval=10000)),
+    # ARC on a laptop (ours): build with --num-aug 300; batch 32 keeps the activations of the one-step gradient
+    # within 16 GB of unified memory, and the lr follows the batch down (square-root scaling from 1e-4 at 768).
+    "arc-laptop": ({}, dict(global_batch_size=32, lr=2e-5, epochs=2000, eval_interval=200, lr_warmup_steps=2000)),
     "sudoku-full": (
         dict(L_cycles=8, halt_max_steps=8, pos_encodings="learned", loss_type="softmax_cross_entropy"),
         dict(epochs=100, eval_interval=10, lr_min_ratio=0.1, global_batch_size=2304, lr=3e-4, weight_decay=0.1,
@@ -177,6 +184,13 @@ PRESETS: dict[str, tuple[dict, dict]] = {
              puzzle_emb_ndim=64, forward_dtype="float32"),
         dict(global_batch_size=64, epochs=200, eval_interval=50, lr=1e-3, lr_warmup_steps=100, weight_decay=0.1,
              puzzle_emb_lr=1e-2),
+    ),
+    # `hrm demo`: the tiny model on 10,000 4x4 puzzles, about 4,500 steps with a cosine decay.
+    "demo": (
+        dict(hidden_size=64, num_heads=2, expansion=2.0, H_layers=1, L_layers=1, halt_max_steps=4,
+             puzzle_emb_ndim=64, forward_dtype="float32"),
+        dict(global_batch_size=64, epochs=29, eval_interval=29, lr=3e-3, lr_warmup_steps=200, lr_min_ratio=0.1,
+             weight_decay=0.1, puzzle_emb_lr=1e-2),
     ),
 }
 

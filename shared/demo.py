@@ -22,7 +22,6 @@ from shared.train_loop import RunOptions, train
 
 TRAIN_PUZZLES = 10_000  # distinct puzzles; with fewer the model memorises its training set
 TEST_PUZZLES = 500
-DEMO_STEPS = 3_000
 
 
 def clear_previous(out: Path) -> None:
@@ -45,8 +44,8 @@ def run_demo(out: Path, backend: str, seed: int = 0, device: str | None = None) 
     built = build_small_sudoku(data, 4, TRAIN_PUZZLES, TEST_PUZZLES, seed)
     click.echo(f"{built['train_puzzles']:,} train and {built['test_puzzles']:,} held-out 4x4 puzzles in {data}")
     config = new_run(run, "demo", data, [], seed, backend, {})
-    click.echo(f"Training the demo model with {backend} for {DEMO_STEPS:,} steps in {run}")
-    train(package, run, config, RunOptions(max_steps=DEMO_STEPS, eval_interval=0, device=device), resume=False)
+    click.echo(f"Training the demo model with {backend} in {run}")
+    train(package, run, config, RunOptions(eval_interval=0, device=device), resume=False)
     tested = _final_test(run)
     model, _ = package.checkpoint.load_checkpoint(run / "last", device)
     _, sets = load_split(data, "test")
