@@ -8,6 +8,7 @@ import mlx.core as mx
 import numpy as np
 
 from shared.data.iterator import TestIterator
+from shared.distributed import SOLO, Collective, gather_rows
 from shared.errors import HRMError
 from shared.progress import progress
 from hrm_mlx.checkpoint import DEVICES
@@ -57,36 +58,43 @@ def predict_numpy(model: HRM, batch: dict[str, np.ndarray], device: str | None =
 
 
 def evaluate(model: HRM, data_dir: Path, batch_size: int, device: str | None = None,
-             keep_outputs: bool = False, on_batch: Callable[[dict[str, np.ndarray]], None] | None = None
-             ) -> tuple[dict, dict[str, np.ndarray] | None]:
+             keep_outputs: bool = False, on_batch: Callable[[dict[str, np.ndarray]], None] | None = None,
+             collective: Collective = SOLO) -> tuple[dict, dict[str, np.ndarray] | None]:
     """Score `model` on `<data_dir>/test` -> (metrics, outputs).
 
     Metrics are means over the examples with a supervised token (`count` of them): accuracy, exact_accuracy,
     q_halt_accuracy, steps, lm_loss. With `keep_outputs`, outputs holds one row per test example in dataset order:
     predictions [N, seq_len] int32 (argmax), labels [N, seq_len] int32 (-100 where ignored), q_halt_logits [N]
     float32, puzzle_identifiers [N] int32; otherwise None. `on_batch`, when given, receives those four arrays
-    for the real rows of each batch, in dataset order (the ARC vote). `device` ("cpu" or "gpu") defaults to MLX's
-    default.
+    for the real rows of each batch, in dataset order (the ARC vote). `device` ("cpu" or "gpu") defaults to MLX's default.
+    With a `collective` of several processes, each evaluates its rows of every batch and the metric sums are summed
+    over the processes; when one process passes `keep_outputs` or `on_batch`, every process must: the answers of
+    every process reach `on_batch` on each of them, and outputs are kept on rank 0 (None elsewhere).
     """
-    iterator = TestIterator(Path(data_dir), batch_size)
-    sums = dict.fromkeys(("count", *METRICS), 0.0)
+    iterator = TestIterator(Path(data_dir), batch_size, collective.rank, collective.size)
+    B, keys = iterator.local_batch_size, ("count", *METRICS)
+    sums = np.zeros(len(keys), np.float64)
     kept: dict[str, list[np.ndarray]] = {k: [] for k in OUTPUTS}
+    batches = progress(iterator, label="Evaluating", length=len(iterator)) if collective.rank == 0 else iterator
     with mx.stream(_device(device)):
-        for numpy_batch, rows in progress(iterator, label="Evaluating", length=len(iterator)):
+        for numpy_batch, rows in batches:
             carry, outputs = predict(model, to_backend(numpy_batch))
-            real = mx.arange(batch_size) < rows  # [B]: not padding
+            real = mx.arange(B) < rows  # [B]: not padding
             _, metrics = act_loss(outputs, carry.current_data["labels"], real, carry.steps, model.config.loss_type)
             mx.eval(metrics, outputs)
-            for k in sums:
-                sums[k] += metrics[k].item()
+            sums += [metrics[k].item() for k in keys]
             if keep_outputs or on_batch is not None:
                 answers = {**_answers(outputs, rows), "labels": numpy_batch["labels"][:rows],
                            "puzzle_identifiers": numpy_batch["puzzle_identifiers"][:rows]}
+                if collective.size > 1:
+                    answers = gather_rows(collective, answers, rows, B)
                 if on_batch is not None:
                     on_batch(answers)
-                if keep_outputs:
+                if keep_outputs and collective.rank == 0:
                     for k, v in answers.items():
                         kept[k].append(v)
-    count = sums.pop("count")
-    result = {"count": int(count), **{k: v / max(count, 1.0) for k, v in sums.items()}}
-    return result, ({k: np.concatenate(v) for k, v in kept.items()} if keep_outputs else None)
+            collective.beat()
+    count, *totals = collective.all_sum_numpy(sums).tolist()
+    result = {"count": int(count), **{k: v / max(count, 1.0) for k, v in zip(METRICS, totals)}}
+    return result, ({k: np.concatenate(v) for k, v in kept.items()} if keep_outputs and collective.rank == 0
+                    else None)

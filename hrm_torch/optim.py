@@ -20,7 +20,8 @@ class AdamATan2:
     For step t = 1, 2, ...: p *= 1 - lr*wd; m += (1-b1)(g - m); v += (1-b2)(g^2 - v);
     p -= lr / (1 - b1^t) * atan2(m, sqrt(v) / sqrt(1 - b2^t)). State: m, v per parameter (float32, like the
     parameter) and the step count. Only parameters with requires_grad are updated: buffers (H_init, L_init, the
-    puzzle table) never are.
+    puzzle table) never are. The moments live in flat buffers [N] over every parameter, so a step is a handful of
+    kernels whatever the number of parameters, and the gradient crosses processes as one flat tensor.
     """
 
     def __init__(self, named_parameters: Iterable[tuple[str, torch.nn.Parameter]],
@@ -31,29 +32,39 @@ class AdamATan2:
         self.betas = betas
         self.weight_decay = weight_decay
         self.step = 0
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
+        first = self.params[0]
+        size = sum(p.numel() for p in self.params)
+        self.m, self.v, self._direction = (torch.zeros(size, dtype=first.dtype, device=first.device) for _ in range(3))
+        self._directions = self._views(self._direction)
+
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """`flat` [N] cut into views shaped like the parameters, in order."""
+        return [piece.view_as(p) for piece, p in zip(flat.split([p.numel() for p in self.params]), self.params)]
+
+    def flat_gradient(self) -> torch.Tensor:
+        """The parameters' .grad concatenated into one new flat tensor [N] (every parameter must have one)."""
+        return torch.cat([p.grad.reshape(-1) for p in self.params])
 
     @torch.no_grad()
-    def update(self, lr: float) -> None:
-        """One step with learning rate `lr` on the gradients in the parameters' .grad (every one must have one)."""
+    def update(self, lr: float, gradient: torch.Tensor | None = None) -> None:
+        """One step with learning rate `lr` on `gradient` [N] (flat_gradient() order; default: the parameters'
+        .grad). Launches kernels only: no host synchronisation."""
+        gradient = self.flat_gradient() if gradient is None else gradient
         self.step += 1
         b1, b2 = self.betas
-        grads = [p.grad for p in self.params]
         torch._foreach_mul_(self.params, 1 - lr * self.weight_decay)
-        torch._foreach_lerp_(self.m, grads, 1 - b1)  # m + (1-b1)(g - m)
-        torch._foreach_lerp_(self.v, torch._foreach_mul(grads, grads), 1 - b2)
-        denom = torch._foreach_sqrt(self.v)
-        torch._foreach_div_(denom, math.sqrt(1 - b2 ** self.step))
-        # No foreach atan2 in torch; atan2 (not atan of a quotient) keeps m = v = 0 at 0, as the kernel does.
-        directions = [torch.atan2(m, d) for m, d in zip(self.m, denom)]
-        torch._foreach_add_(self.params, directions, alpha=-lr / (1 - b1 ** self.step))
+        self.m.lerp_(gradient, 1 - b1)  # m + (1-b1)(g - m)
+        self.v.lerp_(gradient.square(), 1 - b2)
+        denom = self.v.sqrt().div_(math.sqrt(1 - b2 ** self.step))
+        # atan2 (not atan of a quotient) keeps m = v = 0 at 0, as the kernel does.
+        torch.atan2(self.m, denom, out=self._direction)
+        torch._foreach_add_(self.params, self._directions, alpha=-lr / (1 - b1 ** self.step))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """{"step": int64 0-dim, "<parameter name>.m": m, "<parameter name>.v": v}: the moments themselves, not copies;
+        """{"step": int64 0-dim, "<parameter name>.m": m, "<parameter name>.v": v}: views of the moments, not copies;
         names as in `model.named_parameters()`."""
         state = {"step": torch.tensor(self.step, dtype=torch.int64)}
-        for name, m, v in zip(self.names, self.m, self.v):
+        for name, m, v in zip(self.names, self._views(self.m), self._views(self.v)):
             state[f"{name}.m"], state[f"{name}.v"] = m, v
         return state
 
@@ -87,10 +98,15 @@ class SignSGD:
     @torch.no_grad()
     def update(self, ids: torch.Tensor, gradients: torch.Tensor, lr: float) -> None:
         """ids [B] int, gradients [B, ndim] of the rows looked up for them: sum the gradients of rows sharing an id,
-        then for each id present p = p * (1 - lr*wd) - lr * sign(g), in place."""
-        unique, inverse = torch.unique(ids.to(torch.long), return_inverse=True)
-        summed = torch.zeros(len(unique), gradients.shape[-1], dtype=gradients.dtype, device=gradients.device)
-        summed.index_add_(0, inverse, gradients)  # [U, ndim]
+        then for each id present p = p * (1 - lr*wd) - lr * sign(g), in place. Static shapes (no unique): no host
+        synchronisation on the GPU."""
+        B = ids.shape[0]
+        # Each row's id total is gathered at the id's first row, then read back by all rows of that id.
+        same = ids[:, None] == ids[None, :]  # [B, B]
+        first = torch.where(same, torch.arange(B, device=ids.device), B).amin(dim=1)  # [B]
+        summed = torch.zeros_like(gradients).index_add_(0, first, gradients)[first]  # [B, ndim]
         weights = self.puzzle_emb.weights
-        rows = weights[unique] * (1 - lr * self.weight_decay) - lr * torch.sign(summed)
-        weights.index_copy_(0, unique, rows.to(weights.dtype))
+        index = ids.to(torch.long)
+        rows = weights[index] * (1 - lr * self.weight_decay) - lr * torch.sign(summed)
+        # Rows sharing an id carry the same value, so the order of the writes does not matter.
+        weights.index_copy_(0, index, rows.to(weights.dtype))

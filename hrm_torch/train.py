@@ -7,9 +7,12 @@ import torch
 
 from shared.act import ExplorationDraws
 from shared.config import HRMConfig, TrainConfig
+from shared.data.iterator import local_batch_size
+from shared.distributed import rank_rows
 from shared.errors import HRMError
 from shared.init import init_weights
 from hrm_torch.checkpoint import default_device
+from hrm_torch.distributed import Collective
 from hrm_torch.evaluate import to_backend
 from hrm_torch.loss import act_loss
 from hrm_torch.model import HRM, Batch, Carry, InnerCarry, load_canonical
@@ -33,22 +36,34 @@ def new_model(config: HRMConfig, seed: int, device: str | None = None) -> HRM:
 class Trainer:
     """AdamATan2 on every trainable parameter, SignSGD on the puzzle-table rows a batch looks up, and the carry.
 
-    `compile` wraps the forward and loss in torch.compile (default: on CUDA only).
+    `compile` wraps the forward and loss in torch.compile (default: on CUDA only). With a `collective` (several
+    processes, hrm_torch/distributed.py) the carry holds this process's rows of the global batch, the flat gradient
+    and the metric sums are summed across processes, and every process applies the same sparse update from every
+    process's (ids, row gradients). A step launches GPU work without waiting for it: `launch` returns device values
+    that `read` turns into numbers, every `read_every` steps in the loop.
     """
 
-    def __init__(self, model: HRM, train: TrainConfig, compile: bool | None = None) -> None:
+    def __init__(self, model: HRM, train: TrainConfig, compile: bool | None = None,
+                 collective: Collective | None = None) -> None:
         self.model, self.train = model, train
         self.device = model.inner.H_init.device
+        self.collective = collective if collective is not None and collective.size > 1 else None
         self.adam = AdamATan2(model.named_parameters(), (train.beta1, train.beta2), train.weight_decay)
         self.sparse = None
         if model.config.puzzle_emb_ndim > 0:
             self.sparse = SignSGD(model.inner.puzzle_emb, train.puzzle_emb_weight_decay)
-        B, T = train.global_batch_size, model.config.seq_len
+        self.world = 1 if self.collective is None else self.collective.size
+        self.rank = 0 if self.collective is None else self.collective.rank
+        B, T = local_batch_size(train.global_batch_size, self.world), model.config.seq_len
         empty = {"inputs": np.zeros((B, T), np.int32), "labels": np.zeros((B, T), np.int32),
                  "puzzle_identifiers": np.zeros(B, np.int32)}
         self.carry = model.initial_carry(to_backend(empty, self.device))
-        compile = self.device.type == "cuda" if compile is None else compile
+        cuda = self.device.type == "cuda"
+        compile = cuda if compile is None else compile
         self._loss = torch.compile(self._segment_loss) if compile else self._segment_loss
+        self.read_every = 1 if self.device.type == "cpu" else 10  # a read waits for the GPU: not every step there
+        self.eval_batch_size = train.global_batch_size * (4 if cuda else 1)  # inference keeps no activations
+        self.keys: tuple[str, ...] = ()
 
     def _segment_loss(self, carry: Carry, batch: Batch, draws: ExplorationDraws, rows: torch.Tensor | None
                       ) -> tuple[Carry, torch.Tensor, dict[str, torch.Tensor]]:
@@ -58,43 +73,86 @@ class Trainer:
                                   self.model.config.loss_type)
         return carry, total / self.train.global_batch_size, metrics
 
-    def step(self, batch: dict[str, np.ndarray], draws: ExplorationDraws, lr: float, puzzle_lr: float
-             ) -> dict[str, float]:
-        """One optimizer step on the next segment of every row; `batch` (int32 arrays [B, seq_len] and [B]) fills
-        the rows that halted. Returns the loss (over all rows) and the metric sums over the rows that halted."""
-        batch = to_backend(batch, self.device)
-        draws = ExplorationDraws(*(torch.from_numpy(a).to(self.device) for a in (draws.explore, draws.min_halt_steps)))
+    def prepare(self, batch: dict[str, np.ndarray], draws: ExplorationDraws) -> dict[str, torch.Tensor]:
+        """This process's batch rows (int32 [B_local, seq_len] and [B_local]) and exploration draws as host tensors,
+        pinned on CUDA so the copy in `launch` does not wait; safe to call from a background thread."""
+        arrays = {**batch, "explore": draws.explore, "min_halt_steps": draws.min_halt_steps}
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        return {k: t.pin_memory() for k, t in tensors.items()} if self.device.type == "cuda" else tensors
+
+    def launch(self, prepared: dict[str, torch.Tensor], lr: float, puzzle_lr: float) -> torch.Tensor:
+        """One optimizer step on the next segment of every row (the batch fills the rows that halted), queued on the
+        device -> float64 [1 + metrics]: the loss over all rows and the metric sums over the rows that halted, summed
+        over the processes (`read` names them)."""
+        moved = {k: t.to(self.device, non_blocking=True) for k, t in prepared.items()}
+        draws = ExplorationDraws(moved.pop("explore"), moved.pop("min_halt_steps"))
         rows = ids = None
         if self.sparse is not None:
-            ids = self.model.segment_data(self.carry, batch)["puzzle_identifiers"]
+            ids = self.model.segment_data(self.carry, moved)["puzzle_identifiers"]
             rows = self.model.inner.puzzle_emb.weights[ids].requires_grad_()
-        self.carry, loss, metrics = self._loss(self.carry, batch, draws, rows)
+        self.carry, loss, metrics = self._loss(self.carry, moved, draws, rows)
         loss.backward()
-        self.adam.update(lr)
+        self.keys = ("loss", *metrics)
+        values = torch.stack([loss.detach(), *metrics.values()]).to(torch.float64)
+        row_grads = rows.grad if self.sparse is not None else None
+        if self.collective is None:
+            self.adam.update(lr)
+        else:
+            self.adam.update(lr, self.collective.all_sum(self.adam.flat_gradient()))
+            self.collective.all_sum(values)
+            if self.sparse is not None:
+                ids, row_grads = self.collective.all_gather(ids), self.collective.all_gather(row_grads)
         if self.sparse is not None:
-            self.sparse.update(ids, rows.grad, puzzle_lr)
+            self.sparse.update(ids, row_grads, puzzle_lr)
         self.model.zero_grad(set_to_none=True)
-        values = torch.stack([loss.detach(), *metrics.values()]).to(torch.float64).tolist()
-        return dict(zip(("loss", *metrics), values))
+        return values
+
+    def read(self, launched: list[torch.Tensor]) -> list[dict[str, float]]:
+        """`launch` results -> one {"loss", metric sums} dict each, with one wait for the device."""
+        if not launched:
+            return []
+        if self.collective is None:
+            table = torch.stack(launched).tolist()
+        else:
+            with self.collective.guard("a step"):  # NCCL reports a failed collective when its results are read
+                table = torch.stack(launched).tolist()
+        return [dict(zip(self.keys, values)) for values in table]
+
+    def step(self, batch: dict[str, np.ndarray], draws: ExplorationDraws, lr: float, puzzle_lr: float
+             ) -> dict[str, float]:
+        """prepare, launch and read one step: the loss (over all rows) and the metric sums over the rows that
+        halted, as numbers."""
+        return self.read([self.launch(self.prepare(batch, draws), lr, puzzle_lr)])[0]
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """What exact resume needs beyond the weights, as numpy: "adam.<name>" (AdamATan2.state_dict) and
-        "carry.<name>" for CARRY (z_H, z_L widened to float32, exactly)."""
+        "carry.<name>" for CARRY (z_H, z_L widened to float32, exactly), the carry over the global batch (gathered
+        from every process: a collective)."""
         carry = self.carry
         tensors = {"z_H": carry.inner_carry.z_H.float(), "z_L": carry.inner_carry.z_L.float(), "steps": carry.steps,
                    "halted": carry.halted, **carry.current_data}
-        state = {f"adam.{k}": v for k, v in self.adam.state_dict().items()}
-        state.update({f"carry.{k}": tensors[k] for k in CARRY})
-        return {k: v.detach().cpu().numpy().copy() for k, v in state.items()}
+        state = {f"adam.{k}": v.detach().cpu().numpy().copy() for k, v in self.adam.state_dict().items()}
+        for name in CARRY:
+            local = tensors[name].detach().cpu().numpy()
+            state[f"carry.{name}"] = local.copy() if self.collective is None else \
+                self.collective.all_gather_numpy(local)
+        return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Take a state written by `state_dict` (either backend's); a missing or misshapen entry is an HRMError."""
-        for key, value in self.state_dict().items():
-            if key.startswith("carry.") and (key not in state or state[key].shape != value.shape):
+        """Take a state written by `state_dict` (either backend's, any number of processes); this process takes its
+        rows of the global carry. A missing or misshapen entry is an HRMError."""
+        B = self.carry.steps.shape[0]
+        local = {"z_H": self.carry.inner_carry.z_H, "z_L": self.carry.inner_carry.z_L, "steps": self.carry.steps,
+                 "halted": self.carry.halted, **self.carry.current_data}
+        for name in CARRY:
+            key, shape = f"carry.{name}", (B * self.world, *local[name].shape[1:])
+            if key not in state or state[key].shape != shape:
                 raise HRMError(f"training state: {key!r} is missing or misshapen; it was saved for another config")
         self.adam.load_state_dict({k.removeprefix("adam."): torch.from_numpy(v) for k, v in state.items()
                                    if k.startswith("adam.")})
-        t = {name: torch.from_numpy(state[f"carry.{name}"]).to(self.device) for name in CARRY}
+        mine = rank_rows(self.rank, B)
+        t = {name: torch.from_numpy(np.ascontiguousarray(state[f"carry.{name}"][mine])).to(self.device)
+             for name in CARRY}
         dtype = self.carry.inner_carry.z_H.dtype
         self.carry = Carry(InnerCarry(t["z_H"].to(dtype), t["z_L"].to(dtype)), t["steps"], t["halted"],
                            {k: t[k] for k in ("inputs", "labels", "puzzle_identifiers")})

@@ -6,8 +6,9 @@
 <run>/last/            the latest checkpoint plus train_state.safetensors: `hrm train --resume <run>` continues it
 <run>/step_N/          the weights evaluated at step N (a checkpoint `hrm evaluate` takes)
 ```
-train_state.safetensors holds numpy arrays (optimizer moments and step, the carry) and, as JSON in its metadata
-under STATE_KEY, the step, the data-iterator position and the exploration generator's state.
+train_state.safetensors holds numpy arrays (optimizer moments and step, the carry over the global batch) and, as
+JSON in its metadata under STATE_KEY, the step, the data-iterator position, the exploration generator's state and
+the number of processes that wrote it (a run resumes on any number: every piece of the state is global).
 """
 
 import json
@@ -23,6 +24,7 @@ from safetensors.numpy import save_file
 from shared.checkpoint import (CONFIG_FILE, DATA_FIELDS, TRAIN_STATE_FILE, CheckpointConfig, check_fits_dataset,
                                dataset_record, read_checkpoint_config)
 from shared.config import HRMConfig, TrainConfig, apply_overrides, preset
+from shared.distributed import launched_rank
 from shared.errors import HRMError
 
 METRICS_FILE = "metrics.jsonl"
@@ -56,15 +58,18 @@ def run_config(model: HRMConfig, train: TrainConfig, data_dir: Path, overrides: 
 
 def new_run(run: Path, preset_name: str, data_dir: Path, overrides: list[str], seed: int | None,
             backend: str, options: dict) -> CheckpointConfig:
-    """Create run directory `run` (refused when it holds files) with config.json; return the run's config."""
+    """Create run directory `run` (refused when it holds files) with config.json; return the run's config. Of
+    several processes started by a launcher, only rank 0 checks and writes the directory."""
     run = Path(run)
-    if run.exists() and (not run.is_dir() or any(run.iterdir())):
+    writer = launched_rank() == 0
+    if writer and run.exists() and (not run.is_dir() or any(run.iterdir())):
         raise HRMError(f"{run} already holds files; continue that run with `hrm train --resume {run}` or choose "
                        f"another --out")
     config = run_config(*preset(preset_name), data_dir, overrides, seed)
     config.backend = backend
-    run.mkdir(parents=True, exist_ok=True)
-    write_run_config(run, config, options)
+    if writer:
+        run.mkdir(parents=True, exist_ok=True)
+        write_run_config(run, config, options)
     return config
 
 
@@ -220,12 +225,17 @@ class Budget:
         self.total_steps = total_steps
         self.deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
 
-    def stop_reason(self, step: int) -> str | None:
-        """Why to stop before taking step `step + 1`, or None to go on."""
+    def past_deadline(self) -> bool:
+        """Whether --max-minutes of this invocation have passed."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def stop_reason(self, step: int, past_deadline: bool | None = None) -> str | None:
+        """Why to stop before taking step `step + 1`, or None to go on. `past_deadline` (default: read the clock)
+        lets several processes stop on the deadline at the same step."""
         if step >= self.total_steps:
             return f"finished: {self.total_steps:,} steps"
         if step >= self.target:
             return f"stopped at --max-steps {self.target:,}"
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        if self.past_deadline() if past_deadline is None else past_deadline:
             return "stopped at --max-minutes"
         return None

@@ -31,6 +31,7 @@ def train_cmd(backend, data_dir, preset_name, overrides, out, resume, max_steps,
               checkpoint_every, seed, device, compile_):
     """Train HRM: start a run with --data and --out, or continue one with --resume RUN."""
     from shared.backend import default_backend, import_backend
+    from shared.distributed import launched_rank
     from shared.run import new_run, read_run_config, resume_run
     from shared.train_loop import RunOptions, train
 
@@ -51,7 +52,9 @@ def train_cmd(backend, data_dir, preset_name, overrides, out, resume, max_steps,
         run, options = resume, {k: saved.get(k) if v is None else v for k, v in given.items()}
     run_options = RunOptions(max_steps=max_steps, max_minutes=max_minutes, eval_interval=options["eval_interval"],
                              checkpoint_every=options["checkpoint_every"] or 1000, device=device, compile=compile_)
-    summary("Training stopped", train(package, run, config, run_options, resume is not None))
+    result = train(package, run, config, run_options, resume is not None)
+    if launched_rank() == 0:
+        summary("Training stopped", result)
 
 
 @click.command()

@@ -1,0 +1,85 @@
+"""Multi-process training in MLX (DESIGN.md section 5): mx.distributed under `mlx.launch` (the ring backend over
+TCP between Macs, or MPI). The backend-neutral side (who writes, the timeout, gathering rows) is
+shared/distributed.py.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import mlx.core as mx
+import numpy as np
+
+from shared.distributed import RESUME_HINT, SOLO, TIMEOUT_ENV, Solo, Watchdog, launched_by_mlx, timeout_seconds, \
+    torchrun_world
+from shared.errors import HRMError
+
+
+class Collective:
+    """This process's place among the training processes and the collectives a train step needs.
+
+    The collectives are lazy MLX operations (they run where the graph is evaluated, inside a compiled step too) on
+    the backend's communication stream. MLX's ring backend has no timeout: the Watchdog ends a process that waited
+    longer than HRM_DIST_TIMEOUT_S, and a lost peer is an HRMError naming this rank.
+    """
+
+    def __init__(self, group: mx.distributed.Group, timeout: float) -> None:
+        self.group, self.rank, self.size, self.timeout = group, group.rank(), group.size(), timeout
+        self.watchdog = Watchdog(self.rank, timeout)
+
+    @contextmanager
+    def guard(self, what: str) -> Iterator[None]:
+        """Turn a failed collective inside the block into an HRMError naming this rank and `what` failed."""
+        try:
+            yield
+        except RuntimeError as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise HRMError(f"rank {self.rank}: {what} across {self.size} processes failed ({first[:300]}): another "
+                           f"process died or lost its connection ({TIMEOUT_ENV}: {self.timeout:g} s); "
+                           f"{RESUME_HINT}") from None
+
+    def all_sum(self, array: mx.array) -> mx.array:
+        """Sum `array` over the processes (lazy)."""
+        return mx.distributed.all_sum(array, group=self.group)
+
+    def all_gather(self, array: mx.array) -> mx.array:
+        """Every process's `array` [B, ...] concatenated in rank order -> [size * B, ...] (lazy)."""
+        return mx.distributed.all_gather(array, group=self.group)
+
+    def all_sum_numpy(self, array: np.ndarray) -> np.ndarray:
+        """all_sum of a numpy array -> numpy."""
+        with self.guard("a sum"):
+            return np.array(self.all_sum(mx.array(array)))
+
+    def all_gather_numpy(self, array: np.ndarray) -> np.ndarray:
+        """all_gather of a numpy array [B, ...] -> numpy [size * B, ...]."""
+        bools = array.dtype == np.bool_
+        with self.guard("a gather"):
+            out = np.array(self.all_gather(mx.array(array.astype(np.uint8) if bools else array)))
+        return out.astype(np.bool_) if bools else out
+
+    def beat(self) -> None:
+        """This process made progress (shared.distributed.Watchdog)."""
+        self.watchdog.beat()
+
+    def close(self) -> None:
+        """Wait for every process (a sum of one number), then stop the watchdog."""
+        self.all_sum_numpy(np.zeros(1, np.float32))
+        self.watchdog.close()
+
+
+def connect(device: str | None) -> tuple[Collective | Solo, str | None]:
+    """Join the processes `mlx.launch` started -> (collective, device); (SOLO, device) for a process started alone."""
+    if not launched_by_mlx():
+        if torchrun_world() is not None:
+            raise HRMError("torchrun started this process but the backend is mlx; launch MLX runs with "
+                           "`mlx.launch -n N $(which hrm) train ...` (or --hosts), or train with --backend torch")
+        return SOLO, device
+    timeout = timeout_seconds()
+    try:
+        group = mx.distributed.init(strict=True)
+    except RuntimeError as e:
+        raise HRMError(f"could not join the processes mlx.launch started ({str(e).strip()[:300]}); check the hosts "
+                       f"and that every one of them started") from None
+    if group.size() == 1:
+        return SOLO, device
+    return Collective(group, timeout), device
