@@ -11,7 +11,7 @@ from shared.checkpoint import (MODEL_FILE, CheckpointConfig, check_stored, check
 from shared.errors import HRMError
 from hrm_mlx.model import HRM
 
-DEVICES = {"cpu": mx.cpu, "gpu": mx.gpu}
+DEVICES = {"cpu": mx.cpu, "gpu": mx.gpu, "metal": mx.gpu}  # metal: the GPU of Apple silicon
 
 
 def default_device() -> str:
