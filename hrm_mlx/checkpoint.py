@@ -36,15 +36,10 @@ def save_checkpoint(directory: Path, model: HRM, config: CheckpointConfig,
 
 def load_checkpoint(directory: Path, device: str | None = None) -> tuple[HRM, CheckpointConfig]:
     """Build HRM(config.model) and load `directory`'s tensors strictly (float32 in the model; bfloat16 tensors
-    widen exactly); H_init, L_init and the puzzle table stay frozen. `device` ("cpu" or "gpu") becomes MLX's
-    default device. Any missing, unexpected, misshapen or wrongly typed tensor is an HRMError that names it."""
+    widen exactly); H_init, L_init and the puzzle table stay frozen. `device`: see `place`. Any missing, unexpected, misshapen or wrongly typed tensor is an HRMError that names it."""
     directory = Path(directory)
     config = read_checkpoint_config(directory)
     path = directory / MODEL_FILE
-    if device is not None:
-        if device not in DEVICES:
-            raise HRMError(f"unknown MLX device {device!r}; choose {' or '.join(DEVICES)}")
-        mx.set_default_device(DEVICES[device])
     try:
         tensors = mx.load(str(path), format="safetensors")
     except (RuntimeError, ValueError, OSError) as e:
@@ -54,4 +49,14 @@ def load_checkpoint(directory: Path, device: str | None = None) -> tuple[HRM, Ch
     model = HRM(config.model)
     model.inner.load_weights([(k, v.astype(mx.float32)) for k, v in tensors.items()], strict=True)
     mx.eval(model.parameters())
-    return model, config
+    return place(model, device), config
+
+
+def place(model: HRM, device: str | None) -> HRM:
+    """`model`, with `device` ("cpu", "gpu" or "metal"; None keeps MLX's default) made MLX's default device: arrays
+    live in unified memory, the device is where the operations run. HRMError for an unknown device."""
+    if device is not None:
+        if device not in DEVICES:
+            raise HRMError(f"unknown MLX device {device!r}; choose {' or '.join(DEVICES)}")
+        mx.set_default_device(DEVICES[device])
+    return model

@@ -14,7 +14,7 @@ from shared.data.iterator import local_batch_size
 from shared.distributed import rank_rows
 from shared.errors import HRMError
 from shared.init import init_weights
-from hrm_mlx.checkpoint import DEVICES
+from hrm_mlx.checkpoint import place
 from hrm_mlx.distributed import Collective
 from hrm_mlx.evaluate import to_backend
 from hrm_mlx.loss import act_loss
@@ -25,15 +25,11 @@ CARRY = ("z_H", "z_L", "steps", "halted", "inputs", "labels", "puzzle_identifier
 
 
 def new_model(config: HRMConfig, seed: int, device: str | None = None) -> HRM:
-    """HRM(config) with the reference initialisation of `seed` (shared/init.py); `device` ("cpu" or "gpu")
-    becomes MLX's default device."""
-    if device is not None:
-        if device not in DEVICES:
-            raise HRMError(f"unknown MLX device {device!r}; choose {' or '.join(DEVICES)}")
-        mx.set_default_device(DEVICES[device])
+    """HRM(config) with the reference initialisation of `seed` (shared/init.py), on `device` (see
+    checkpoint.place)."""
     model = HRM(config)
     load_canonical(model, init_weights(config, seed))
-    return model
+    return place(model, device)
 
 
 def _flatten(carry: Carry) -> tuple[mx.array, ...]:
@@ -105,6 +101,7 @@ class Trainer:
         all_ids = ids
         if self.collective is not None:
             grads = _all_sum_tree(self.collective, grads)
+            # float32, not torch's float64: the Apple GPU has no float64 (sums of counts stay exact to 2^24).
             sums = self.collective.all_sum(mx.stack([loss, *metrics.values()]).astype(mx.float32))
             loss, metrics = sums[0], dict(zip(metrics, sums[1:]))
             if self.sparse is not None:

@@ -47,8 +47,13 @@ def load_checkpoint(directory: Path, device: str | None = None) -> tuple[HRM, Ch
                  str(path))
     model = HRM(config.model)
     model.inner.load_state_dict(tensors, strict=True)
+    return place(model, device), config
+
+
+def place(model: HRM, device: str | None) -> HRM:
+    """`model` moved to `device` (default: default_device()); HRMError naming the device when torch cannot."""
     device = default_device() if device is None else device
     try:
-        return model.to(device), config
+        return model.to(device)
     except (RuntimeError, AssertionError) as e:
         raise HRMError(f"cannot place the model on device {device!r} ({e}); choose cpu, cuda or mps") from None

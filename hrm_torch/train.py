@@ -11,7 +11,7 @@ from shared.data.iterator import local_batch_size
 from shared.distributed import rank_rows
 from shared.errors import HRMError
 from shared.init import init_weights
-from hrm_torch.checkpoint import default_device
+from hrm_torch.checkpoint import place
 from hrm_torch.distributed import Collective
 from hrm_torch.evaluate import to_backend
 from hrm_torch.loss import act_loss
@@ -22,15 +22,11 @@ CARRY = ("z_H", "z_L", "steps", "halted", "inputs", "labels", "puzzle_identifier
 
 
 def new_model(config: HRMConfig, seed: int, device: str | None = None) -> HRM:
-    """HRM(config) with the reference initialisation of `seed` (shared/init.py), on `device` (default:
-    default_device())."""
+    """HRM(config) with the reference initialisation of `seed` (shared/init.py), on `device` (see
+    checkpoint.place)."""
     model = HRM(config)
     load_canonical(model, init_weights(config, seed))
-    device = default_device() if device is None else device
-    try:
-        return model.to(device)
-    except (RuntimeError, AssertionError) as e:
-        raise HRMError(f"cannot place the model on device {device!r} ({e}); choose cpu, cuda or mps") from None
+    return place(model, device)
 
 
 class Trainer:

@@ -130,22 +130,17 @@ def init_checkpoint(out: Path, backend: str, preset_name: str, data_dir: Path, o
     seq_len and num_puzzle_identifiers, weights from shared/init.py with `seed` (default: the train config's seed,
     which is set to it), identifiers.json copied from the dataset. Returns a summary."""
     from shared.backend import import_backend
-    from shared.config import apply_overrides, preset
+    from shared.config import preset
     from shared.data.format import read_identifiers
     from shared.init import count_parameters, init_weights
+    from shared.run import run_config
 
     check_checkpoint_output(Path(out), force)
-    data_keys = [item for item in overrides if item.partition("=")[0].rpartition(".")[2] in DATA_FIELDS]
-    if data_keys:
-        raise HRMError(f"{data_keys[0]!r}: {', '.join(DATA_FIELDS)} come from the dataset; leave them out of --set")
     package = import_backend(backend)
-    model_config, train = apply_overrides(*preset(preset_name), overrides)
-    record = dataset_record(Path(data_dir))
-    model_config = model_config.replace(**{name: record[name] for name in DATA_FIELDS})
-    train = train.replace(seed=train.seed if seed is None else seed)
+    config = run_config(*preset(preset_name), Path(data_dir), overrides, seed)
+    model_config, train, record = config.model, config.train, config.dataset
     model = package.model.HRM(model_config)
     package.model.load_canonical(model, init_weights(model_config, train.seed))
-    config = CheckpointConfig(model=model_config, train=train, dataset=record)
     package.checkpoint.save_checkpoint(Path(out), model, config, read_identifiers(Path(data_dir)))
     return {"backend": backend, "preset": preset_name, "parameters": f"{count_parameters(model_config):,}",
             "vocab_size": model_config.vocab_size, "seq_len": model_config.seq_len,

@@ -155,7 +155,7 @@ def train(package: ModuleType, run: Path, config: CheckpointConfig, options: Run
     distributed = importlib.import_module(f"{package.__name__}.distributed")
     collective, device = distributed.connect(options.device)
     summary = _train(package, collective, device, Path(run), config, options, resume)
-    collective.close()
+    collective.close()  # a barrier: after an error this process exits instead, and the others see it gone
     return summary
 
 

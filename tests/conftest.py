@@ -1,5 +1,6 @@
 """Shared fixtures: small datasets written by the project's own builders into tmp directories."""
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,15 @@ def make_dataset(root: Path, groups: int = 12, puzzles_per_group: int = 3, examp
         splits[split] = {"all": builder.build()}
     write_dataset(root, splits, vocab_size=vocab_size, seq_len=seq_len, identifiers=names)
     return root
+
+
+def wait_for_lines(path: Path, count: int, process=None, seconds: float = 60) -> None:
+    """Wait until the file `path` holds `count` lines (a run's metrics.jsonl), failing early with the output of
+    `process` (a subprocess.Popen) if it exits first; returns after `seconds` regardless."""
+    deadline = time.monotonic() + seconds
+    while not (path.is_file() and path.read_text().count("\n") >= count) and time.monotonic() < deadline:
+        assert process is None or process.poll() is None, process.communicate()[0]
+        time.sleep(0.05)
 
 
 @pytest.fixture

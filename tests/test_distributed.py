@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from conftest import make_dataset
+from conftest import make_dataset, wait_for_lines
 from shared.errors import HRMError
 from test_train import TINY, run
 
@@ -136,10 +136,7 @@ def test_ctrl_c_under_torchrun_saves_and_the_run_resumes(tmp_path):
                "train", *map(str, args), "--out", str(parts)]
     launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                                 env=child_env(), start_new_session=True)
-    metrics = parts / "metrics.jsonl"
-    deadline = time.monotonic() + 60
-    while not (metrics.is_file() and metrics.read_text().count("\n") >= 3) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_lines(parts / "metrics.jsonl", 3)
     os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: torchrun and both ranks get it
     output, _ = launcher.communicate(timeout=90)
     assert output.count("interrupted (Ctrl-C) at step") == 1 and "Error" not in output, output[-3000:]
@@ -159,11 +156,7 @@ def test_a_process_that_dies_or_hangs_ends_the_others_with_a_message(tmp_path, s
     ranks = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                               env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(2)]
     try:
-        metrics = tmp_path / "run" / "metrics.jsonl"
-        deadline = time.monotonic() + 60
-        while not (metrics.is_file() and metrics.read_text().count("\n") >= 3) and time.monotonic() < deadline:
-            assert ranks[0].poll() is None, ranks[0].communicate()[0]
-            time.sleep(0.05)
+        wait_for_lines(tmp_path / "run" / "metrics.jsonl", 3, ranks[0])
         ranks[1].send_signal(stop)
         began = time.monotonic()
         output, _ = ranks[0].communicate(timeout=60)
@@ -256,11 +249,7 @@ def test_a_hung_mlx_process_ends_the_other_with_a_message(tmp_path, mlx_ring):
     ranks = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                               env={**env, "MLX_RANK": str(r)}) for r in range(2)]
     try:
-        metrics = tmp_path / "run" / "metrics.jsonl"
-        deadline = time.monotonic() + 60
-        while not (metrics.is_file() and metrics.read_text().count("\n") >= 3) and time.monotonic() < deadline:
-            assert ranks[0].poll() is None, ranks[0].communicate()[0]
-            time.sleep(0.05)
+        wait_for_lines(tmp_path / "run" / "metrics.jsonl", 3, ranks[0])
         ranks[1].send_signal(signal.SIGSTOP)
         output, _ = ranks[0].communicate(timeout=60)
     finally:

@@ -9,7 +9,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from click.testing import CliRunner
 from safetensors.numpy import load_file
 
 from backends import NAMES, tiny_config, tiny_weights
-from conftest import make_dataset
+from conftest import make_dataset, wait_for_lines
 from shared.act import draw_exploration
 from shared.backend import import_backend
 from shared.cli import main
@@ -171,9 +170,7 @@ def test_ctrl_c_saves_and_the_run_resumes_exactly(tmp_path):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                cwd=Path(__file__).parents[1])
     metrics = parts / "metrics.jsonl"
-    deadline = time.monotonic() + 60
-    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_lines(metrics, 2)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
