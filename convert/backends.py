@@ -11,10 +11,10 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from shared.backend import BACKENDS
-from shared.checkpoint import (IDENTIFIERS_FILE, MODEL_FILE, TRAIN_STATE_FILE, check_stored, checkpoint_directory,
+from hrm_shared.app.backend import BACKENDS
+from hrm_shared.core.checkpoint import (IDENTIFIERS_FILE, MODEL_FILE, TRAIN_STATE_FILE, check_stored, checkpoint_directory,
                                read_checkpoint_config, write_checkpoint_config)
-from shared.errors import HRMError
+from hrm_shared.core.errors import HRMError
 
 # safetensors dtype codes -> (our dtype name, bytes per element)
 DTYPES = {"F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),

@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from shared.backend import BACKENDS, import_backend
-from shared.checkpoint import CheckpointConfig, check_checkpoint_output, check_stored, dataset_record
-from shared.config import HRMConfig, TrainConfig
-from shared.data.format import read_identifiers, read_metadata
-from shared.errors import HRMError
-from shared.init import count_parameters
+from hrm_shared.app.backend import BACKENDS, import_backend
+from hrm_shared.core.checkpoint import CheckpointConfig, check_checkpoint_output, check_stored, dataset_record
+from hrm_shared.core.config import HRMConfig, TrainConfig
+from hrm_shared.core.format import read_identifiers, read_metadata
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.init import count_parameters
 
 REFERENCE_CONFIG = "all_config.yaml"
 # torch.compile's wrapper, the loss head's `model`, the ACT wrapper's `inner`: stripped in this order.

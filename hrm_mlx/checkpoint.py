@@ -6,9 +6,9 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from shared.checkpoint import (MODEL_FILE, CheckpointConfig, check_stored, checkpoint_directory,
+from hrm_shared.core.checkpoint import (MODEL_FILE, CheckpointConfig, check_stored, checkpoint_directory,
                                read_checkpoint_config, write_checkpoint_config, write_identifiers)
-from shared.errors import HRMError
+from hrm_shared.core.errors import HRMError
 from hrm_mlx.model import HRM
 
 DEVICES = {"cpu": mx.cpu, "gpu": mx.gpu, "metal": mx.gpu}  # metal: the GPU of Apple silicon

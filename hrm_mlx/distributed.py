@@ -9,9 +9,9 @@ from contextlib import contextmanager
 import mlx.core as mx
 import numpy as np
 
-from shared.distributed import RESUME_HINT, SOLO, TIMEOUT_ENV, Solo, Watchdog, launched_by_mlx, timeout_seconds, \
+from hrm_shared.core.distributed import RESUME_HINT, SOLO, TIMEOUT_ENV, Solo, Watchdog, launched_by_mlx, timeout_seconds, \
     torchrun_world
-from shared.errors import HRMError
+from hrm_shared.core.errors import HRMError
 
 
 class Collective:

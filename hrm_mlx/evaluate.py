@@ -7,10 +7,10 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from shared.data.iterator import TestIterator
-from shared.distributed import SOLO, Collective, gather_rows
-from shared.errors import HRMError
-from shared.progress import progress
+from hrm_shared.core.iterator import TestIterator
+from hrm_shared.core.distributed import SOLO, Collective, gather_rows
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.progress import progress
 from hrm_mlx.checkpoint import DEVICES
 from hrm_mlx.loss import act_loss
 from hrm_mlx.model import HRM, Batch, Carry

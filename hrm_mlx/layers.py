@@ -6,8 +6,8 @@ Parameters are float32 and cast to the activation dtype at each use; RMSNorm sta
 import mlx.core as mx
 import mlx.nn as nn
 
-from shared.config import HRMConfig
-from shared.init import rotary_tables
+from hrm_shared.core.config import HRMConfig
+from hrm_shared.core.init import rotary_tables
 
 CosSin = tuple[mx.array, mx.array]
 

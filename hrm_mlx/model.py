@@ -12,10 +12,10 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from shared.act import ExplorationDraws
-from shared.config import HRMConfig
-from shared.errors import HRMError
-from shared.init import check_canonical
+from hrm_shared.core.act import ExplorationDraws
+from hrm_shared.core.config import HRMConfig
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.init import check_canonical
 from hrm_mlx.layers import Block, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding
 
 Batch = dict[str, mx.array]
@@ -186,7 +186,7 @@ class HRM(nn.Module):
         act_training = training and halt_max_steps > 1
         if act_training and exploration is None:
             raise HRMError("training with halt_max_steps > 1 needs exploration draws "
-                           "(shared.act.draw_exploration)")
+                           "(hrm_shared.core.act.draw_exploration)")
         inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)
         steps = mx.where(carry.halted, 0, carry.steps)
         data = self.segment_data(carry, batch)

@@ -11,7 +11,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 
-from shared.errors import HRMError
+from hrm_shared.core.errors import HRMError
 from hrm_mlx.model import PuzzleEmbedding
 
 

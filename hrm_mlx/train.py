@@ -8,12 +8,12 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from shared.act import ExplorationDraws
-from shared.config import HRMConfig, TrainConfig
-from shared.data.iterator import local_batch_size
-from shared.distributed import rank_rows
-from shared.errors import HRMError
-from shared.init import init_weights
+from hrm_shared.core.act import ExplorationDraws
+from hrm_shared.core.config import HRMConfig, TrainConfig
+from hrm_shared.core.iterator import local_batch_size
+from hrm_shared.core.distributed import rank_rows
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.init import init_weights
 from hrm_mlx.checkpoint import place
 from hrm_mlx.distributed import Collective
 from hrm_mlx.evaluate import to_backend

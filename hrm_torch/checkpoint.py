@@ -7,9 +7,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from shared.checkpoint import (MODEL_FILE, CheckpointConfig, check_stored, checkpoint_directory,
+from hrm_shared.core.checkpoint import (MODEL_FILE, CheckpointConfig, check_stored, checkpoint_directory,
                                read_checkpoint_config, write_checkpoint_config, write_identifiers)
-from shared.errors import HRMError
+from hrm_shared.core.errors import HRMError
 from hrm_torch.model import HRM
 
 

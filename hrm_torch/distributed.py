@@ -10,9 +10,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from shared.distributed import RESUME_HINT, SOLO, TIMEOUT_ENV, Solo, Watchdog, launched_by_mlx, timeout_seconds, \
+from hrm_shared.core.distributed import RESUME_HINT, SOLO, TIMEOUT_ENV, Solo, Watchdog, launched_by_mlx, timeout_seconds, \
     torchrun_world
-from shared.errors import HRMError
+from hrm_shared.core.errors import HRMError
 from hrm_torch.checkpoint import default_device
 
 # torch >= 2.13 renames all_gather_into_tensor; both gather equal-sized tensors along dim 0 in rank order.

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shared.data.iterator import TestIterator
-from shared.distributed import SOLO, Collective, gather_rows
-from shared.progress import progress
+from hrm_shared.core.iterator import TestIterator
+from hrm_shared.core.distributed import SOLO, Collective, gather_rows
+from hrm_shared.core.progress import progress
 from hrm_torch.loss import act_loss
 from hrm_torch.model import HRM, Batch, Carry
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.config import HRMConfig
-from shared.init import rotary_tables
+from hrm_shared.core.config import HRMConfig
+from hrm_shared.core.init import rotary_tables
 
 try:
     from flash_attn_interface import flash_attn_func

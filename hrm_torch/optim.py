@@ -10,7 +10,7 @@ from typing import Iterable
 
 import torch
 
-from shared.errors import HRMError
+from hrm_shared.core.errors import HRMError
 from hrm_torch.model import PuzzleEmbedding
 
 

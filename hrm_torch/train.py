@@ -5,12 +5,12 @@ batches, epochs and evaluations. The loop, metrics and checkpoints are backend-n
 import numpy as np
 import torch
 
-from shared.act import ExplorationDraws
-from shared.config import HRMConfig, TrainConfig
-from shared.data.iterator import local_batch_size
-from shared.distributed import rank_rows
-from shared.errors import HRMError
-from shared.init import init_weights
+from hrm_shared.core.act import ExplorationDraws
+from hrm_shared.core.config import HRMConfig, TrainConfig
+from hrm_shared.core.iterator import local_batch_size
+from hrm_shared.core.distributed import rank_rows
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.init import init_weights
 from hrm_torch.checkpoint import place
 from hrm_torch.distributed import Collective
 from hrm_torch.evaluate import to_backend

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shared.cli import main  # noqa: E402  (after the path set-up, so the script runs from a checkout)
+from hrm_shared.app.cli import main  # noqa: E402  (after the path set-up, so the script runs from a checkout)
 
 DEFAULTS = ["bench", "--preset", "tiny", "--preset", "sudoku", "--device", "cpu", "--cycles-preset", "tiny",
             "--json", str(ROOT / "scripts" / "results" / "bench_train_cpu.json")]

@@ -10,9 +10,9 @@ import os
 import numpy as np
 import pytest
 
-from shared.act import ExplorationDraws
-from shared.config import HRMConfig
-from shared.init import init_weights
+from hrm_shared.core.act import ExplorationDraws
+from hrm_shared.core.config import HRMConfig
+from hrm_shared.core.init import init_weights
 
 NAMES = ("torch", "mlx")
 # torch's OpenMP threads spin between calls and starve MLX's CPU threads (10x slower tests on 2 cores) unless passive.

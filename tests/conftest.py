@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.data.format import SetBuilder, write_dataset
+from hrm_shared.core.format import SetBuilder, write_dataset
 
 
 def make_dataset(root: Path, groups: int = 12, puzzles_per_group: int = 3, examples_per_puzzle: int = 2,

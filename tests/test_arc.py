@@ -3,12 +3,12 @@ import json
 import numpy as np
 import pytest
 
-from shared.data.arc import augment_task, build_arc_dataset, encode_group
-from shared.data.arc_augment import (DIHEDRAL_INVERSE, EOS_TOKEN, GRID_SIZE, IDENTITY_MAPPING, aug_name,
+from hrm_shared.data.arc import augment_task, build_arc_dataset, encode_group
+from hrm_shared.puzzles.arc_augment import (DIHEDRAL_INVERSE, EOS_TOKEN, GRID_SIZE, IDENTITY_MAPPING, aug_name,
                                      augment_grid, crop_prediction, dihedral, encode_pair, inverse_dihedral,
                                      parse_aug_name, random_offsets, unaugment_grid)
-from shared.data.format import fingerprint, load_split, read_identifiers, validate_dataset
-from shared.errors import HRMError
+from hrm_shared.core.format import fingerprint, load_split, read_identifiers, validate_dataset
+from hrm_shared.core.errors import HRMError
 
 NUMPY_DIHEDRAL = [
     lambda a: a, lambda a: np.rot90(a, 1), lambda a: np.rot90(a, 2), lambda a: np.rot90(a, 3), np.fliplr, np.flipud,

@@ -5,9 +5,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from shared.arc_score import parse_grid, score_file, score_submission
-from shared.cli import main
-from shared.errors import HRMError
+from hrm_shared.puzzles.arc_score import parse_grid, score_file, score_submission
+from hrm_shared.app.cli import main
+from hrm_shared.core.errors import HRMError
 from test_arc_vote import write_arc_tasks
 
 

@@ -8,15 +8,15 @@ import pytest
 from click.testing import CliRunner
 
 from backends import backend  # noqa: F401  (fixture)
-from shared.arc_score import score_file
-from shared.arc_vote import (ATTEMPTS, EMPTY_ANSWER, ArcTestTask, ArcVoter, arc_score, crop_shapes, pass_at,
+from hrm_shared.puzzles.arc_score import score_file
+from hrm_shared.puzzles.arc_vote import (ATTEMPTS, EMPTY_ANSWER, ArcTestTask, ArcVoter, arc_score, crop_shapes, pass_at,
                              read_test_tasks, submission, truth_ranks)
-from shared.cli import main
-from shared.data.arc import build_arc_dataset
-from shared.data.arc_augment import (EOS_TOKEN, GRID_SIZE, IDENTITY_MAPPING, aug_name, augment_grid, crop_prediction,
+from hrm_shared.app.cli import main
+from hrm_shared.data.arc import build_arc_dataset
+from hrm_shared.puzzles.arc_augment import (EOS_TOKEN, GRID_SIZE, IDENTITY_MAPPING, aug_name, augment_grid, crop_prediction,
                                      encode_grids)
-from shared.data.format import load_split, read_identifiers
-from shared.errors import HRMError
+from hrm_shared.core.format import load_split, read_identifiers
+from hrm_shared.core.errors import HRMError
 
 TASK = "t1"
 
@@ -207,7 +207,7 @@ def test_perfect_and_outvoted_predictions_on_a_build(arc_build, tmp_path):
 def test_on_batch_sees_what_keep_outputs_keeps(backend, tmp_path):  # noqa: F811
     from backends import tiny_weights
     from conftest import make_dataset
-    from shared.config import HRMConfig
+    from hrm_shared.core.config import HRMConfig
 
     ds = make_dataset(tmp_path / "ds", groups=5, puzzles_per_group=2, examples_per_puzzle=2)  # 20 test rows
     config = HRMConfig(vocab_size=7, seq_len=8, num_puzzle_identifiers=21, hidden_size=32, num_heads=1,

@@ -7,11 +7,11 @@ import pytest
 from click.testing import CliRunner
 
 from backends import available, backend  # noqa: F401  (fixture)
-from shared.act import draw_exploration
-from shared.bench import Spec, measure, synthetic_batch
-from shared.cli import main
-from shared.config import preset
-from shared.flops import eval_flops, peak_flops, train_step_flops
+from hrm_shared.core.act import draw_exploration
+from hrm_shared.app.bench import Spec, measure, synthetic_batch
+from hrm_shared.app.cli import main
+from hrm_shared.core.config import preset
+from hrm_shared.app.flops import eval_flops, peak_flops, train_step_flops
 
 CONTRACT = {"backend", "device", "preset", "batch", "steps_per_s", "tokens_per_s", "peak_memory_bytes", "mfu"}
 

@@ -9,11 +9,11 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from backends import backend, random_batch, tiny_config, tiny_weights  # noqa: F401  (fixture)
-from shared.backend import BACKENDS, default_backend, import_backend
-from shared.checkpoint import CONFIG_FILE, MODEL_FILE, CheckpointConfig, read_checkpoint_config
-from shared.config import TrainConfig
-from shared.errors import HRMError
-from shared.init import NON_TRAINABLE, canonical_shapes
+from hrm_shared.app.backend import BACKENDS, default_backend, import_backend
+from hrm_shared.core.checkpoint import CONFIG_FILE, MODEL_FILE, CheckpointConfig, read_checkpoint_config
+from hrm_shared.core.config import TrainConfig
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.init import NON_TRAINABLE, canonical_shapes
 
 
 def checkpoint_module(adapter):

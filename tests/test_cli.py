@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from shared.cli import main
+from hrm_shared.app.cli import main
 
 from conftest import make_dataset
 from test_sudoku import _puzzle, write_csv
@@ -17,7 +17,7 @@ def run(*args):
 
 
 def test_help_imports_no_backend():
-    code = ("import sys; from click.testing import CliRunner; from shared.cli import main; "
+    code = ("import sys; from click.testing import CliRunner; from hrm_shared.app.cli import main; "
             "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output; "
             "assert 'data' in r.output; assert not {'torch', 'mlx'} & set(sys.modules), 'backend imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

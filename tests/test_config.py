@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from shared.config import PRESETS, HRMConfig, TrainConfig, apply_overrides, preset
-from shared.errors import HRMError
+from hrm_shared.core.config import PRESETS, HRMConfig, TrainConfig, apply_overrides, preset
+from hrm_shared.core.errors import HRMError
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -11,9 +11,9 @@ def test_preset_round_trips_through_json(tmp_path, name):
     model, train = preset(name)
     model.save(tmp_path / "m.json")
     train.save(tmp_path / "t.json")
-    assert HRMConfig.load(tmp_path / "m.json") == model
+    assert type(model).load(tmp_path / "m.json") == model
     assert TrainConfig.load(tmp_path / "t.json") == train
-    assert HRMConfig.from_dict(model.to_dict()) == model
+    assert type(model).from_dict(model.to_dict()) == model
 
 
 def test_defaults_match_design():

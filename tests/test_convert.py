@@ -13,14 +13,14 @@ from safetensors.numpy import load_file as load_numpy
 
 from backends import adapter, backend, both, random_batch, tiny_config, tiny_weights  # noqa: F401  (fixtures)
 from conftest import make_dataset
-from convert.backends import convert_checkpoint, read_safetensors_header
-from shared.backend import import_backend
-from shared.checkpoint import (CONFIG_FILE, IDENTIFIERS_FILE, MODEL_FILE, TRAIN_STATE_FILE, CheckpointConfig,
+from hrm_convert.backends import convert_checkpoint, read_safetensors_header
+from hrm_shared.app.backend import import_backend
+from hrm_shared.core.checkpoint import (CONFIG_FILE, IDENTIFIERS_FILE, MODEL_FILE, TRAIN_STATE_FILE, CheckpointConfig,
                                read_checkpoint_config)
-from shared.cli import main
-from shared.config import HRMConfig, preset
-from shared.errors import HRMError
-from shared.init import count_parameters, init_weights
+from hrm_shared.app.cli import main
+from hrm_shared.core.config import HRMConfig, preset
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.init import count_parameters, init_weights
 
 OTHER = {"torch": "mlx", "mlx": "torch"}
 
@@ -179,7 +179,7 @@ def write_reference(run: Path, config: HRMConfig, weights: dict, prefix: str = "
 @pytest.mark.parametrize("prefix", ["_orig_mod.model.inner.", "model.inner.", ""])
 def test_official_import_loads_identically_in_each_backend(backend, tmp_path, prefix):
     adapter("torch")  # reading the reference's pickle needs torch
-    from convert.official import import_official
+    from hrm_convert.official import import_official
 
     config = tiny_config()
     weights = tiny_weights(config)
@@ -204,7 +204,7 @@ def test_official_import_loads_identically_in_each_backend(backend, tmp_path, pr
 
 def test_official_import_with_learned_positions(tmp_path):
     adapter("torch")
-    from convert.official import import_official
+    from hrm_convert.official import import_official
 
     config = tiny_config(pos_encodings="learned", loss_type="softmax_cross_entropy")
     step = write_reference(tmp_path / "run", config, tiny_weights(config))
@@ -215,7 +215,7 @@ def test_official_import_with_learned_positions(tmp_path):
 
 def _import_error(tmp_path, message, config=None, weights=None, vocab_size=10, extra=None, damage=None):
     adapter("torch")
-    from convert.official import import_official
+    from hrm_convert.official import import_official
 
     config = config or tiny_config()
     step = write_reference(tmp_path / "run", config, weights or tiny_weights(config), extra=extra)

@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from backends import tiny_config, tiny_weights  # noqa: E402
-from shared.act import draw_exploration  # noqa: E402
-from shared.config import TrainConfig  # noqa: E402
+from hrm_shared.core.act import draw_exploration  # noqa: E402
+from hrm_shared.core.config import TrainConfig  # noqa: E402
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA)")]

@@ -8,13 +8,13 @@ import json
 
 from click.testing import CliRunner
 
-import shared.demo
-from shared.cli import main
+import hrm_shared.app.demo
+from hrm_shared.app.cli import main
 
 
 def test_demo_pipeline(tmp_path, monkeypatch):
-    monkeypatch.setattr(shared.demo, "TRAIN_PUZZLES", 64)
-    monkeypatch.setattr(shared.demo, "TEST_PUZZLES", 8)
+    monkeypatch.setattr(hrm_shared.app.demo, "TRAIN_PUZZLES", 64)
+    monkeypatch.setattr(hrm_shared.app.demo, "TEST_PUZZLES", 8)
     out, report = tmp_path / "demo", tmp_path / "demo.json"
     for _ in range(2):  # a second run replaces the first one's data and run
         r = CliRunner().invoke(main, ["demo", "--backend", "torch", "--out", str(out), "--json", str(report)],

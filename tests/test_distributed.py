@@ -19,7 +19,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from conftest import make_dataset, wait_for_lines
-from shared.errors import HRMError
+from hrm_shared.core.errors import HRMError
 from test_train import TINY, run
 
 ROOT = Path(__file__).parents[1]
@@ -197,7 +197,7 @@ def test_only_rank_0_creates_the_run_directory(tmp_path, monkeypatch):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "file").write_text("")
     monkeypatch.setenv("RANK", "1")
-    from shared.run import new_run
+    from hrm_shared.app.run import new_run
 
     config = new_run(tmp_path / "other", "tiny", data, [], None, "torch", {})
     assert config.model.seq_len == 8 and not (tmp_path / "other").exists()
@@ -263,7 +263,7 @@ def test_a_hung_mlx_process_ends_the_other_with_a_message(tmp_path, mlx_ring):
 # ------------------------------------------------------------------------------------- the host side of a step
 
 def test_the_watchdog_ends_a_process_without_progress():
-    from shared.distributed import Watchdog
+    from hrm_shared.core.distributed import Watchdog
 
     exits: list[int] = []
     watchdog = Watchdog(rank=3, timeout=1.0, exit=exits.append)
@@ -279,9 +279,9 @@ def test_the_watchdog_ends_a_process_without_progress():
 
 
 def test_the_feed_saves_the_position_of_the_batches_taken_not_of_those_drawn_ahead(tmp_path):
-    from shared.act import draw_exploration
-    from shared.data.iterator import TrainIterator
-    from shared.train_loop import Feed
+    from hrm_shared.core.act import draw_exploration
+    from hrm_shared.core.iterator import TrainIterator
+    from hrm_shared.app.train_loop import Feed
 
     data = make_dataset(tmp_path / "ds")
     reference, reference_rng = TrainIterator(data, 8, seed=0), np.random.default_rng(0)
@@ -303,9 +303,9 @@ def test_the_feed_saves_the_position_of_the_batches_taken_not_of_those_drawn_ahe
 
 @pytest.mark.parametrize("name", ["torch", "mlx"])
 def test_reading_the_numbers_every_few_steps_logs_the_same_run(tmp_path, name):
-    from shared.backend import import_backend
-    from shared.run import new_run
-    from shared.train_loop import RunOptions, train
+    from hrm_shared.app.backend import import_backend
+    from hrm_shared.app.run import new_run
+    from hrm_shared.app.train_loop import RunOptions, train
 
     pytest.importorskip("torch" if name == "torch" else "mlx.core")
     data = make_dataset(tmp_path / "ds")
@@ -323,9 +323,9 @@ def test_reading_the_numbers_every_few_steps_logs_the_same_run(tmp_path, name):
 
 
 def test_a_nan_read_late_names_the_step_it_appeared_in(tmp_path):
-    from shared.backend import import_backend
-    from shared.run import new_run
-    from shared.train_loop import RunOptions, train
+    from hrm_shared.app.backend import import_backend
+    from hrm_shared.app.run import new_run
+    from hrm_shared.app.train_loop import RunOptions, train
 
     data = make_dataset(tmp_path / "ds")
     overrides = TINY[3::2] + ["lr=1e30", "lr_warmup_steps=1"]

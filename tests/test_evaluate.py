@@ -10,15 +10,15 @@ from click.testing import CliRunner
 
 from backends import backend, both, tiny_weights  # noqa: F401  (fixtures)
 from conftest import make_dataset
-from shared.checkpoint import CheckpointConfig, dataset_record
-from shared.cli import main
-from shared.config import HRMConfig
-from shared.data import maze
-from shared.data.format import SetBuilder, load_split, read_metadata, write_dataset
-from shared.data.maze_generate import generate_maze_dataset
-from shared.data.render import sudoku_text
-from shared.data.sudoku_small import build_small_sudoku
-from shared.solve import Puzzle, show_answer
+from hrm_shared.core.checkpoint import CheckpointConfig, dataset_record
+from hrm_shared.app.cli import main
+from hrm_shared.core.config import HRMConfig
+from hrm_shared.data import maze
+from hrm_shared.core.format import SetBuilder, load_split, read_metadata, write_dataset
+from hrm_shared.data.maze_generate import generate_maze_dataset
+from hrm_shared.puzzles.render import sudoku_text
+from hrm_shared.data.sudoku_small import build_small_sudoku
+from hrm_shared.puzzles.solve import Puzzle, show_answer
 
 IGNORE = -100
 

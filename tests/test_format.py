@@ -4,9 +4,9 @@ import re
 import numpy as np
 import pytest
 
-from shared.data.format import (atomic_directory, dataset_info, fingerprint, load_split, read_identifiers,
+from hrm_shared.core.format import (atomic_directory, dataset_info, fingerprint, load_split, read_identifiers,
                                  validate_dataset, write_dataset)
-from shared.errors import HRMError
+from hrm_shared.core.errors import HRMError
 
 from conftest import make_dataset
 

@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from shared.data.format import load_split
-from shared.data.iterator import IGNORE_LABEL_ID, TestIterator, TrainIterator
-from shared.errors import HRMError
+from hrm_shared.core.format import load_split
+from hrm_shared.core.iterator import IGNORE_LABEL_ID, TestIterator, TrainIterator
+from hrm_shared.core.errors import HRMError
 
 from conftest import make_dataset
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from backends import backend, random_batch, tiny_config, tiny_weights  # noqa: F401  (fixture)
-from shared.act import draw_exploration
-from shared.config import HRMConfig
-from shared.errors import HRMError
-from shared.init import canonical_shapes, erf, erfinv, init_weights, round_to_bfloat16, truncated_normal
+from hrm_shared.core.act import draw_exploration
+from hrm_shared.core.config import HRMConfig
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.init import canonical_shapes, erf, erfinv, init_weights, round_to_bfloat16, truncated_normal
 
 TRUNC_FACTOR = 1.1368472343  # JAX truncated normal on [-2, 2]: std correction
 

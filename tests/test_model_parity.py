@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from backends import both, random_batch, tiny_config, tiny_weights  # noqa: F401  (fixture)
-from shared.act import draw_exploration
+from hrm_shared.core.act import draw_exploration
 
 STATE = ("z_H", "z_L")
 DATA = ("inputs", "labels", "puzzle_identifiers")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from backends import backend, both, tiny_config, tiny_weights  # noqa: F401  (fixtures)
-from shared.config import preset
-from shared.errors import HRMError
-from shared.init import canonical_shapes, count_parameters
+from hrm_shared.core.config import preset
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.init import canonical_shapes, count_parameters
 
 UNTRAINED = {"H_init", "L_init", "puzzle_emb.weights"}
 

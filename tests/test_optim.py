@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from backends import backend, both  # noqa: F401  (fixtures)
-from shared.config import TrainConfig
-from shared.errors import HRMError
-from shared.schedule import learning_rate, total_steps
+from hrm_shared.core.config import TrainConfig
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.schedule import learning_rate, total_steps
 
 
 def np_adam_atan2(p, m, v, g, t, lr, wd, b1=0.9, b2=0.95):

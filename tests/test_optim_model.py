@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from backends import backend, both, random_batch, tiny_config, tiny_weights  # noqa: F401  (fixtures)
-from shared.act import draw_exploration
-from shared.init import NON_TRAINABLE, canonical_shapes
+from hrm_shared.core.act import draw_exploration
+from hrm_shared.core.init import NON_TRAINABLE, canonical_shapes
 
 TABLE = "puzzle_emb.weights"
 

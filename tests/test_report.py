@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from shared.cli import main
-from shared.data.arc import build_arc_dataset
-from shared.data.format import load_split
-from shared.data.render import ARC_PALETTE
-from shared.data.sudoku_small import build_small_sudoku
-from shared.errors import HRMError
-from shared.report import Outputs, write_report
+from hrm_shared.app.cli import main
+from hrm_shared.data.arc import build_arc_dataset
+from hrm_shared.core.format import load_split
+from hrm_shared.puzzles.render import ARC_PALETTE
+from hrm_shared.data.sudoku_small import build_small_sudoku
+from hrm_shared.core.errors import HRMError
+from hrm_shared.app.report import Outputs, write_report
 from test_arc_vote import arc_build, dataset_rows, write_arc_tasks  # noqa: F401  (fixture)
 
 CHROMIUM = "/usr/bin/chromium"

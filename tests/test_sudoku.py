@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from shared.data.format import load_split, validate_dataset
-from shared.data.sudoku import build_sudoku_dataset, is_valid_solution, read_sudoku_csv, shuffle_sudoku
-from shared.errors import HRMError
+from hrm_shared.core.format import load_split, validate_dataset
+from hrm_shared.data.sudoku import build_sudoku_dataset, is_valid_solution, read_sudoku_csv, shuffle_sudoku
+from hrm_shared.core.errors import HRMError
 
 BASE = np.array([[(r * 3 + r // 3 + c) % 9 + 1 for c in range(9)] for r in range(9)], dtype=np.uint8)
 

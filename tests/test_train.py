@@ -18,12 +18,12 @@ from safetensors.numpy import load_file
 
 from backends import NAMES, tiny_config, tiny_weights
 from conftest import make_dataset, wait_for_lines
-from shared.act import draw_exploration
-from shared.backend import import_backend
-from shared.cli import main
-from shared.config import TrainConfig
-from shared.data.iterator import TrainIterator
-from shared.schedule import learning_rate
+from hrm_shared.core.act import draw_exploration
+from hrm_shared.app.backend import import_backend
+from hrm_shared.app.cli import main
+from hrm_shared.core.config import TrainConfig
+from hrm_shared.core.iterator import TrainIterator
+from hrm_shared.core.schedule import learning_rate
 
 # A run small enough for MLX's CPU build: hidden 32, batch 8, sequences of 8 (make_dataset), 3 cycles of ACT.
 TINY = ["--preset", "tiny", "--set", "hidden_size=32", "--set", "puzzle_emb_ndim=32", "--set", "global_batch_size=8",
@@ -136,7 +136,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    import shared.train_loop
+    import hrm_shared.app.train_loop
 
     data = make_dataset(tmp_path / "ds")
     run_dir = tmp_path / "run"
@@ -148,15 +148,15 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return write(directory, tensors, info)
 
-    write = shared.train_loop.write_train_state
-    monkeypatch.setattr(shared.train_loop, "write_train_state", failing_write)
+    write = hrm_shared.app.train_loop.write_train_state
+    monkeypatch.setattr(hrm_shared.app.train_loop, "write_train_state", failing_write)
     r = run("train", "--backend", "torch", "--data", data, *TINY, "--out", run_dir, "--max-steps", 6,
             "--eval-interval", 0, "--checkpoint-every", 2)
     assert r.exit_code == 1
     assert "No space left on device" in r.output and "last good checkpoint, step 2" in r.output
     assert int(load_file(run_dir / "last" / "train_state.safetensors")["adam.step"]) == 2
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")], "a temporary directory was left"
-    monkeypatch.setattr(shared.train_loop, "write_train_state", write)
+    monkeypatch.setattr(hrm_shared.app.train_loop, "write_train_state", write)
     assert run("train", "--resume", run_dir, "--max-steps", 6).exit_code == 0
 
 
@@ -165,7 +165,7 @@ def test_ctrl_c_saves_and_the_run_resumes_exactly(tmp_path):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     args = ["--backend", "torch", "--data", str(data), *TINY, "--eval-interval", "0"]
     assert run("train", *args, "--out", whole, "--max-steps", 40).exit_code == 0
-    command = [sys.executable, "-c", "from shared.cli import main; main()", "train", *args, "--out", str(parts),
+    command = [sys.executable, "-c", "from hrm_shared.app.cli import main; main()", "train", *args, "--out", str(parts),
                "--max-steps", "40"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                cwd=Path(__file__).parents[1])

@@ -1,1 +1,1 @@
-"""Puzzle datasets: the on-disk format, the batch iterators, and the builders."""
+"""Dataset builders and generators: Sudoku, Maze and ARC in the reference's on-disk format (core/format.py)."""

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.data.arc_augment import (GRID_SIZE, IDENTITY_MAPPING, NUM_COLORS, NUM_DIHEDRAL, SEQ_LEN, VOCAB_SIZE,
+from hrm_shared.puzzles.arc_augment import (GRID_SIZE, IDENTITY_MAPPING, NUM_COLORS, NUM_DIHEDRAL, SEQ_LEN, VOCAB_SIZE,
                                      aug_name, dihedral, encode_grids, random_offsets)
-from shared.data.format import PuzzleSet, write_dataset
-from shared.errors import HRMError
-from shared.progress import progress
+from hrm_shared.core.format import PuzzleSet, write_dataset
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.progress import progress
 
 EVALUATION_SUBDIR = "evaluation"
 RETRIES_FACTOR = 5  # augmentation trials per wanted augmentation before giving up on a symmetric task

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.data.format import PuzzleSet, write_dataset
-from shared.errors import HRMError
+from hrm_shared.core.format import PuzzleSet, write_dataset
+from hrm_shared.core.errors import HRMError
 
 CHARSET = "# SGo"
 WALL, OPEN, START, GOAL, PATH = 1, 2, 3, 4, 5

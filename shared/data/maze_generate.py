@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.data.maze import CHARSET, GOAL, OPEN, START, WALL, solve_maze, write_maze_dataset
-from shared.errors import HRMError
-from shared.progress import progress
+from hrm_shared.data.maze import CHARSET, GOAL, OPEN, START, WALL, solve_maze, write_maze_dataset
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.progress import progress
 
 INF = 1 << 30
 MAX_ATTEMPTS = 1000

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.data.format import PuzzleSet, SetBuilder, write_dataset
-from shared.data.sudoku_solver import is_valid_solution, solve
-from shared.errors import HRMError
-from shared.progress import progress
+from hrm_shared.core.format import PuzzleSet, SetBuilder, write_dataset
+from hrm_shared.puzzles.sudoku_solver import is_valid_solution, solve
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.progress import progress
 
 CSV_HEADER = ["source", "question", "answer", "rating"]
 VOCAB_SIZE = 11

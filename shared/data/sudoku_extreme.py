@@ -1,7 +1,7 @@
 """Build a Sudoku-Extreme-equivalent set (DESIGN.md section 6, ours) as the official CSV files.
 
 OUT/{train,test}.csv with header `source,question,answer,rating`: question 81 characters with '.'
-for blanks, answer 81 digits, rating our guess count (see shared.data.sudoku_solver). Puzzles come
+for blanks, answer 81 digits, rating our guess count (see hrm_shared.puzzles.sudoku_solver). Puzzles come
 from two streams: hard minimal puzzles generated here (source `generated`) and public collections
 (source: the file's stem), each pooled puzzle checked for a unique solution. Each split draws from
 the harder stream while its mean rating is below the target and from the easier one otherwise, so
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.data.format import atomic_directory, check_output
-from shared.data.sudoku_solver import format_puzzle, parse_puzzle, random_puzzle, remove_clues, solve
-from shared.errors import HRMError
-from shared.progress import progress
+from hrm_shared.core.format import atomic_directory, check_output
+from hrm_shared.puzzles.sudoku_solver import format_puzzle, parse_puzzle, random_puzzle, remove_clues, solve
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.progress import progress
 
 CSV_HEADER = ["source", "question", "answer", "rating"]
 GENERATED = "generated"

@@ -1,0 +1,55 @@
+"""What every `hrm` command shares: the error-reporting group, path types, options and the summary printer."""
+
+from pathlib import Path
+from types import ModuleType
+
+import click
+
+from hrm_shared.app.backend import BACKENDS
+from hrm_shared.core.errors import HRMError
+
+PathType = click.Path(path_type=Path)
+ExistingDir = click.Path(path_type=Path, exists=True, file_okay=False)
+
+
+class Group(click.Group):
+    """A click group that turns HRMError into a one-line `Error: ...` and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HRMError as e:
+            raise click.ClickException(str(e)) from None
+
+
+def refuse_existing(out: Path, force: bool) -> None:
+    """Fail before any work when --out already holds files (the builders check again when they write)."""
+    from hrm_shared.core.format import check_output
+
+    check_output(out, force)
+
+
+def summary(title: str, values: dict) -> None:
+    """Print `title` in bold and `values` as aligned `key  value` lines."""
+    click.echo(click.style(title, bold=True))
+    width = max(map(len, values))
+    for key, value in values.items():
+        click.echo(f"  {key:<{width}}  {value}")
+
+
+def load_backend(name: str | None) -> tuple[str, ModuleType]:
+    """(backend name, its package); `name` None picks the platform's default."""
+    from hrm_shared.app.backend import default_backend, import_backend
+
+    name = name or default_backend()
+    return name, import_backend(name)
+
+
+backend_option = click.option("--backend", type=click.Choice(BACKENDS), default=None,
+                              help="Backend to run on  [default: mlx on Apple silicon, else torch].")
+device_option = click.option("--device", default=None, help="torch: cpu, cuda, cuda:N or mps; mlx: cpu, gpu (or metal)  "
+                                                           "[default: cuda or gpu when present].")
+preset_option = click.option("--preset", "preset_name", default="sudoku", show_default=True,
+                             help="Preset to start from.")
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="Override a config field; repeatable.")

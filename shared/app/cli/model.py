@@ -1,0 +1,154 @@
+"""`hrm config`, `hrm init`, `hrm convert`, `hrm evaluate` and `hrm solve`: checkpoints and what uses them."""
+
+import json
+from pathlib import Path
+
+import click
+
+from hrm_shared.app.backend import BACKENDS
+from hrm_shared.app.cli.common import (ExistingDir, PathType, backend_option, device_option, load_backend, summary)
+
+
+@click.command("config")
+@click.option("--preset", "preset_name", default="sudoku", show_default=True, help="Preset to start from.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field; repeatable.")
+def config_cmd(preset_name, overrides):
+    """Print the model and training config of a preset with overrides applied."""
+    from hrm_shared.core.config import apply_overrides, preset
+
+    model, train = apply_overrides(*preset(preset_name), list(overrides))
+    click.echo(json.dumps({"model": model.to_dict(), "train": train.to_dict()}, indent=2))
+
+
+@click.command("init")
+@click.argument("out", type=PathType)
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="Backend that writes it  [default: mlx on Apple silicon, else torch].")
+@click.option("--preset", "preset_name", default="sudoku", show_default=True, help="Preset to start from.")
+@click.option("--data", "data_dir", type=ExistingDir, required=True,
+              help="Dataset the model is for (its vocab_size, seq_len and puzzle ids).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field; repeatable.")
+@click.option("--seed", type=click.IntRange(0), default=None, help="Initialisation seed  [default: the preset's].")
+@click.option("--force", is_flag=True, help="Replace an existing checkpoint in OUT.")
+def init_cmd(out, backend, preset_name, data_dir, overrides, seed, force):
+    """Write an untrained checkpoint (the reference's initialisation, the same in both backends) to OUT."""
+    from hrm_shared.app.backend import default_backend
+    from hrm_shared.core.checkpoint import init_checkpoint
+
+    summary(f"Untrained checkpoint written to {out}",
+             init_checkpoint(out, backend or default_backend(), preset_name, data_dir, list(overrides), seed, force))
+
+
+@click.command("convert")
+@click.argument("paths", nargs=-1, type=PathType, metavar="[SRC] DST")
+@click.option("--to", type=click.Choice(BACKENDS), default=None,
+              help="Backend of the new checkpoint (needed with SRC DST; torch by default with --from-official).")
+@click.option("--from-official", "step_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=None, help="Import the reference's step_N file (all_config.yaml beside it) instead.")
+@click.option("--data", "data_dir", type=ExistingDir, default=None,
+              help="With --from-official: the dataset the checkpoint was trained on.")
+@click.option("--force", is_flag=True, help="Replace an existing checkpoint in DST.")
+def convert_cmd(paths, to, step_file, data_dir, force):
+    """Convert a checkpoint for the other backend, or import the reference's.
+
+    `hrm convert SRC DST --to mlx` copies SRC bit for bit; `hrm convert --from-official STEP_FILE --data DATA DST`
+    imports the reference's step_N file with the all_config.yaml beside it and the dataset it was trained on."""
+    if step_file is None:
+        if len(paths) != 2 or to is None or data_dir is not None:
+            raise click.UsageError("give SRC DST and --to {torch,mlx} (--data goes with --from-official)")
+        from hrm_convert.backends import convert_checkpoint
+
+        summary(f"Checkpoint converted for {to}", convert_checkpoint(paths[0], paths[1], to, force))
+        return
+    if len(paths) != 1 or data_dir is None:
+        raise click.UsageError("with --from-official give --data DATA and one DST")
+    from hrm_shared.app.backend import import_backend
+
+    import_backend("torch")  # the reference's step files are torch pickles
+    from hrm_convert.official import import_official
+
+    summary(f"Official checkpoint imported to {paths[0]}",
+             import_official(step_file, data_dir, paths[0], to or "torch", force))
+
+
+@click.command("evaluate")
+@click.argument("checkpoint", type=PathType)
+@click.argument("data_dir", metavar="DATA", type=PathType)
+@backend_option
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Examples per batch  [default: the checkpoint's global_batch_size].")
+@device_option
+@click.option("--save-outputs", type=PathType, default=None,
+              help="Write predictions, labels, q_halt_logits, puzzle_identifiers (a row per example) to this .npz.")
+@click.option("--json", "json_path", type=PathType, default=None, help="Write the metrics to this JSON file.")
+@click.option("--submission", "submission_path", type=PathType, default=None,
+              help="ARC: write the two most voted answers per test input to this JSON file (ARC Prize format).")
+def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs, json_path, submission_path):
+    """Score CHECKPOINT on the test split of dataset DATA; each example runs halt_max_steps segments.
+
+    On an ARC dataset it also votes over the augmented views of each test input and prints pass@1, pass@2 (the
+    official metric) and pass@10."""
+    import numpy as np
+
+    from hrm_shared.puzzles.arc_vote import ArcVoter, arc_score, is_arc, read_test_tasks, submission
+    from hrm_shared.core.checkpoint import check_fits_dataset, read_checkpoint_config
+    from hrm_shared.core.format import read_identifiers, read_metadata
+    from hrm_shared.core.errors import HRMError
+
+    model_config = read_checkpoint_config(checkpoint).model
+    metadata = read_metadata(data_dir, "test")
+    check_fits_dataset(model_config, metadata, f"{data_dir}/test")
+    voter = ArcVoter(read_identifiers(data_dir)) if is_arc(metadata) else None
+    if submission_path is not None and voter is None:
+        raise HRMError(f"--submission is for ARC datasets; {data_dir} holds vocab_size {metadata.vocab_size}, "
+                       f"seq_len {metadata.seq_len} puzzles")
+    name, package = load_backend(backend)
+    model, config = package.checkpoint.load_checkpoint(checkpoint, device)
+    batch_size = batch_size or config.train.global_batch_size
+    metrics, outputs = package.evaluate.evaluate(model, data_dir, batch_size, keep_outputs=save_outputs is not None,
+                                                 on_batch=None if voter is None else voter.add)
+    summary(f"{checkpoint} on {data_dir} (test, {name})",
+             {k: f"{v:,}" if k == "count" else f"{v:.4f}" for k, v in metrics.items()})
+    record = {"metrics": metrics, "checkpoint": str(checkpoint), "data": str(data_dir), "backend": name,
+              "batch_size": batch_size}
+    if voter is not None:
+        tasks = read_test_tasks(data_dir)
+        record["arc"] = arc_score(voter, tasks)
+        summary(f"ARC score over {record['arc']['tasks']} tasks ({record['arc']['test_inputs']} test inputs; "
+                f"{voter.rows:,} predictions voted, {voter.empty:,} empty)",
+                {k: f"{v:.4f}" for k, v in record["arc"].items() if k.startswith("pass@")})
+        if submission_path is not None:
+            submission_path.parent.mkdir(parents=True, exist_ok=True)
+            submission_path.write_text(json.dumps(submission(voter, tasks)) + "\n")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(record, indent=2) + "\n")
+    if save_outputs is not None:
+        save_outputs.parent.mkdir(parents=True, exist_ok=True)
+        with save_outputs.open("wb") as f:
+            np.savez(f, **outputs)
+
+
+@click.command("solve")
+@click.argument("checkpoint", type=PathType)
+@click.argument("puzzle")
+@backend_option
+@device_option
+def solve_cmd(checkpoint, puzzle, backend, device):
+    """Show CHECKPOINT's answer to one PUZZLE and whether it is valid.
+
+    PUZZLE is a Sudoku string (n*n digits, '.' or 0 for blanks) for a Sudoku checkpoint, or the path of a maze
+    text file (one line of '# SG' characters per row) for a maze checkpoint.
+    """
+    from hrm_shared.core.checkpoint import read_checkpoint_config
+    from hrm_shared.puzzles.solve import read_puzzle, show_answer
+
+    config = read_checkpoint_config(checkpoint)
+    given = read_puzzle(config.model, puzzle)
+    _, package = load_backend(backend)
+    model, _ = package.checkpoint.load_checkpoint(checkpoint, device)
+    answer = package.evaluate.predict_numpy(model, given.batch())
+    text, _ = show_answer(given, answer["predictions"][0])
+    click.echo(text)
+    click.echo(f"q_halt logit after {config.model.halt_max_steps} segments: {answer['q_halt_logits'][0]:+.3f} "
+               f"(> 0: the model believes its answer)")

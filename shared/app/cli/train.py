@@ -1,0 +1,75 @@
+"""`hrm train` and `hrm demo`: training runs, started or resumed, and the small train-and-solve demo."""
+
+import json
+from pathlib import Path
+
+import click
+
+from hrm_shared.app.cli.common import ExistingDir, PathType, backend_option, device_option, set_option, summary
+
+
+@click.command("train")
+@backend_option
+@click.option("--data", "data_dir", type=ExistingDir, default=None, help="Dataset to train on (a new run needs it).")
+@click.option("--preset", "preset_name", default=None, help="Preset to start from  [default: sudoku].")
+@set_option
+@click.option("--out", type=PathType, default=None, help="New run directory.")
+@click.option("--resume", type=PathType, default=None, help="Continue the run in this directory from its last/.")
+@click.option("--max-steps", type=click.IntRange(1), default=None,
+              help="Stop at this step, counted from the start of the run.")
+@click.option("--max-minutes", type=click.FloatRange(0, min_open=True), default=None,
+              help="Stop after this many minutes of this invocation.")
+@click.option("--eval-interval", type=click.IntRange(0), default=None,
+              help="Steps between evaluations (0: at the end only)  [default: the config's eval_interval epochs].")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=None,
+              help="Steps between writes of RUN/last  [default: 1000].")
+@click.option("--seed", type=click.IntRange(0), default=None, help="Seed of weights, data order and exploration.")
+@device_option
+@click.option("--compile/--no-compile", "compile_", default=None,
+              help="torch.compile / mx.compile the step  [default: mx.compile on, torch.compile on CUDA only].")
+def train_cmd(backend, data_dir, preset_name, overrides, out, resume, max_steps, max_minutes, eval_interval,
+              checkpoint_every, seed, device, compile_):
+    """Train HRM: start a run with --data and --out, or continue one with --resume RUN."""
+    from hrm_shared.app.backend import default_backend, import_backend
+    from hrm_shared.core.distributed import launched_rank
+    from hrm_shared.app.run import new_run, read_run_config, resume_run
+    from hrm_shared.app.train_loop import RunOptions, train
+
+    if (out is None) == (resume is None):
+        raise click.UsageError("give either --out RUN (a new run) or --resume RUN")
+    given = {"eval_interval": eval_interval, "checkpoint_every": checkpoint_every}
+    if resume is None:
+        if data_dir is None:
+            raise click.UsageError("a new run needs --data DATASET")
+        name = backend or default_backend()
+        package = import_backend(name)
+        config = new_run(out, preset_name or "sudoku", data_dir, list(overrides), seed, name, given)
+        run, options = out, given
+    else:
+        config = resume_run(resume, preset_name, data_dir, list(overrides), seed)
+        _, saved = read_run_config(resume)
+        package = import_backend(backend or config.backend or default_backend())
+        run, options = resume, {k: saved.get(k) if v is None else v for k, v in given.items()}
+    run_options = RunOptions(max_steps=max_steps, max_minutes=max_minutes, eval_interval=options["eval_interval"],
+                             checkpoint_every=options["checkpoint_every"] or 1000, device=device, compile=compile_)
+    result = train(package, run, config, run_options, resume is not None)
+    if launched_rank() == 0:
+        summary("Training stopped", result)
+
+
+@click.command()
+@backend_option
+@click.option("--out", type=PathType, default=Path("runs/demo"), show_default=True,
+              help="Directory for the demo's dataset and run (replaced).")
+@click.option("--json", "json_path", type=PathType, default=None,
+              help="Write exact_accuracy, test_examples, seconds and backend to this JSON file.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+def demo(backend, out, json_path, seed):
+    """Build a small 4x4 Sudoku set, train a small HRM on it, evaluate it and solve a held-out puzzle."""
+    from hrm_shared.app.backend import default_backend
+    from hrm_shared.app.demo import run_demo
+
+    result = run_demo(out, backend or default_backend(), seed)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n")

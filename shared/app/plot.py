@@ -1,0 +1,51 @@
+"""`<run>/curves.png`: the training curves of a run (needs matplotlib, the optional `plot` extra)."""
+
+import json
+from pathlib import Path
+
+from hrm_shared.app.run import METRICS_FILE
+
+PLOT_FILE = "curves.png"
+SMOOTHING = 50  # train records per plotted point
+
+
+def _mean_by_window(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(steps, means) of `key` over consecutive windows of SMOOTHING train records that have it."""
+    points = [(r["step"], r[key]) for r in records if key in r]
+    steps, means = [], []
+    for start in range(0, len(points), SMOOTHING):
+        window = points[start:start + SMOOTHING]
+        steps.append(window[-1][0])
+        means.append(sum(v for _, v in window) / len(window))
+    return steps, means
+
+
+def plot_run(run: Path) -> Path | None:
+    """Draw train loss, train and test exact accuracy against the step from `<run>/metrics.jsonl` into
+    `<run>/curves.png`; returns its path, or None when matplotlib is not installed or nothing was logged."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(run) / METRICS_FILE
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    train = [r for r in records if r["split"] == "train"]
+    test = [r for r in records if r["split"] == "test"]
+    if not train:
+        return None
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_axis.plot(*_mean_by_window(train, "loss"))
+    loss_axis.set(xlabel="step", ylabel="train loss", yscale="log", title="loss")
+    accuracy_axis.plot(*_mean_by_window(train, "exact_accuracy"), label="train (halted rows)")
+    if test:
+        accuracy_axis.plot([r["step"] for r in test], [r["exact_accuracy"] for r in test], "o-", label="test")
+    accuracy_axis.set(xlabel="step", ylabel="exact accuracy", ylim=(0, 1), title="exact accuracy")
+    accuracy_axis.legend()
+    figure.tight_layout()
+    out = Path(run) / PLOT_FILE
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
+    return out

@@ -1,0 +1,260 @@
+"""`hrm report`: one self-contained HTML page of an evaluation (shared/report_page.py draws it).
+
+It streams the outputs `hrm evaluate --save-outputs` writes (a .npz with a row per test example in dataset order:
+predictions, labels, q_halt_logits, puzzle_identifiers) and reads the dataset they came from. ARC: a card per task
+with its demonstration pairs, each test input, the expected output and the two most voted answers with their votes
+(shared/arc_vote.py), solved at pass@2; Sudoku and mazes: a card per example with input, answer and prediction,
+wrong cells highlighted, solved when exact. A run directory holds the outputs as RUN_OUTPUTS beside config.json.
+"""
+
+import json
+import math
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from hrm_shared.puzzles.arc_vote import ATTEMPTS, ArcVoter, arc_score, is_arc, read_test_tasks, truth_ranks
+from hrm_shared.core.checkpoint import CONFIG_FILE
+from hrm_shared.data import maze
+from hrm_shared.data.arc import Pair, read_arc_task
+from hrm_shared.core.format import load_split, read_identifiers, read_metadata
+from hrm_shared.core.iterator import IGNORE_LABEL_ID
+from hrm_shared.puzzles.render import SYMBOLS
+from hrm_shared.puzzles.show import SUDOKU_BOXES, arc_grid, detect_kind
+from hrm_shared.core.errors import HRMError
+from hrm_shared.app.report_page import Card, Grid, page
+
+OUTPUT_KEYS = ("predictions", "labels", "q_halt_logits", "puzzle_identifiers")
+RUN_OUTPUTS = "eval_outputs.npz"
+REPORT_FILE = "report.html"
+CHUNK_ROWS = 4096
+DEFAULT_LIMIT = 400
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+class Outputs:
+    """An outputs .npz read as a stream: `rows` from the array headers, then chunks of rows (a full ARC
+    evaluation's predictions need not fit in memory)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with self._open() as archive:
+            shapes = {key: shape for key, (shape, _) in self._headers(archive).items()}
+        self.rows = shapes["predictions"][0]
+        if any(shape[0] != self.rows for shape in shapes.values()):
+            raise HRMError(f"{path}: the arrays have different row counts ({shapes}); write it again with "
+                           f"`hrm evaluate ... --save-outputs`")
+
+    def _open(self) -> zipfile.ZipFile:
+        try:
+            return zipfile.ZipFile(self.path)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise HRMError(f"{self.path} is not an outputs .npz from `hrm evaluate --save-outputs` ({e})") from None
+
+    def _headers(self, archive: zipfile.ZipFile, streams: dict | None = None) -> dict[str, tuple]:
+        """{key: (shape, dtype)} of each array, leaving each stream (kept in `streams`) at its data."""
+        missing = [k for k in OUTPUT_KEYS if f"{k}.npy" not in archive.namelist()]
+        if missing:
+            raise HRMError(f"{self.path} lacks {', '.join(missing)}; write it with `hrm evaluate ... --save-outputs`")
+        headers = {}
+        for key in OUTPUT_KEYS:
+            stream = archive.open(f"{key}.npy")
+            reader = _HEADER_READERS.get(np.lib.format.read_magic(stream))
+            shape, fortran, dtype = reader(stream) if reader else ((), True, None)
+            if reader is None or fortran or not shape:
+                raise HRMError(f"{self.path}: {key} is not a row-major array; write it again with `hrm evaluate`")
+            headers[key] = (shape, dtype)
+            if streams is not None:
+                streams[key] = stream
+        return headers
+
+    def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[dict[str, np.ndarray]]:
+        """{key: the next `rows` rows} until the end, in file order."""
+        with self._open() as archive:
+            streams: dict = {}
+            headers = self._headers(archive, streams)
+            for start in range(0, self.rows, rows):
+                count = min(rows, self.rows - start)
+                chunk = {}
+                for key, (shape, dtype) in headers.items():
+                    row = int(np.prod(shape[1:], dtype=np.int64))
+                    chunk[key] = np.frombuffer(streams[key].read(count * row * dtype.itemsize),
+                                               dtype).reshape(count, *shape[1:])
+                yield chunk
+
+
+def _test_split(data_dir: Path, outputs: Outputs) -> tuple:
+    """(metadata, sets, puzzle identifier per example [N]) of the test split, checked against `outputs`."""
+    metadata, sets = load_split(data_dir, "test")
+    identifiers = np.concatenate([np.repeat(s.puzzle_identifiers, np.diff(s.puzzle_indices)) for s in sets.values()])
+    if len(identifiers) != outputs.rows:
+        raise HRMError(f"{outputs.path} has {outputs.rows:,} rows but {data_dir}/test has {len(identifiers):,} "
+                       f"examples: the outputs are from another dataset")
+    return metadata, sets, identifiers
+
+
+def _check_rows(chunk: dict[str, np.ndarray], start: int, identifiers: np.ndarray, path: Path) -> None:
+    if not np.array_equal(chunk["puzzle_identifiers"], identifiers[start:start + len(chunk["puzzle_identifiers"])]):
+        raise HRMError(f"the puzzle identifiers in {path} differ from the dataset's from row {start:,} on: the "
+                       f"outputs are from another dataset")
+
+
+def arc_picture(grid: np.ndarray, caption: str, expected: np.ndarray | None = None) -> Grid:
+    """An ARC grid uint8 [h, w] as a Grid; cells differing from `expected` highlighted when the shapes agree."""
+    wrong = grid != expected if expected is not None and expected.shape == grid.shape else None
+    return Grid("arc", "".join(map(str, grid.reshape(-1).tolist())), grid.shape, caption, wrong)
+
+
+def board_picture(kind: str, tokens: np.ndarray, caption: str, wrong: np.ndarray | None = None) -> Grid:
+    """A Sudoku or maze sequence of dataset tokens [n*n] as a square Grid; `wrong` bool [n*n] to highlight."""
+    tokens = np.asarray(tokens).reshape(-1)
+    n = math.isqrt(tokens.size)
+    chars = np.array(list(".." + SYMBOLS) if kind == "sudoku" else list("?" + maze.CHARSET))
+    cells = "".join(chars[np.clip(tokens, 0, len(chars) - 1)].tolist())
+    return Grid(kind, cells, (n, n), caption, None if wrong is None else np.asarray(wrong).reshape(n, n),
+                SUDOKU_BOXES.get(n) if kind == "sudoku" else None)
+
+
+def demonstrations(data_dir: Path, names: set[str], tasks_dirs: list[Path]) -> dict[str, list[Pair]]:
+    """The demonstration pairs of the tasks in `names`: from the task JSON files under `tasks_dirs` when given,
+    else from the dataset's train split (the task's own untransformed puzzle, which builds without --strict
+    keep); tasks found in neither are left out."""
+    found: dict[str, list[Pair]] = {}
+    if tasks_dirs:
+        for path in sorted(p for d in tasks_dirs for p in Path(d).rglob("*.json")):
+            task = read_arc_task(path)
+            if task.name in names:
+                found[task.name] = task.train
+        return found
+    by_id = {i: name for i, name in enumerate(read_identifiers(data_dir)) if name in names}
+    _, sets = load_split(data_dir, "train")
+    for s in sets.values():
+        ids = np.asarray(s.puzzle_identifiers)
+        for puzzle in np.flatnonzero(np.isin(ids, list(by_id))).tolist():
+            rows = range(int(s.puzzle_indices[puzzle]), int(s.puzzle_indices[puzzle + 1]))
+            found[by_id[int(ids[puzzle])]] = [(arc_grid(s.inputs[r]), arc_grid(s.labels[r])) for r in rows]
+    return found
+
+
+def _fraction(value: float, of: int) -> str:
+    return f"{value:.4f} ({round(value * of):,} of {of:,})"
+
+
+def arc_report(outputs: Outputs, data_dir: Path, tasks_dirs: list[Path], limit: int
+               ) -> tuple[list[tuple[str, str]], list[Card]]:
+    """The summary rows and the cards (the first `limit` tasks) of an ARC evaluation."""
+    _, _, identifiers = _test_split(data_dir, outputs)
+    voter = ArcVoter(read_identifiers(data_dir))
+    start = 0
+    for chunk in outputs.chunks():
+        _check_rows(chunk, start, identifiers, outputs.path)
+        voter.add(chunk)
+        start += len(chunk["predictions"])
+    tasks = read_test_tasks(data_dir)
+    score = arc_score(voter, tasks)
+    n = score["tasks"]
+    summary = [("puzzles", "arc"), ("tasks", f"{n:,} ({score['test_inputs']:,} test inputs)")]
+    summary += [(k, _fraction(v, n)) for k, v in score.items() if k.startswith("pass@")]
+    summary += [("pass@2, each test input a fraction of its task", f"{score['fractional']['pass@2']:.4f}"),
+                ("predictions voted", f"{voter.rows:,} ({voter.empty:,} empty, no vote)")]
+    shown = list(tasks.values())[:limit]
+    demos = demonstrations(data_dir, {t.name for t in shown}, tasks_dirs)
+    cards = []
+    for task in shown:
+        ranks = truth_ranks(voter, task)
+        card = Card(task.name, all(r is not None and r <= ATTEMPTS for r in ranks))
+        if task.name in demos:
+            card.rows.append(("demonstrations", [
+                [arc_picture(g, f"demo {i + 1} {side} {g.shape[0]}x{g.shape[1]}") for side, g in
+                 zip(("input", "output"), pair)] for i, pair in enumerate(demos[task.name])]))
+        else:
+            card.note = "demonstration pairs not in the dataset (a --strict build): pass --tasks DIR"
+        for index, (given, expected) in enumerate(zip(task.inputs, task.outputs)):
+            candidates = voter.ranked(task.name, index)
+            votes = sum(c.votes for c in candidates)
+            rank = ranks[index]
+            groups = [[arc_picture(given, f"test input {given.shape[0]}x{given.shape[1]}"),
+                       arc_picture(expected, f"expected output {expected.shape[0]}x{expected.shape[1]}")]]
+            for i, c in enumerate(candidates[:ATTEMPTS]):
+                mark = "right: " if rank == i + 1 else "wrong: "
+                groups.append([arc_picture(c.grid, f"{mark}attempt {i + 1}, {c.votes} of {votes} votes, mean q "
+                                                   f"{c.q:.3f}", expected)])
+            found = f"the right answer is voted #{rank}" if rank else "the right answer got no vote"
+            card.rows.append((f"test {index + 1} of {len(task.inputs)}: {len(candidates)} distinct answers, "
+                              f"{found}", groups))
+        cards.append(card)
+    solved = sum(c.solved for c in cards)
+    return summary + [("cards", f"the first {len(cards):,} tasks, {solved:,} solved (at pass@2)")], cards
+
+
+def board_report(outputs: Outputs, data_dir: Path, limit: int) -> tuple[list[tuple[str, str]], list[Card]]:
+    """The summary rows and the cards (the first `limit` examples) of a Sudoku or maze evaluation."""
+    metadata, sets, identifiers = _test_split(data_dir, outputs)
+    inputs = np.concatenate([np.asarray(s.inputs[:limit]) for s in sets.values()])[:limit]
+    kind = detect_kind(metadata, np.asarray(next(iter(sets.values())).labels[0]))
+    counted, exact_sum, accuracy_sum, start = 0, 0.0, 0.0, 0
+    cards = []
+    for chunk in outputs.chunks():
+        _check_rows(chunk, start, identifiers, outputs.path)
+        labels, predictions = chunk["labels"], chunk["predictions"]
+        supervised = labels != IGNORE_LABEL_ID  # [rows, seq_len]
+        wrong = supervised & (predictions != labels)
+        has = supervised.any(axis=1)
+        counted += int(has.sum())
+        exact_sum += float((~wrong.any(axis=1))[has].sum())
+        accuracy_sum += float((1 - wrong.sum(axis=1)[has] / supervised.sum(axis=1)[has]).sum())
+        for row in range(max(0, min(len(labels), limit - start))):
+            mistakes = int(wrong[row].sum())
+            cards.append(Card(f"example {start + row}", mistakes == 0, [("", [[
+                board_picture(kind, inputs[start + row], "input"),
+                board_picture(kind, np.where(supervised[row], labels[row], inputs[start + row]), "answer"),
+                board_picture(kind, predictions[row], f"prediction, {mistakes} cells wrong", wrong[row])]])]))
+        start += len(labels)
+    summary = [("puzzles", kind), ("examples", f"{counted:,} with a supervised cell ({outputs.rows:,} rows)"),
+               ("exact accuracy", _fraction(exact_sum / max(counted, 1), counted)),
+               ("cell accuracy", f"{accuracy_sum / max(counted, 1):.4f}"),
+               ("cards", f"the first {len(cards):,} examples, {sum(c.solved for c in cards):,} solved (every cell "
+                         f"right)")]
+    return summary, cards
+
+
+def resolve_source(source: Path, data_dir: Path | None) -> tuple[Path, Path, Path]:
+    """(outputs .npz, dataset, default report path) for `hrm report SOURCE`: a run directory (RUN_OUTPUTS, and the
+    dataset its config.json names under dataset.path; the report goes in the run) or an outputs file (the dataset
+    from `data_dir`; the report beside it)."""
+    source = Path(source)
+    if not source.is_dir():
+        if data_dir is None:
+            raise HRMError(f"pass --data DATASET: the dataset {source} was evaluated on")
+        return source, Path(data_dir), source.with_suffix(".html")
+    outputs = source / RUN_OUTPUTS
+    if not outputs.is_file():
+        raise HRMError(f"{outputs} is missing; write it with `hrm evaluate {source}/step_N DATA --save-outputs "
+                       f"{outputs}`, or pass an outputs .npz and --data")
+    if data_dir is None:
+        config = source / CONFIG_FILE
+        try:
+            data_dir = Path(json.loads(config.read_text())["dataset"]["path"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise HRMError(f"{config} does not name the run's dataset (dataset.path); pass --data DATASET") from None
+    return outputs, Path(data_dir), source / REPORT_FILE
+
+
+def write_report(source: Path, data_dir: Path | None = None, out: Path | None = None,
+                 tasks_dirs: list[Path] | None = None, limit: int = DEFAULT_LIMIT) -> dict:
+    """Write the HTML report of `source` (see resolve_source) to `out` (default: beside the source); returns the
+    report's path and the page's summary table as a dict."""
+    outputs_path, data_dir, default_out = resolve_source(source, data_dir)
+    outputs = Outputs(outputs_path)
+    if is_arc(read_metadata(data_dir, "test")):
+        summary, cards = arc_report(outputs, data_dir, list(tasks_dirs or []), limit)
+    elif tasks_dirs:
+        raise HRMError(f"--tasks is for ARC; {data_dir} is not an ARC dataset")
+    else:
+        summary, cards = board_report(outputs, data_dir, limit)
+    out = Path(out) if out is not None else default_out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page(f"hrm report: {outputs_path} on {data_dir}", summary, cards))
+    return {"report": str(out), **dict(summary)}

@@ -1,0 +1,102 @@
+"""`hrm solve`: one puzzle typed by a person -> a one-row batch; the model's answer -> text and a validity check.
+
+A Sudoku checkpoint (seq_len n*n, vocab n+2, n in 4/6/9) takes a string of n*n digits with '.' or '0' for blanks;
+a maze checkpoint (vocab 6) takes the path of a text file with one row of `# SG` characters per line. A 4x4 Sudoku
+and a 4x4 maze share vocab 6 and seq_len 16, so for such a checkpoint an existing file means a maze.
+"""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hrm_shared.core.config import HRMConfig
+from hrm_shared.data import maze
+from hrm_shared.core.iterator import IGNORE_LABEL_ID
+from hrm_shared.puzzles.render import sudoku_text
+from hrm_shared.puzzles.show import SUDOKU_BOXES, side_by_side
+from hrm_shared.puzzles.sudoku_solver import is_valid_solution, parse_puzzle
+from hrm_shared.core.errors import HRMError
+
+MAZE_INPUT_CHARS = "# SG"
+
+
+@dataclass
+class Puzzle:
+    """What `hrm solve` was given: `kind` 'sudoku' or 'maze', `inputs` [seq_len] int32 dataset tokens."""
+
+    kind: str
+    inputs: np.ndarray
+
+    def batch(self) -> dict[str, np.ndarray]:
+        """A one-row batch as the iterators make it: inputs [1, seq_len], labels -100 [1, seq_len], identifier 0."""
+        inputs = self.inputs.reshape(1, -1).astype(np.int32)
+        return {"inputs": inputs, "labels": np.full_like(inputs, IGNORE_LABEL_ID),
+                "puzzle_identifiers": np.zeros(1, dtype=np.int32)}
+
+
+def _sudoku_side(config: HRMConfig) -> int | None:
+    n = math.isqrt(config.seq_len)
+    return n if n * n == config.seq_len and n in SUDOKU_BOXES and config.vocab_size == n + 2 else None
+
+
+def read_puzzle(config: HRMConfig, puzzle: str) -> Puzzle:
+    """Parse `puzzle` for a checkpoint with `config`: a Sudoku string or a maze file path (see the module doc)."""
+    n = _sudoku_side(config)
+    if config.vocab_size == maze.VOCAB_SIZE and (n is None or Path(puzzle).is_file()):
+        return Puzzle("maze", read_maze(Path(puzzle), math.isqrt(config.seq_len)))
+    if n is None:
+        raise HRMError(f"hrm solve knows Sudoku (4x4, 6x6, 9x9) and maze checkpoints; this one has vocab_size "
+                       f"{config.vocab_size} and seq_len {config.seq_len}")
+    grid = parse_puzzle(puzzle, SUDOKU_BOXES[n])  # [n, n], 0 blank
+    return Puzzle("sudoku", grid.reshape(-1).astype(np.int32) + 1)
+
+
+def read_maze(path: Path, size: int) -> np.ndarray:
+    """Tokens [size*size] int32 of a maze text file: `size` lines of `size` characters over `# SG`, one S, one G."""
+    if not path.is_file():
+        raise HRMError(f"this checkpoint solves {size}x{size} mazes: give the path of a text file with {size} "
+                       f"lines of {size} characters over '{MAZE_INPUT_CHARS}'; {str(path)!r} is not a file")
+    try:
+        rows = path.read_text().replace("\r\n", "\n").split("\n")
+    except UnicodeDecodeError:
+        raise HRMError(f"{path} is not a text file; a maze is {size} lines over '{MAZE_INPUT_CHARS}'") from None
+    while rows and not rows[-1]:
+        rows.pop()
+    bad = sorted(set("".join(rows)) - set(MAZE_INPUT_CHARS))
+    if bad:
+        raise HRMError(f"{path} holds {''.join(bad)!r}; a maze may hold only '{MAZE_INPUT_CHARS}' "
+                       f"(wall, open, start, goal)")
+    if len(rows) != size or any(len(row) != size for row in rows):
+        raise HRMError(f"{path} is {len(rows)} lines of lengths {sorted({len(r) for r in rows})}; this checkpoint "
+                       f"needs {size} lines of {size} characters")
+    text = "".join(rows)
+    if text.count("S") != 1 or text.count("G") != 1:
+        raise HRMError(f"{path} needs exactly one S (start) and one G (goal), got {text.count('S')} and "
+                       f"{text.count('G')}")
+    return maze.text_to_tokens(text).astype(np.int32)
+
+
+def show_answer(puzzle: Puzzle, prediction: np.ndarray) -> tuple[str, bool]:
+    """(the input and the answer side by side plus a verdict line, whether the answer is valid) for the model's
+    predicted tokens [seq_len]. Sudoku: a complete valid grid keeping the givens; maze: a shortest S->G path."""
+    prediction = np.asarray(prediction).reshape(-1)
+    if puzzle.kind == "maze":
+        blocks = [("input", maze.maze_to_text(puzzle.inputs)), ("model's answer", maze.maze_to_text(prediction))]
+        valid = maze.is_optimal_path(puzzle.inputs, prediction)
+        verdict = "a shortest path from S to G" if valid else "not a shortest path from S to G"
+    else:
+        n = math.isqrt(puzzle.inputs.size)
+        box = SUDOKU_BOXES[n]
+        blocks = [("input", sudoku_text(puzzle.inputs, box)), ("model's answer", sudoku_text(prediction, box))]
+        givens = puzzle.inputs > 1
+        digits = np.where(prediction > 1, prediction - 1, 0).reshape(n, n)  # [n, n], 0 where not a digit
+        if not np.all(digits):
+            valid, verdict = False, "incomplete: some cells hold no digit"
+        elif np.any(prediction[givens] != puzzle.inputs[givens]):
+            valid, verdict = False, "changes a given digit"
+        else:
+            valid = is_valid_solution(digits, box)
+            verdict = "a valid solution" if valid else "breaks a row, column or box rule"
+    return side_by_side(blocks) + f"\nanswer: {'valid' if valid else 'invalid'} ({verdict})", valid
