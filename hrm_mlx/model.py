@@ -4,6 +4,7 @@ Paper (arXiv 2506.21734), section 2: the hierarchical recurrence, "approximate g
 time". Module attribute paths are the canonical names (shared/init.py), relative to `HRM.inner`.
 """
 
+import importlib
 import math
 from dataclasses import dataclass
 
@@ -13,9 +14,10 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from hrm_shared.core.act import ExplorationDraws
-from hrm_shared.core.config import HRMConfig
+from hrm_shared.core.config import HRMConfig, ModelConfig
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import check_canonical
+from hrm_shared.core.registry import family_of
 from hrm_mlx.layers import Block, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding
 
 Batch = dict[str, mx.array]
@@ -206,14 +208,21 @@ class HRM(nn.Module):
         return Carry(inner_carry, steps, halted, data), outputs
 
 
-def canonical_state(model: HRM) -> dict[str, np.ndarray]:
+def build_model(config: ModelConfig) -> nn.Module:
+    """The ACT model of `config`'s family (core/registry.py), with zero weights: load them with `load_canonical`."""
+    family = family_of(config)
+    module = importlib.import_module(f"{__package__}.{family.module}")
+    return getattr(module, family.model_class)(config)
+
+
+def canonical_state(model: nn.Module) -> dict[str, np.ndarray]:
     """{canonical name: float32 numpy copy} of every saved tensor (parameters, frozen ones included)."""
     return {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(model.inner.parameters())}
 
 
-def load_canonical(model: HRM, weights: dict[str, np.ndarray]) -> None:
+def load_canonical(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
     """Copy canonical float32 `weights` into `model`; missing, extra or misshapen tensors are an HRMError."""
     state = dict(tree_flatten(model.inner.parameters()))
-    check_canonical(weights, {k: tuple(v.shape) for k, v in state.items()}, "loading HRM weights")
+    check_canonical(weights, {k: tuple(v.shape) for k, v in state.items()}, "loading weights")
     model.inner.load_weights([(k, mx.array(np.asarray(weights[k], dtype=np.float32))) for k in state], strict=True)
     mx.eval(model.inner.parameters())

@@ -4,6 +4,7 @@ Paper (arXiv 2506.21734), section 2: the hierarchical recurrence, "approximate g
 time". Module attribute paths are the canonical names (shared/init.py), relative to `HRM.inner`.
 """
 
+import importlib
 import math
 from dataclasses import dataclass
 
@@ -13,9 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hrm_shared.core.act import ExplorationDraws
-from hrm_shared.core.config import HRMConfig
+from hrm_shared.core.config import HRMConfig, ModelConfig
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import check_canonical
+from hrm_shared.core.registry import family_of
 from hrm_torch.layers import Block, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding
 
 Batch = dict[str, torch.Tensor]
@@ -206,15 +208,22 @@ class HRM(nn.Module):
         return Carry(inner_carry, steps, halted, data), outputs
 
 
-def canonical_state(model: HRM) -> dict[str, np.ndarray]:
+def build_model(config: ModelConfig) -> nn.Module:
+    """The ACT model of `config`'s family (core/registry.py), with zero weights: load them with `load_canonical`."""
+    family = family_of(config)
+    module = importlib.import_module(f"{__package__}.{family.module}")
+    return getattr(module, family.model_class)(config)
+
+
+def canonical_state(model: nn.Module) -> dict[str, np.ndarray]:
     """{canonical name: float32 numpy copy} of every saved tensor (parameters and persistent buffers)."""
     return {k: v.detach().to("cpu", torch.float32).numpy().copy() for k, v in model.inner.state_dict().items()}
 
 
-def load_canonical(model: HRM, weights: dict[str, np.ndarray]) -> None:
+def load_canonical(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
     """Copy canonical float32 `weights` into `model` in place; missing, extra or misshapen tensors are an HRMError."""
     state = model.inner.state_dict()
-    check_canonical(weights, {k: tuple(v.shape) for k, v in state.items()}, "loading HRM weights")
+    check_canonical(weights, {k: tuple(v.shape) for k, v in state.items()}, "loading weights")
     with torch.no_grad():
         for name, tensor in state.items():
             tensor.copy_(torch.from_numpy(np.asarray(weights[name], dtype=np.float32)))
