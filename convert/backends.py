@@ -11,7 +11,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from hrm_shared.app.backend import BACKENDS
+from hrm_shared.core.contract import BACKENDS
 from hrm_shared.core.checkpoint import (IDENTIFIERS_FILE, MODEL_FILE, TRAIN_STATE_FILE, check_stored, checkpoint_directory,
                                read_checkpoint_config, write_checkpoint_config)
 from hrm_shared.core.errors import HRMError

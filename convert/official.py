@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from hrm_shared.app.backend import BACKENDS, import_backend
+from hrm_shared.app.backend import import_backend
+from hrm_shared.core.contract import BACKENDS
 from hrm_shared.core.checkpoint import CheckpointConfig, check_checkpoint_output, check_stored, dataset_record
 from hrm_shared.core.config import HRMConfig, TrainConfig
 from hrm_shared.core.format import read_identifiers, read_metadata

@@ -3,7 +3,7 @@ peak-memory counter."""
 
 import mlx.core as mx
 
-from hrm_mlx.checkpoint import default_device
+from hrm_mlx.device import default_device
 
 
 def resolve_device(device: str | None) -> str:

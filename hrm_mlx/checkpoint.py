@@ -1,25 +1,20 @@
-"""Checkpoint directories in MLX (DESIGN.md section 7): HRM <-> canonical safetensors plus config.json."""
+"""Checkpoint directories in MLX (DESIGN.md section 7): a model <-> canonical safetensors plus config.json."""
 
 import dataclasses
 from pathlib import Path
 
 import mlx.core as mx
+import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from hrm_shared.core.checkpoint import (MODEL_FILE, CheckpointConfig, check_stored, checkpoint_directory,
                                read_checkpoint_config, write_checkpoint_config, write_identifiers)
 from hrm_shared.core.errors import HRMError
-from hrm_mlx.model import HRM
-
-DEVICES = {"cpu": mx.cpu, "gpu": mx.gpu, "metal": mx.gpu}  # metal: the GPU of Apple silicon
-
-
-def default_device() -> str:
-    """The device MLX runs on now: "gpu" (Metal) on Apple silicon, else "cpu"."""
-    return "gpu" if mx.default_device() == mx.gpu else "cpu"
+from hrm_mlx.device import place
+from hrm_mlx.model import build_model
 
 
-def save_checkpoint(directory: Path, model: HRM, config: CheckpointConfig,
+def save_checkpoint(directory: Path, model: nn.Module, config: CheckpointConfig,
                     identifiers: list[str] | None = None) -> None:
     """Write `model` (every parameter, frozen ones included, under its canonical name, in its own dtype: float32
     master weights) and `config` (backend set to "mlx") to `directory` atomically, replacing a checkpoint there."""
@@ -34,8 +29,8 @@ def save_checkpoint(directory: Path, model: HRM, config: CheckpointConfig,
             write_identifiers(tmp, identifiers)
 
 
-def load_checkpoint(directory: Path, device: str | None = None) -> tuple[HRM, CheckpointConfig]:
-    """Build HRM(config.model) and load `directory`'s tensors strictly (float32 in the model; bfloat16 tensors
+def load_checkpoint(directory: Path, device: str | None = None) -> tuple[nn.Module, CheckpointConfig]:
+    """Build the model of config.model's family and load `directory`'s tensors strictly (float32 in the model; bfloat16 tensors
     widen exactly); H_init, L_init and the puzzle table stay frozen. `device`: see `place`. Any missing, unexpected, misshapen or wrongly typed tensor is an HRMError that names it."""
     directory = Path(directory)
     config = read_checkpoint_config(directory)
@@ -46,17 +41,8 @@ def load_checkpoint(directory: Path, device: str | None = None) -> tuple[HRM, Ch
         raise HRMError(f"{path} is not a readable safetensors file ({e}); write the checkpoint again") from None
     check_stored(config.model, {k: (str(v.dtype).removeprefix("mlx.core."), tuple(v.shape))
                                 for k, v in tensors.items()}, str(path))
-    model = HRM(config.model)
+    model = build_model(config.model)
     model.inner.load_weights([(k, v.astype(mx.float32)) for k, v in tensors.items()], strict=True)
     mx.eval(model.parameters())
     return place(model, device), config
 
-
-def place(model: HRM, device: str | None) -> HRM:
-    """`model`, with `device` ("cpu", "gpu" or "metal"; None keeps MLX's default) made MLX's default device: arrays
-    live in unified memory, the device is where the operations run. HRMError for an unknown device."""
-    if device is not None:
-        if device not in DEVICES:
-            raise HRMError(f"unknown MLX device {device!r}; choose {' or '.join(DEVICES)}")
-        mx.set_default_device(DEVICES[device])
-    return model

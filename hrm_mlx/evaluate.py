@@ -9,29 +9,13 @@ import numpy as np
 
 from hrm_shared.core.iterator import TestIterator
 from hrm_shared.core.distributed import SOLO, Collective, gather_rows
-from hrm_shared.core.errors import HRMError
 from hrm_shared.core.progress import progress
-from hrm_mlx.checkpoint import DEVICES
+from hrm_mlx.device import compute_device, to_backend
 from hrm_mlx.loss import act_loss
 from hrm_mlx.model import HRM, Batch, Carry
 
 METRICS = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss")
 OUTPUTS = ("predictions", "labels", "q_halt_logits", "puzzle_identifiers")
-
-
-def _device(device: str | None) -> mx.Device:
-    """"cpu" or "gpu" as an MLX device; None is MLX's default device."""
-    if device is None:
-        return mx.default_device()
-    if device not in DEVICES:
-        raise HRMError(f"unknown MLX device {device!r}; choose {' or '.join(DEVICES)}")
-    return DEVICES[device]
-
-
-def to_backend(batch: dict[str, np.ndarray]) -> Batch:
-    """The numpy batch (int32 arrays) as MLX arrays: the one place a batch crosses into MLX (unified memory: the
-    device is chosen by the stream the work runs on, not by the arrays)."""
-    return {k: mx.array(v) for k, v in batch.items()}
 
 
 def predict(model: HRM, batch: Batch) -> tuple[Carry, dict[str, mx.array]]:
@@ -52,7 +36,7 @@ def _answers(outputs: dict[str, mx.array], rows: int) -> dict[str, np.ndarray]:
 def predict_numpy(model: HRM, batch: dict[str, np.ndarray], device: str | None = None) -> dict[str, np.ndarray]:
     """predict() on a numpy batch -> predictions [B, seq_len] int32 and q_halt_logits [B] float32 of the last
     segment. `device` ("cpu" or "gpu") defaults to MLX's default device."""
-    with mx.stream(_device(device)):
+    with mx.stream(compute_device(model, device)):
         _, outputs = predict(model, to_backend(batch))
         return _answers(outputs, len(batch["inputs"]))
 
@@ -76,7 +60,7 @@ def evaluate(model: HRM, data_dir: Path, batch_size: int, device: str | None = N
     sums = np.zeros(len(keys), np.float64)
     kept: dict[str, list[np.ndarray]] = {k: [] for k in OUTPUTS}
     batches = progress(iterator, label="Evaluating", length=len(iterator)) if collective.rank == 0 else iterator
-    with mx.stream(_device(device)):
+    with mx.stream(compute_device(model, device)):
         for numpy_batch, rows in batches:
             carry, outputs = predict(model, to_backend(numpy_batch))
             real = mx.arange(B) < rows  # [B]: not padding

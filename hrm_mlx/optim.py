@@ -24,11 +24,13 @@ class AdamATan2(optim.Optimizer):
     `trainable_parameters()` leaves out the frozen H_init, L_init and puzzle table.
     """
 
-    def __init__(self, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.1) -> None:
+    def __init__(self, model: nn.Module, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.1) -> None:
         super().__init__()
         self._maybe_schedule("learning_rate", 0.0)
+        self.model = model
         self.betas = betas
         self.weight_decay = weight_decay
+        self.init(model.trainable_parameters())
 
     def init_single(self, parameter: mx.array, state: dict) -> None:
         """Zero moments m, v shaped like `parameter`."""
@@ -46,11 +48,11 @@ class AdamATan2(optim.Optimizer):
         parameter = parameter * (1 - lr * self.weight_decay)
         return parameter - lr / (1 - b1 ** t) * mx.arctan2(m, mx.sqrt(v) / mx.sqrt(1 - b2 ** t))
 
-    def update(self, model: nn.Module, gradients: dict, lr: float | mx.array) -> None:
+    def update(self, gradients: dict, lr: float | mx.array) -> None:
         """One step with learning rate `lr` (an mx.array inside a compiled step, so a new lr does not recompile) on
         `gradients`, a tree like `model.trainable_parameters()`; the model is updated in place."""
         self.state["learning_rate"] = mx.array(lr, dtype=mx.float32)
-        super().update(model, gradients)
+        super().update(self.model, gradients)
 
     def state_dict(self) -> dict[str, mx.array]:
         """{"step": int64 0-dim, "<parameter name>.m": m, "<parameter name>.v": v}; names as in
@@ -60,7 +62,7 @@ class AdamATan2(optim.Optimizer):
 
     def load_state_dict(self, state: dict[str, mx.array]) -> None:
         """Take a state written by `state_dict` (either backend's, as mx arrays); missing, extra or misshapen entries
-        are an HRMError naming the entry. Call `init(model.trainable_parameters())` first, so the names are known."""
+        are an HRMError naming the entry."""
         expected = self.state_dict()
         for name in expected:
             if name not in state:

@@ -5,29 +5,29 @@ batches, epochs and evaluations. The loop, metrics and checkpoints are backend-n
 import itertools
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from hrm_shared.core.act import ExplorationDraws
-from hrm_shared.core.config import HRMConfig, TrainConfig
+from hrm_shared.core.config import ModelConfig, TrainConfig
 from hrm_shared.core.iterator import local_batch_size
 from hrm_shared.core.distributed import rank_rows
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import init_weights
-from hrm_mlx.checkpoint import place
 from hrm_mlx.distributed import Collective
-from hrm_mlx.evaluate import to_backend
+from hrm_mlx.device import place, to_backend
 from hrm_mlx.loss import act_loss
-from hrm_mlx.model import HRM, Batch, Carry, InnerCarry, load_canonical
+from hrm_mlx.model import Batch, Carry, InnerCarry, build_model, load_canonical
 from hrm_mlx.optim import AdamATan2, SignSGD
 
 CARRY = ("z_H", "z_L", "steps", "halted", "inputs", "labels", "puzzle_identifiers")
 
 
-def new_model(config: HRMConfig, seed: int, device: str | None = None) -> HRM:
-    """HRM(config) with the reference initialisation of `seed` (shared/init.py), on `device` (see
-    checkpoint.place)."""
-    model = HRM(config)
+def new_model(config: ModelConfig, seed: int, device: str | None = None) -> nn.Module:
+    """The model of `config`'s family with the reference initialisation of `seed` (core/init.py), on `device` (see
+    device.place)."""
+    model = build_model(config)
     load_canonical(model, init_weights(config, seed))
     return place(model, device)
 
@@ -53,12 +53,11 @@ class Trainer:
     process applies the same sparse update from every process's (ids, row gradients).
     """
 
-    def __init__(self, model: HRM, train: TrainConfig, compile: bool | None = None,
+    def __init__(self, model: nn.Module, train: TrainConfig, compile: bool | None = None,
                  collective: Collective | None = None) -> None:
         self.model, self.train = model, train
         self.collective = collective if collective is not None and collective.size > 1 else None
-        self.adam = AdamATan2((train.beta1, train.beta2), train.weight_decay)
-        self.adam.init(model.trainable_parameters())
+        self.adam = AdamATan2(model, (train.beta1, train.beta2), train.weight_decay)
         self.sparse = None
         if model.config.puzzle_emb_ndim > 0:
             self.sparse = SignSGD(model.inner.puzzle_emb, train.puzzle_emb_weight_decay)
@@ -106,7 +105,7 @@ class Trainer:
             loss, metrics = sums[0], dict(zip(metrics, sums[1:]))
             if self.sparse is not None:
                 all_ids, row_grads = self.collective.all_gather(ids), self.collective.all_gather(row_grads)
-        self.adam.update(model, grads, lr)
+        self.adam.update(grads, lr)
         if self.sparse is not None:
             self.sparse.update(all_ids, row_grads, puzzle_lr)
         return (*new, ids), loss, metrics

@@ -3,7 +3,7 @@ peak-memory counter."""
 
 import torch
 
-from hrm_torch.checkpoint import default_device
+from hrm_torch.device import default_device
 
 
 def resolve_device(device: str | None) -> str:

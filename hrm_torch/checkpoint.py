@@ -1,24 +1,21 @@
-"""Checkpoint directories in PyTorch (DESIGN.md section 7): HRM <-> canonical safetensors plus config.json."""
+"""Checkpoint directories in PyTorch (DESIGN.md section 7): a model <-> canonical safetensors plus config.json."""
 
 import dataclasses
 from pathlib import Path
 
-import torch
+from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hrm_shared.core.checkpoint import (MODEL_FILE, CheckpointConfig, check_stored, checkpoint_directory,
                                read_checkpoint_config, write_checkpoint_config, write_identifiers)
 from hrm_shared.core.errors import HRMError
-from hrm_torch.model import HRM
+from hrm_torch.device import place
+from hrm_torch.model import build_model
 
 
-def default_device() -> str:
-    """"cuda" when a CUDA GPU is visible, else "cpu" (MPS only when asked for: it has no float64 for the loss)."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
-
-def save_checkpoint(directory: Path, model: HRM, config: CheckpointConfig,
+def save_checkpoint(directory: Path, model: nn.Module, config: CheckpointConfig,
                     identifiers: list[str] | None = None) -> None:
     """Write `model` (every persistent tensor under its canonical name, in its own dtype: float32 master weights)
     and `config` (backend set to "torch") to `directory` atomically, replacing a checkpoint there."""
@@ -32,8 +29,8 @@ def save_checkpoint(directory: Path, model: HRM, config: CheckpointConfig,
             write_identifiers(tmp, identifiers)
 
 
-def load_checkpoint(directory: Path, device: str | None = None) -> tuple[HRM, CheckpointConfig]:
-    """Build HRM(config.model) and load `directory`'s tensors strictly (float32 in the model; bfloat16 tensors
+def load_checkpoint(directory: Path, device: str | None = None) -> tuple[nn.Module, CheckpointConfig]:
+    """Build the model of config.model's family and load `directory`'s tensors strictly (float32 in the model; bfloat16 tensors
     widen exactly), on `device` (default: default_device()). Any missing, unexpected, misshapen or wrongly typed
     tensor is an HRMError that names it."""
     directory = Path(directory)
@@ -45,15 +42,7 @@ def load_checkpoint(directory: Path, device: str | None = None) -> tuple[HRM, Ch
         raise HRMError(f"{path} is not a readable safetensors file ({e}); write the checkpoint again") from None
     check_stored(config.model, {k: (str(v.dtype).removeprefix("torch."), tuple(v.shape)) for k, v in tensors.items()},
                  str(path))
-    model = HRM(config.model)
+    model = build_model(config.model)
     model.inner.load_state_dict(tensors, strict=True)
     return place(model, device), config
 
-
-def place(model: HRM, device: str | None) -> HRM:
-    """`model` moved to `device` (default: default_device()); HRMError naming the device when torch cannot."""
-    device = default_device() if device is None else device
-    try:
-        return model.to(device)
-    except (RuntimeError, AssertionError) as e:
-        raise HRMError(f"cannot place the model on device {device!r} ({e}); choose cpu, cuda or mps") from None

@@ -13,7 +13,7 @@ import torch.distributed as dist
 from hrm_shared.core.distributed import RESUME_HINT, SOLO, TIMEOUT_ENV, Solo, Watchdog, launched_by_mlx, timeout_seconds, \
     torchrun_world
 from hrm_shared.core.errors import HRMError
-from hrm_torch.checkpoint import default_device
+from hrm_torch.device import default_device
 
 # torch >= 2.13 renames all_gather_into_tensor; both gather equal-sized tensors along dim 0 in rank order.
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor

@@ -10,16 +10,12 @@ import torch
 from hrm_shared.core.iterator import TestIterator
 from hrm_shared.core.distributed import SOLO, Collective, gather_rows
 from hrm_shared.core.progress import progress
+from hrm_torch.device import compute_device, to_backend
 from hrm_torch.loss import act_loss
 from hrm_torch.model import HRM, Batch, Carry
 
 METRICS = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss")
 OUTPUTS = ("predictions", "labels", "q_halt_logits", "puzzle_identifiers")
-
-
-def to_backend(batch: dict[str, np.ndarray], device: torch.device | str) -> Batch:
-    """The numpy batch (int32 arrays) as tensors on `device`: the one place a batch crosses into torch."""
-    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()}
 
 
 def predict(model: HRM, batch: Batch) -> tuple[Carry, dict[str, torch.Tensor]]:
@@ -43,8 +39,7 @@ def predict_numpy(model: HRM, batch: dict[str, np.ndarray], device: torch.device
                   ) -> dict[str, np.ndarray]:
     """predict() on a numpy batch -> predictions [B, seq_len] int32 and q_halt_logits [B] float32 of the last
     segment. `device` defaults to the model's."""
-    device = model.inner.H_init.device if device is None else device
-    _, outputs = predict(model, to_backend(batch, device))
+    _, outputs = predict(model, to_backend(batch, compute_device(model, device)))
     return _answers(outputs, len(batch["inputs"]))
 
 
@@ -62,7 +57,7 @@ def evaluate(model: HRM, data_dir: Path, batch_size: int, device: torch.device |
     over the processes; when one process passes `keep_outputs` or `on_batch`, every process must: the answers of
     every process reach `on_batch` on each of them, and outputs are kept on rank 0 (None elsewhere).
     """
-    device = model.inner.H_init.device if device is None else device
+    device = compute_device(model, device)
     iterator = TestIterator(Path(data_dir), batch_size, collective.rank, collective.size)
     B, keys = iterator.local_batch_size, ("count", *METRICS)
     sums = torch.zeros(len(keys), dtype=torch.float64, device=device)  # summed on the device: no wait per batch

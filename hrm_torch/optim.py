@@ -6,9 +6,8 @@ step as an argument (shared/schedule.py).
 """
 
 import math
-from typing import Iterable
-
 import torch
+from torch import nn
 
 from hrm_shared.core.errors import HRMError
 from hrm_torch.model import PuzzleEmbedding
@@ -24,9 +23,8 @@ class AdamATan2:
     kernels whatever the number of parameters, and the gradient crosses processes as one flat tensor.
     """
 
-    def __init__(self, named_parameters: Iterable[tuple[str, torch.nn.Parameter]],
-                 betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.1) -> None:
-        named = [(name, p) for name, p in named_parameters if p.requires_grad]
+    def __init__(self, model: nn.Module, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.1) -> None:
+        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         self.names = [name for name, _ in named]
         self.params = [p for _, p in named]
         self.betas = betas
@@ -46,15 +44,14 @@ class AdamATan2:
         return torch.cat([p.grad.reshape(-1) for p in self.params])
 
     @torch.no_grad()
-    def update(self, lr: float, gradient: torch.Tensor | None = None) -> None:
-        """One step with learning rate `lr` on `gradient` [N] (flat_gradient() order; default: the parameters'
-        .grad). Launches kernels only: no host synchronisation."""
-        gradient = self.flat_gradient() if gradient is None else gradient
+    def update(self, gradients: torch.Tensor, lr: float) -> None:
+        """One step with learning rate `lr` on `gradients` [N], flat in flat_gradient() order (the parameters' .grad,
+        or their sum over processes). Launches kernels only: no host synchronisation."""
         self.step += 1
         b1, b2 = self.betas
         torch._foreach_mul_(self.params, 1 - lr * self.weight_decay)
-        self.m.lerp_(gradient, 1 - b1)  # m + (1-b1)(g - m)
-        self.v.lerp_(gradient.square(), 1 - b2)
+        self.m.lerp_(gradients, 1 - b1)  # m + (1-b1)(g - m)
+        self.v.lerp_(gradients.square(), 1 - b2)
         denom = self.v.sqrt().div_(math.sqrt(1 - b2 ** self.step))
         # atan2 (not atan of a quotient) keeps m = v = 0 at 0, as the kernel does.
         torch.atan2(self.m, denom, out=self._direction)

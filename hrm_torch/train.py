@@ -4,27 +4,27 @@ batches, epochs and evaluations. The loop, metrics and checkpoints are backend-n
 
 import numpy as np
 import torch
+from torch import nn
 
 from hrm_shared.core.act import ExplorationDraws
-from hrm_shared.core.config import HRMConfig, TrainConfig
+from hrm_shared.core.config import ModelConfig, TrainConfig
 from hrm_shared.core.iterator import local_batch_size
 from hrm_shared.core.distributed import rank_rows
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import init_weights
-from hrm_torch.checkpoint import place
 from hrm_torch.distributed import Collective
-from hrm_torch.evaluate import to_backend
+from hrm_torch.device import place, to_backend
 from hrm_torch.loss import act_loss
-from hrm_torch.model import HRM, Batch, Carry, InnerCarry, load_canonical
+from hrm_torch.model import Batch, Carry, InnerCarry, build_model, load_canonical
 from hrm_torch.optim import AdamATan2, SignSGD
 
 CARRY = ("z_H", "z_L", "steps", "halted", "inputs", "labels", "puzzle_identifiers")
 
 
-def new_model(config: HRMConfig, seed: int, device: str | None = None) -> HRM:
-    """HRM(config) with the reference initialisation of `seed` (shared/init.py), on `device` (see
-    checkpoint.place)."""
-    model = HRM(config)
+def new_model(config: ModelConfig, seed: int, device: str | None = None) -> nn.Module:
+    """The model of `config`'s family with the reference initialisation of `seed` (core/init.py), on `device` (see
+    device.place)."""
+    model = build_model(config)
     load_canonical(model, init_weights(config, seed))
     return place(model, device)
 
@@ -39,12 +39,12 @@ class Trainer:
     that `read` turns into numbers, every `read_every` steps in the loop.
     """
 
-    def __init__(self, model: HRM, train: TrainConfig, compile: bool | None = None,
+    def __init__(self, model: nn.Module, train: TrainConfig, compile: bool | None = None,
                  collective: Collective | None = None) -> None:
         self.model, self.train = model, train
         self.device = model.inner.H_init.device
         self.collective = collective if collective is not None and collective.size > 1 else None
-        self.adam = AdamATan2(model.named_parameters(), (train.beta1, train.beta2), train.weight_decay)
+        self.adam = AdamATan2(model, (train.beta1, train.beta2), train.weight_decay)
         self.sparse = None
         if model.config.puzzle_emb_ndim > 0:
             self.sparse = SignSGD(model.inner.puzzle_emb, train.puzzle_emb_weight_decay)
@@ -91,10 +91,11 @@ class Trainer:
         self.keys = ("loss", *metrics)
         values = torch.stack([loss.detach(), *metrics.values()]).to(torch.float64)
         row_grads = rows.grad if self.sparse is not None else None
+        gradients = self.adam.flat_gradient()
         if self.collective is None:
-            self.adam.update(lr)
+            self.adam.update(gradients, lr)
         else:
-            self.adam.update(lr, self.collective.all_sum(self.adam.flat_gradient()))
+            self.adam.update(self.collective.all_sum(gradients), lr)
             self.collective.all_sum(values)
             if self.sparse is not None:
                 ids, row_grads = self.collective.all_gather(ids), self.collective.all_gather(row_grads)

@@ -29,7 +29,8 @@ def test_flops_match_torch_flop_counter(changes):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from hrm_torch.evaluate import predict, to_backend
+    from hrm_torch.device import to_backend
+    from hrm_torch.evaluate import predict
     from hrm_torch.train import Trainer, new_model
 
     config, train = _tiny(**changes)

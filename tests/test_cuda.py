@@ -34,7 +34,7 @@ def random_batch(rng, config, rows=32):
 
 def segments(model, batch, device, count=4):
     """Logits [B, T, V] float32 of `count` eval segments from a fresh carry, as numpy."""
-    from hrm_torch.evaluate import to_backend
+    from hrm_torch.device import to_backend
 
     batch = to_backend(batch, device)
     out = []

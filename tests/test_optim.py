@@ -44,13 +44,14 @@ class TorchOptim:
 
         from hrm_torch import optim
         self.torch, self.optim = torch, optim
-        self.tensors = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in params.items()}
-        self.adam = optim.AdamATan2(self.tensors.items(), weight_decay=weight_decay)
+        self.module = torch.nn.ParameterDict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
+        self.tensors = dict(self.module.items())
+        self.adam = optim.AdamATan2(self.module, weight_decay=weight_decay)
 
     def step(self, grads: dict[str, np.ndarray], lr: float) -> None:
         for k, p in self.tensors.items():
             p.grad = self.torch.from_numpy(grads[k].copy())
-        self.adam.update(lr)
+        self.adam.update(self.adam.flat_gradient(), lr)
 
     def params(self) -> dict[str, np.ndarray]:
         return {k: p.detach().numpy().copy() for k, p in self.tensors.items()}
@@ -72,11 +73,10 @@ class MLXOptim:
         self.module = nn.Module()
         for k, v in params.items():
             setattr(self.module, k, mx.array(v))
-        self.adam = optim.AdamATan2(weight_decay=weight_decay)
-        self.adam.init(self.module.trainable_parameters())
+        self.adam = optim.AdamATan2(self.module, weight_decay=weight_decay)
 
     def step(self, grads: dict[str, np.ndarray], lr: float) -> None:
-        self.adam.update(self.module, {k: self.mx.array(g) for k, g in grads.items()}, lr)
+        self.adam.update({k: self.mx.array(g) for k, g in grads.items()}, lr)
         self.mx.eval(self.module.parameters(), self.adam.state)
 
     def params(self) -> dict[str, np.ndarray]:

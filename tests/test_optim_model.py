@@ -70,10 +70,10 @@ class TorchModel:
 
     def train_step(self, lr: float) -> set[str]:
         """One update of both optimizers -> the names AdamATan2 holds moments for."""
-        adam = self.optim.AdamATan2(self.m.named_parameters(), weight_decay=0.5)
+        adam = self.optim.AdamATan2(self.m, weight_decay=0.5)
         sparse = self.optim.SignSGD(self.m.inner.puzzle_emb, weight_decay=0.5)
         ids, grads = self._second_call_loss(dense=False)
-        adam.update(lr)
+        adam.update(adam.flat_gradient(), lr)
         sparse.update(ids, grads, lr)
         return {k.removesuffix(".m") for k in adam.state_dict() if k.endswith(".m")}
 
@@ -128,10 +128,10 @@ class MLXModel:
         return np.array(grads["inner"]["puzzle_emb"]["weights"])
 
     def train_step(self, lr: float) -> set[str]:
-        adam = self.optim.AdamATan2(weight_decay=0.5)
+        adam = self.optim.AdamATan2(self.m, weight_decay=0.5)
         sparse = self.optim.SignSGD(self.m.inner.puzzle_emb, weight_decay=0.5)
         ids, grads, row_grads = self._grads()
-        adam.update(self.m, grads, lr)
+        adam.update(grads, lr)
         sparse.update(ids, row_grads, lr)
         self.mx.eval(self.m.parameters(), adam.state)
         return {k.removesuffix(".m") for k in adam.state_dict() if k.endswith(".m")}
@@ -195,13 +195,12 @@ def test_mlx_optimizers_work_inside_a_compiled_step():
     results = []
     for compiled in (False, True):
         model = MLXModel(config, tiny_weights(config))
-        adam = model.optim.AdamATan2(weight_decay=0.2)
+        adam = model.optim.AdamATan2(model.m, weight_decay=0.2)
         sparse = model.optim.SignSGD(model.m.inner.puzzle_emb, weight_decay=0.2)
-        adam.init(model.m.trainable_parameters())
         state = [model.m.state, adam.state]
 
         def step(g, rows, lr):
-            adam.update(model.m, g, lr)
+            adam.update(g, lr)
             sparse.update(ids, rows, lr)
 
         if compiled:

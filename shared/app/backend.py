@@ -1,41 +1,36 @@
-"""Choosing and importing a backend package (hrm_torch or hrm_mlx) without importing either framework up front."""
+"""Choosing and importing a backend package (hrm_torch or hrm_mlx) without importing either framework up front.
+
+What a backend provides is written once, in core/contract.py; this loader imports a package's contract modules and
+checks them against it.
+"""
 
 import importlib
 import platform
 import sys
-from importlib.util import find_spec
 from types import ModuleType
 
+from hrm_shared.core.contract import BACKENDS, MODULES, installed, problems
 from hrm_shared.core.errors import HRMError
-
-BACKENDS = ("torch", "mlx")
-MODULES = ("model", "checkpoint", "evaluate", "train")
-_FRAMEWORK = {"torch": "torch", "mlx": "mlx.core"}
-
-
-def _installed(framework: str) -> bool:
-    try:
-        return find_spec(framework) is not None
-    except ModuleNotFoundError:  # find_spec("mlx.core") raises when the parent package "mlx" is absent
-        return False
 
 
 def default_backend() -> str:
-    """mlx on macOS arm64 when it is importable, else torch when importable, else mlx."""
-    if sys.platform == "darwin" and platform.machine() == "arm64" and _installed("mlx.core"):
+    """mlx on macOS arm64 when it is installed, else torch when installed, else mlx."""
+    if sys.platform == "darwin" and platform.machine() == "arm64" and installed("mlx"):
         return "mlx"
-    return "torch" if _installed("torch") else "mlx"
+    return "torch" if installed("torch") else "mlx"
 
 
 def import_backend(name: str) -> ModuleType:
-    """The backend package (hrm_torch or hrm_mlx) with its modules loaded as attributes (`model`, `checkpoint`,
-    `evaluate`, `train`), after checking that its framework imports; HRMError when it does not."""
+    """The backend package `hrm_<name>` with its contract modules (core/contract.py MODULES) loaded as attributes,
+    checked against the contract; HRMError when the backend is unknown or its framework is not installed."""
     if name not in BACKENDS:
         raise HRMError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    try:
-        importlib.import_module(_FRAMEWORK[name])
-    except ImportError:
-        raise HRMError(f"the {name} backend is not installed: pip install 'hrm[{name}]'") from None
+    if not installed(name):
+        raise HRMError(f"the {name} backend is not installed: pip install 'hrm[{name}]'")
     for module in MODULES:
         importlib.import_module(f"hrm_{name}.{module}")  # binds it as an attribute of the package
-    return importlib.import_module(f"hrm_{name}")
+    package = importlib.import_module(f"hrm_{name}")
+    if missing := problems(package):
+        raise HRMError(f"internal: hrm_{name} does not follow the backend contract (core/contract.py): "
+                       f"{'; '.join(missing)}")
+    return package

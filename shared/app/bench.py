@@ -8,7 +8,6 @@ CUDA, MLX), else the process's peak resident set (ru_maxrss) minus its value aft
 """
 
 import dataclasses
-import importlib
 import json
 import os
 import platform
@@ -21,13 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 
 from hrm_shared.core.act import draw_exploration
-from hrm_shared.app.backend import BACKENDS
+from hrm_shared.core.contract import BACKENDS, installed
 from hrm_shared.core.config import HRMConfig, TrainConfig, apply_overrides, preset
 from hrm_shared.core.errors import HRMError
 from hrm_shared.app.flops import eval_flops, peak_flops, train_step_flops
@@ -63,9 +61,8 @@ class Spec:
 
 
 def installed_backends() -> list[str]:
-    """The backends whose framework is installed (each backend is named after its framework's package), found
-    without importing them."""
-    return [name for name in BACKENDS if find_spec(name) is not None]
+    """The backends whose framework is installed (core/contract.py), found without importing them."""
+    return [name for name in BACKENDS if installed(name)]
 
 
 def bench_config(spec: Spec, on_cpu: bool) -> tuple[HRMConfig, TrainConfig, list[str]]:
@@ -112,8 +109,6 @@ def measure(spec: Spec) -> dict:
     from hrm_shared.app.backend import import_backend
 
     package = import_backend(spec.backend)
-    for module in ("train", "evaluate", "bench"):
-        importlib.import_module(f"{package.__name__}.{module}")
     hook = package.bench
     rss_baseline = _max_rss()
     device = hook.resolve_device(spec.device)

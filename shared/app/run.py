@@ -5,6 +5,7 @@
 <run>/metrics.jsonl    one JSON object per training step ("split": "train") and per evaluation ("split": "test")
 <run>/last/            the latest checkpoint plus train_state.safetensors: `hrm train --resume <run>` continues it
 <run>/step_N/          the weights evaluated at step N (a checkpoint `hrm evaluate` takes)
+<run>/eval_outputs.npz the last evaluation's predictions (RUN_OUTPUTS, for `hrm report`)
 ```
 train_state.safetensors holds numpy arrays (optimizer moments and step, the carry over the global batch) and, as
 JSON in its metadata under STATE_KEY, the step, the data-iterator position, the exploration generator's state and
@@ -21,13 +22,15 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from hrm_shared.core.checkpoint import (CONFIG_FILE, DATA_FIELDS, TRAIN_STATE_FILE, CheckpointConfig, check_fits_dataset,
-                               dataset_record, read_checkpoint_config)
+from hrm_shared.core.checkpoint import (CONFIG_FILE, DATA_FIELDS, TRAIN_STATE_FILE, CheckpointConfig,
+                                        check_checkpoint_output, check_fits_dataset, dataset_record,
+                                        read_checkpoint_config)
 from hrm_shared.core.config import HRMConfig, TrainConfig, apply_overrides, preset
 from hrm_shared.core.distributed import launched_rank
 from hrm_shared.core.errors import HRMError
 
 METRICS_FILE = "metrics.jsonl"
+RUN_OUTPUTS = "eval_outputs.npz"
 LAST = "last"
 STATE_KEY = "hrm_train_state"
 OPTIONS = ("eval_interval", "checkpoint_every")  # invocation options a resume keeps unless they are given again
@@ -239,3 +242,25 @@ class Budget:
         if self.past_deadline() if past_deadline is None else past_deadline:
             return "stopped at --max-minutes"
         return None
+
+
+def init_checkpoint(out: Path, backend: str, preset_name: str, data_dir: Path, overrides: list[str],
+                    seed: int | None = None, force: bool = False) -> dict:
+    """Write an untrained checkpoint to `out`: a preset's configs with `overrides`, the dataset's vocab_size,
+    seq_len and num_puzzle_identifiers, weights from core/init.py with `seed` (default: the train config's seed,
+    which is set to it), identifiers.json copied from the dataset. Returns a summary."""
+    from hrm_shared.app.backend import import_backend
+    from hrm_shared.core.format import read_identifiers
+    from hrm_shared.core.init import count_parameters, init_weights
+
+    check_checkpoint_output(Path(out), force)
+    package = import_backend(backend)
+    config = run_config(*preset(preset_name), Path(data_dir), overrides, seed)
+    model_config, train, record = config.model, config.train, config.dataset
+    model = package.model.build_model(model_config)
+    package.model.load_canonical(model, init_weights(model_config, train.seed))
+    package.checkpoint.save_checkpoint(Path(out), model, config, read_identifiers(Path(data_dir)))
+    return {"backend": backend, "preset": preset_name, "parameters": f"{count_parameters(model_config):,}",
+            "vocab_size": model_config.vocab_size, "seq_len": model_config.seq_len,
+            "num_puzzle_identifiers": model_config.num_puzzle_identifiers, "seed": train.seed,
+            "dataset": f"{data_dir} (fingerprint {record['fingerprint']})"}

@@ -123,26 +123,3 @@ def checkpoint_directory(directory: Path, force: bool = True) -> ContextManager[
     """A temporary directory beside `directory` that replaces it when the block succeeds; on error it is unchanged."""
     return replace_directory(directory, force, set(CHECKPOINT_FILES), "checkpoint")
 
-
-def init_checkpoint(out: Path, backend: str, preset_name: str, data_dir: Path, overrides: list[str],
-                    seed: int | None = None, force: bool = False) -> dict:
-    """Write an untrained checkpoint to `out`: a preset's configs with `overrides`, the dataset's vocab_size,
-    seq_len and num_puzzle_identifiers, weights from hrm_shared/init.py with `seed` (default: the train config's seed,
-    which is set to it), identifiers.json copied from the dataset. Returns a summary."""
-    from hrm_shared.app.backend import import_backend
-    from hrm_shared.core.config import preset
-    from hrm_shared.core.format import read_identifiers
-    from hrm_shared.core.init import count_parameters, init_weights
-    from hrm_shared.app.run import run_config
-
-    check_checkpoint_output(Path(out), force)
-    package = import_backend(backend)
-    config = run_config(*preset(preset_name), Path(data_dir), overrides, seed)
-    model_config, train, record = config.model, config.train, config.dataset
-    model = package.model.HRM(model_config)
-    package.model.load_canonical(model, init_weights(model_config, train.seed))
-    package.checkpoint.save_checkpoint(Path(out), model, config, read_identifiers(Path(data_dir)))
-    return {"backend": backend, "preset": preset_name, "parameters": f"{count_parameters(model_config):,}",
-            "vocab_size": model_config.vocab_size, "seq_len": model_config.seq_len,
-            "num_puzzle_identifiers": model_config.num_puzzle_identifiers, "seed": train.seed,
-            "dataset": f"{data_dir} (fingerprint {record['fingerprint']})"}

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from hrm_shared.app.backend import BACKENDS
+from hrm_shared.core.contract import BACKENDS
 from hrm_shared.app.cli.common import PathType, set_option
 
 DEFAULT_PRESETS = ("sudoku", "arc")

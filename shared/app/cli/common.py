@@ -5,7 +5,7 @@ from types import ModuleType
 
 import click
 
-from hrm_shared.app.backend import BACKENDS
+from hrm_shared.core.contract import BACKENDS
 from hrm_shared.core.errors import HRMError
 
 PathType = click.Path(path_type=Path)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from hrm_shared.app.backend import BACKENDS
+from hrm_shared.core.contract import BACKENDS
 from hrm_shared.app.cli.common import (ExistingDir, PathType, backend_option, device_option, load_backend, summary)
 
 
@@ -33,7 +33,7 @@ def config_cmd(preset_name, overrides):
 def init_cmd(out, backend, preset_name, data_dir, overrides, seed, force):
     """Write an untrained checkpoint (the reference's initialisation, the same in both backends) to OUT."""
     from hrm_shared.app.backend import default_backend
-    from hrm_shared.core.checkpoint import init_checkpoint
+    from hrm_shared.app.run import init_checkpoint
 
     summary(f"Untrained checkpoint written to {out}",
              init_checkpoint(out, backend or default_backend(), preset_name, data_dir, list(overrides), seed, force))
@@ -90,7 +90,8 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
     official metric) and pass@10."""
     import numpy as np
 
-    from hrm_shared.puzzles.arc_vote import ArcVoter, arc_score, is_arc, read_test_tasks, submission
+    from hrm_shared.puzzles.arc_vote import ArcVoter, arc_score, read_test_tasks, submission
+    from hrm_shared.puzzles.kinds import is_arc
     from hrm_shared.core.checkpoint import check_fits_dataset, read_checkpoint_config
     from hrm_shared.core.format import read_identifiers, read_metadata
     from hrm_shared.core.errors import HRMError
