@@ -15,19 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.puzzles.arc_vote import ATTEMPTS, ArcVoter, arc_score, is_arc, read_test_tasks, truth_ranks
+from hrm_shared.puzzles.arc_vote import ATTEMPTS, ArcVoter, arc_score, read_test_tasks, truth_ranks
 from hrm_shared.core.checkpoint import CONFIG_FILE
-from hrm_shared.data import maze
 from hrm_shared.data.arc import Pair, read_arc_task
 from hrm_shared.core.format import load_split, read_identifiers, read_metadata
 from hrm_shared.core.iterator import IGNORE_LABEL_ID
+from hrm_shared.puzzles import maze
+from hrm_shared.puzzles.kinds import SUDOKU_BOXES, is_arc, recognise
 from hrm_shared.puzzles.render import SYMBOLS
-from hrm_shared.puzzles.show import SUDOKU_BOXES, arc_grid, detect_kind
+from hrm_shared.puzzles.show import arc_grid
 from hrm_shared.core.errors import HRMError
 from hrm_shared.app.report_page import Card, Grid, page
+from hrm_shared.app.run import RUN_OUTPUTS
 
 OUTPUT_KEYS = ("predictions", "labels", "q_halt_logits", "puzzle_identifiers")
-RUN_OUTPUTS = "eval_outputs.npz"
 REPORT_FILE = "report.html"
 CHUNK_ROWS = 4096
 DEFAULT_LIMIT = 400
@@ -193,7 +194,8 @@ def board_report(outputs: Outputs, data_dir: Path, limit: int) -> tuple[list[tup
     """The summary rows and the cards (the first `limit` examples) of a Sudoku or maze evaluation."""
     metadata, sets, identifiers = _test_split(data_dir, outputs)
     inputs = np.concatenate([np.asarray(s.inputs[:limit]) for s in sets.values()])[:limit]
-    kind = detect_kind(metadata, np.asarray(next(iter(sets.values())).labels[0]))
+    label = np.asarray(next(iter(sets.values())).labels[0])  # one label row tells a 4x4 maze from a Sudoku
+    kind = recognise(metadata.vocab_size, metadata.seq_len, label=label).name
     counted, exact_sum, accuracy_sum, start = 0, 0.0, 0.0, 0
     cards = []
     for chunk in outputs.chunks():

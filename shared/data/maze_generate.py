@@ -14,7 +14,8 @@ in four steps, each keeping the shortest path fixed:
    path. Each opening goes to the block (about size/6 cells square) with the most walls that still has such a wall,
    so walls thin out evenly; near the path few walls qualify, so at low density the path's surroundings stay
    denser than the rest (on 30x30 at 30-35% walls: about 35% within 2 cells of the path, 28% elsewhere).
-4. Check: an independent numpy BFS (maze.solve_maze) confirms the length and that the shortest path is unique.
+4. Check: an independent numpy BFS (solve_maze of shared/puzzles/maze.py) confirms the length and that the shortest
+   path is unique.
 
 Each maze depends only on (seed, index), so a run is deterministic for any number of worker processes.
 """
@@ -33,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.data.maze import CHARSET, GOAL, OPEN, START, WALL, solve_maze, write_maze_dataset
+from hrm_shared.data.maze import write_maze_dataset
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.progress import progress
+from hrm_shared.puzzles.maze import CHARSET, GOAL, OPEN, START, WALL, solve_maze
 
 INF = 1 << 30
 MAX_ATTEMPTS = 1000

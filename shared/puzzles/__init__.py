@@ -1,1 +1,2 @@
-"""Puzzle kinds (Sudoku, Maze, ARC): how to recognise one, render it, check an answer, vote and score ARC."""
+"""Puzzle kinds (Sudoku, Maze, ARC): what each needs and how to recognise one (kinds.py), render it, check an
+answer, vote and score ARC."""

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.puzzles.arc_augment import (COLOR_OFFSET, GRID_SIZE, NUM_COLORS, SEQ_LEN, VOCAB_SIZE, inverse_dihedral,
-                                     parse_aug_name, unaugment_grid)
-from hrm_shared.core.format import DatasetMetadata, load_split, read_identifiers
+from hrm_shared.puzzles.arc_augment import (COLOR_OFFSET, GRID_SIZE, NUM_COLORS, inverse_dihedral, parse_aug_name,
+                                            unaugment_grid)
+from hrm_shared.core.format import load_split, read_identifiers
+from hrm_shared.puzzles.kinds import ARC, is_arc
 from hrm_shared.puzzles.show import arc_grid
 from hrm_shared.core.errors import HRMError
 
@@ -40,11 +41,6 @@ class ArcTestTask:
     name: str
     inputs: list[np.ndarray]
     outputs: list[np.ndarray]
-
-
-def is_arc(metadata: DatasetMetadata) -> bool:
-    """Whether a dataset split with this metadata holds ARC grids (vocab 12, seq_len 900)."""
-    return metadata.vocab_size == VOCAB_SIZE and metadata.seq_len == SEQ_LEN
 
 
 def crop_shapes(tokens: np.ndarray) -> np.ndarray:
@@ -141,7 +137,7 @@ def read_test_tasks(data_dir: Path) -> dict[str, ArcTestTask]:
     metadata, sets = load_split(Path(data_dir), "test")
     if not is_arc(metadata):
         raise HRMError(f"{data_dir} is not an ARC dataset (vocab_size {metadata.vocab_size}, seq_len "
-                       f"{metadata.seq_len}; ARC has {VOCAB_SIZE} and {SEQ_LEN})")
+                       f"{metadata.seq_len}; ARC has {ARC.vocab_size} and {ARC.seq_len})")
     names = read_identifiers(Path(data_dir))
     tasks: dict[str, ArcTestTask] = {}
     for s in sets.values():

@@ -1,6 +1,6 @@
 """Pictures of puzzles for people: Sudoku as boxed text, ARC grids as coloured terminal blocks or a PNG file.
 
-numpy only: the PNG is written with zlib and struct. The maze text renderer lives in shared/data/maze.py.
+numpy only: the PNG is written with zlib and struct. The maze text renderer lives in shared/puzzles/maze.py.
 """
 
 import math
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hrm_shared.puzzles.kinds import SUDOKU_BOXES
+
 # The standard ARC colours 0..9: black, blue, red, green, yellow, grey, magenta, orange, sky, maroon.
 ARC_PALETTE = np.array([
     (0x00, 0x00, 0x00), (0x00, 0x74, 0xD9), (0xFF, 0x41, 0x36), (0x2E, 0xCC, 0x40), (0xFF, 0xDC, 0x00),
@@ -18,7 +20,7 @@ ARC_PALETTE = np.array([
 BACKGROUND = np.array((0xFF, 0xFF, 0xFF), dtype=np.uint8)
 LINE = np.array((0x55, 0x55, 0x55), dtype=np.uint8)
 SYMBOLS = "123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_DEFAULT_BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3), 16: (4, 4)}
+_DEFAULT_BOXES = {**SUDOKU_BOXES, 16: (4, 4)}
 
 
 def sudoku_text(tokens: np.ndarray, box: tuple[int, int] | None = None) -> str:

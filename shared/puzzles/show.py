@@ -1,42 +1,24 @@
 """One example of a dataset as text for `hrm data show` and `hrm demo`: its input and label, side by side.
 
-The kind of puzzle is read from the metadata: ARC (vocab 12, seq_len 900) as coloured terminal blocks (and a PNG
-on request), Sudoku (seq_len n*n, vocab n+2, n in 4/6/9) as boxed text, mazes (vocab 6) as `# SGo` text.
+The kind of puzzle is recognised from the metadata and a label row by kinds.py: ARC as coloured terminal blocks
+(and a PNG on request), Sudoku as boxed text, mazes as `# SGo` text.
 """
 
-import math
 import re
 from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.data import maze
-from hrm_shared.puzzles.arc_augment import GRID_SIZE, PAD_TOKEN, SEQ_LEN, VOCAB_SIZE, crop_prediction
-from hrm_shared.core.format import DatasetMetadata, load_split, read_identifiers
+from hrm_shared.puzzles import maze
+from hrm_shared.puzzles.arc_augment import GRID_SIZE, PAD_TOKEN, crop_prediction
+from hrm_shared.core.format import load_split, read_identifiers
+from hrm_shared.puzzles.kinds import recognise
 from hrm_shared.puzzles.render import arc_ansi, arc_png, sudoku_text
 from hrm_shared.core.errors import HRMError
 
-SUDOKU_BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _GAP = "    "
 _MAX_WIDTH = 100  # wider pictures go one under the other
-
-
-def detect_kind(metadata: DatasetMetadata, label: np.ndarray) -> str:
-    """'arc', 'sudoku' or 'maze' for a dataset with this metadata; `label` [seq_len] (one label row) settles a 4x4
-    board, where Sudoku and a 4x4 maze share vocab 6 and seq_len 16 (a maze label holds one S and one G)."""
-    if metadata.vocab_size == VOCAB_SIZE and metadata.seq_len == SEQ_LEN:
-        return "arc"
-    n = math.isqrt(metadata.seq_len)
-    is_maze = metadata.vocab_size == maze.VOCAB_SIZE
-    looks_like_maze = np.sum(label == maze.START) == 1 and np.sum(label == maze.GOAL) == 1
-    if n * n == metadata.seq_len and n in SUDOKU_BOXES and metadata.vocab_size == n + 2 and not (
-            is_maze and looks_like_maze):
-        return "sudoku"
-    if is_maze:
-        return "maze"
-    raise HRMError(f"cannot tell what puzzles a dataset with vocab_size {metadata.vocab_size} and seq_len "
-                   f"{metadata.seq_len} holds; `hrm data show` knows ARC, Sudoku (4x4, 6x6, 9x9) and mazes")
 
 
 def arc_grid(tokens: np.ndarray) -> np.ndarray:
@@ -86,19 +68,18 @@ def render_example(root: Path, split: str, index: int, png: Path | None = None) 
     inputs, label, identifier, total = _locate(sets, index)
     names = read_identifiers(Path(root))
     name = names[identifier] if 0 <= identifier < len(names) else f"#{identifier}"
-    kind = detect_kind(metadata, label)
-    if png is not None and kind != "arc":
-        raise HRMError(f"--png draws ARC grids only; {root} holds {kind} puzzles")
-    if kind == "arc":
+    kind = recognise(metadata.vocab_size, metadata.seq_len, label=label)
+    if png is not None and kind.name != "arc":
+        raise HRMError(f"--png draws ARC grids only; {root} holds {kind.name} puzzles")
+    if kind.name == "arc":
         grids = [arc_grid(inputs), arc_grid(label)]
         blocks = [(f"{title} {g.shape[0]}x{g.shape[1]}", arc_ansi(g) if g.size else "(empty)")
                   for title, g in zip(("input", "label"), grids)]
         if png is not None:
             arc_png(grids, png)
-    elif kind == "sudoku":
-        box = SUDOKU_BOXES[math.isqrt(metadata.seq_len)]
-        blocks = [("input", sudoku_text(inputs, box)), ("label", sudoku_text(label, box))]
+    elif kind.name == "sudoku":
+        blocks = [("input", sudoku_text(inputs, kind.box)), ("label", sudoku_text(label, kind.box))]
     else:
         blocks = [("input", maze.maze_to_text(inputs)), ("label", maze.maze_to_text(label))]
-    title = f"{root} {split} example {index} of {total}: {kind}, puzzle {name}"
+    title = f"{root} {split} example {index} of {total}: {kind.name}, puzzle {name}"
     return title + "\n" + side_by_side(blocks) + ("" if png is None else f"\nPNG written to {png}")

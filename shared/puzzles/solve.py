@@ -1,8 +1,9 @@
 """`hrm solve`: one puzzle typed by a person -> a one-row batch; the model's answer -> text and a validity check.
 
-A Sudoku checkpoint (seq_len n*n, vocab n+2, n in 4/6/9) takes a string of n*n digits with '.' or '0' for blanks;
-a maze checkpoint (vocab 6) takes the path of a text file with one row of `# SG` characters per line. A 4x4 Sudoku
-and a 4x4 maze share vocab 6 and seq_len 16, so for such a checkpoint an existing file means a maze.
+A Sudoku checkpoint takes a string of n*n digits with '.' or '0' for blanks; a maze checkpoint takes the path of a
+text file with one row of `# SG` characters per line. kinds.py recognises which from the checkpoint's vocab_size
+and seq_len; a 4x4 Sudoku and a 4x4 maze share vocab 6 and seq_len 16, so for such a checkpoint an existing file
+means a maze.
 """
 
 import math
@@ -12,14 +13,18 @@ from pathlib import Path
 import numpy as np
 
 from hrm_shared.core.config import HRMConfig
-from hrm_shared.data import maze
+from hrm_shared.puzzles import maze
 from hrm_shared.core.iterator import IGNORE_LABEL_ID
+from hrm_shared.puzzles.kinds import SUDOKU_BOXES, recognise
 from hrm_shared.puzzles.render import sudoku_text
-from hrm_shared.puzzles.show import SUDOKU_BOXES, side_by_side
+from hrm_shared.puzzles.show import side_by_side
 from hrm_shared.puzzles.sudoku_solver import is_valid_solution, parse_puzzle
 from hrm_shared.core.errors import HRMError
 
 MAZE_INPUT_CHARS = "# SG"
+SOLVABLE = ("sudoku", "maze")
+UNSOLVABLE = ("hrm solve knows Sudoku (4x4, 6x6, 9x9) and maze checkpoints; this one has vocab_size {vocab_size} "
+              "and seq_len {seq_len}")
 
 
 @dataclass
@@ -36,20 +41,12 @@ class Puzzle:
                 "puzzle_identifiers": np.zeros(1, dtype=np.int32)}
 
 
-def _sudoku_side(config: HRMConfig) -> int | None:
-    n = math.isqrt(config.seq_len)
-    return n if n * n == config.seq_len and n in SUDOKU_BOXES and config.vocab_size == n + 2 else None
-
-
 def read_puzzle(config: HRMConfig, puzzle: str) -> Puzzle:
     """Parse `puzzle` for a checkpoint with `config`: a Sudoku string or a maze file path (see the module doc)."""
-    n = _sudoku_side(config)
-    if config.vocab_size == maze.VOCAB_SIZE and (n is None or Path(puzzle).is_file()):
-        return Puzzle("maze", read_maze(Path(puzzle), math.isqrt(config.seq_len)))
-    if n is None:
-        raise HRMError(f"hrm solve knows Sudoku (4x4, 6x6, 9x9) and maze checkpoints; this one has vocab_size "
-                       f"{config.vocab_size} and seq_len {config.seq_len}")
-    grid = parse_puzzle(puzzle, SUDOKU_BOXES[n])  # [n, n], 0 blank
+    kind = recognise(config.vocab_size, config.seq_len, typed=puzzle, among=SOLVABLE, unknown=UNSOLVABLE)
+    if kind.name == "maze":
+        return Puzzle("maze", read_maze(Path(puzzle), kind.side))
+    grid = parse_puzzle(puzzle, kind.box)  # [n, n], 0 blank
     return Puzzle("sudoku", grid.reshape(-1).astype(np.int32) + 1)
 
 
