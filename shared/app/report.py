@@ -17,7 +17,7 @@ import numpy as np
 
 from hrm_shared.puzzles.arc_vote import ATTEMPTS, ArcVoter, arc_score, read_test_tasks, truth_ranks
 from hrm_shared.core.checkpoint import CONFIG_FILE
-from hrm_shared.data.arc import Pair, read_arc_task
+from hrm_shared.puzzles.arc_task import Pair, read_arc_task
 from hrm_shared.core.format import load_split, read_identifiers, read_metadata
 from hrm_shared.core.iterator import IGNORE_LABEL_ID
 from hrm_shared.puzzles import maze

@@ -8,7 +8,6 @@ augmentations (dihedral x colour permutation), each puzzle with its own identifi
 """
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,71 +19,10 @@ from hrm_shared.puzzles.arc_augment import (GRID_SIZE, IDENTITY_MAPPING, NUM_COL
 from hrm_shared.core.format import PuzzleSet, write_dataset
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.progress import progress
+from hrm_shared.puzzles.arc_task import ArcTask, Pair, read_arc_task
 
 EVALUATION_SUBDIR = "evaluation"
 RETRIES_FACTOR = 5  # augmentation trials per wanted augmentation before giving up on a symmetric task
-
-Pair = tuple[np.ndarray, np.ndarray]
-
-
-@dataclass
-class ArcTask:
-    """One task file: demo pairs (`train`) and test pairs, each pair (input, output) uint8 grids."""
-
-    name: str
-    path: Path
-    train: list[Pair]
-    test: list[Pair]
-    evaluation: bool
-
-
-def _parse_grid(raw: object, where: str) -> np.ndarray:
-    try:
-        grid = np.array(raw)
-    except ValueError:
-        raise HRMError(f"{where}: rows have different lengths; each grid must be a rectangle") from None
-    if grid.ndim != 2 or grid.size == 0:
-        raise HRMError(f"{where}: a grid must be a non-empty list of rows (2-D), got shape {grid.shape}")
-    if grid.shape[0] > GRID_SIZE or grid.shape[1] > GRID_SIZE:
-        raise HRMError(f"{where}: grid is {grid.shape[0]}x{grid.shape[1]}, ARC grids are at most "
-                       f"{GRID_SIZE}x{GRID_SIZE}")
-    if grid.dtype.kind not in "iu" or grid.min() < 0 or grid.max() >= NUM_COLORS:
-        bad = next(v for v in grid.reshape(-1).tolist() if not (type(v) is int and 0 <= v < NUM_COLORS))
-        raise HRMError(f"{where}: cell value {bad!r} is not a colour (integers 0..{NUM_COLORS - 1})")
-    return grid.astype(np.uint8)
-
-
-def _parse_pairs(raw: object, where: str) -> list[Pair]:
-    if not isinstance(raw, list):
-        raise HRMError(f"{where}: expected a list of {{\"input\", \"output\"}} pairs")
-    pairs = []
-    for i, pair in enumerate(raw):
-        if not isinstance(pair, dict) or "input" not in pair or "output" not in pair:
-            raise HRMError(f"{where} pair {i}: expected an object with \"input\" and \"output\" grids")
-        pairs.append((_parse_grid(pair["input"], f"{where} pair {i} input"),
-                      _parse_grid(pair["output"], f"{where} pair {i} output")))
-    return pairs
-
-
-def read_arc_task(path: Path, evaluation: bool = False) -> ArcTask:
-    """Read and check one task file; its name is the top-level "name" key if present, else the file stem."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise HRMError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); fix or remove it") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise HRMError(f"cannot read {path} ({e})") from None
-    if not isinstance(data, dict):
-        raise HRMError(f"{path}: expected an object with \"train\" and \"test\" lists of pairs")
-    name = data.get("name", Path(path).stem)
-    if not isinstance(name, str) or not name:
-        raise HRMError(f"{path}: \"name\" must be a non-empty string")
-    train = _parse_pairs(data.get("train", []), f"{path}: train")
-    test = _parse_pairs(data.get("test", []), f"{path}: test")
-    if not train and not test:
-        raise HRMError(f"{path}: the task has no pairs under \"train\" or \"test\"")
-    return ArcTask(name, Path(path), train, test, evaluation)
-
 
 def load_arc_tasks(dirs: list[Path], rng: np.random.Generator) -> list[ArcTask]:
     """Every task in the subdirectories of `dirs` (sorted), the tasks of each subdirectory shuffled by `rng`."""

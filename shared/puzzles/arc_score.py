@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from hrm_shared.puzzles.arc_vote import ATTEMPTS, pass_at
-from hrm_shared.data.arc import read_arc_task
+from hrm_shared.puzzles.arc_task import read_arc_task
 from hrm_shared.core.errors import HRMError
 
 MAX_COLOUR = 9
