@@ -1,7 +1,9 @@
-"""Import of the reference's checkpoints (github.com/sapientinc/HRM): its `step_N` file (a torch.save'd state
-dict) and the `all_config.yaml` beside it become one of our checkpoint directories (DESIGN.md section 7).
+"""Import of the official checkpoints (HRM: github.com/sapientinc/HRM; TRM: SamsungSAILMontreal/TinyRecursiveModels):
+a `step_N` file (a torch.save'd state dict) and the `all_config.yaml` beside it become one of our checkpoint
+directories (shared/DESIGN.md section 7, shared/TRM.md section 5).
 
-The model's shapes come from the yaml's `arch`, the tensors (vocab_size, num_puzzle_identifiers) and the
+The model family comes from the yaml's `arch.name` (core/registry.py), or, without one, from the tensors (no
+`H_level` keys: TRM); the model's shapes from `arch`, the tensors (vocab_size, num_puzzle_identifiers) and the
 dataset (seq_len); each is checked against the others. Reading the pickle needs PyTorch.
 """
 
@@ -15,10 +17,11 @@ import yaml
 from hrm_shared.app.backend import import_backend
 from hrm_shared.core.contract import BACKENDS
 from hrm_shared.core.checkpoint import CheckpointConfig, check_checkpoint_output, check_stored, dataset_record
-from hrm_shared.core.config import HRMConfig, TrainConfig
+from hrm_shared.core.config import TrainConfig
 from hrm_shared.core.format import read_identifiers, read_metadata
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import count_parameters
+from hrm_shared.core.registry import FAMILIES, ModelFamily
 
 REFERENCE_CONFIG = "all_config.yaml"
 # torch.compile's wrapper, the loss head's `model`, the ACT wrapper's `inner`: stripped in this order.
@@ -26,15 +29,25 @@ PREFIXES = ("_orig_mod.", "model.", "inner.")
 # Tensors some reference versions save beside the canonical ones; they are rebuilt, never loaded.
 REFERENCE_ONLY = ("rotary_emb.cos_cached", "rotary_emb.sin_cached", "puzzle_emb.local_weights",
                   "puzzle_emb.local_ids")
-ARCH_REQUIRED = ("hidden_size", "num_heads", "expansion", "H_layers", "L_layers", "H_cycles", "L_cycles",
-                 "halt_max_steps", "halt_exploration_prob", "puzzle_emb_ndim", "pos_encodings")
-ARCH_OPTIONAL = ("rope_theta", "rms_norm_eps", "forward_dtype")
+# arch keys every official config has; the others are read when the family's config has such a field.
+ARCH_REQUIRED = ("hidden_size", "num_heads", "expansion", "L_layers", "H_cycles", "L_cycles", "halt_max_steps",
+                 "halt_exploration_prob", "puzzle_emb_ndim", "pos_encodings")
 ARCH_IGNORED = ("name", "loss")  # the model class and the loss head (its loss_type is read)
+DATA_KEYS = ("vocab_size", "seq_len", "num_puzzle_identifiers")  # from the tensors and the dataset, not the yaml
 
 
-def read_reference_config(path: Path) -> tuple[dict, TrainConfig, list[str]]:
-    """(HRMConfig fields from `arch`, incl. loss_type; the TrainConfig from the top level; arch keys we do not
-    use) of the reference's all_config.yaml."""
+def reference_family(arch: dict, tensors: dict) -> ModelFamily:
+    """The model family of an official checkpoint: the one whose reference_arch is `arch["name"]`, else TRM when
+    no tensor is under H_level, else HRM."""
+    for family in FAMILIES.values():
+        if arch.get("name") == family.reference_arch:
+            return family
+    return FAMILIES["hrm" if any(name.startswith("H_level.") for name in tensors) else "trm"]
+
+
+def read_reference_config(path: Path) -> tuple[dict, TrainConfig]:
+    """(the `arch` section, incl. its loss head; the TrainConfig from the top level) of the reference's
+    all_config.yaml."""
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
@@ -48,19 +61,25 @@ def read_reference_config(path: Path) -> tuple[dict, TrainConfig, list[str]]:
     missing = [k for k in ARCH_REQUIRED if k not in arch]
     if missing:
         raise HRMError(f"{path}: arch lacks {', '.join(missing)}; is it the all_config.yaml the reference wrote?")
-    model = {k: arch[k] for k in ARCH_REQUIRED + ARCH_OPTIONAL if arch.get(k) is not None}
-    loss = arch.get("loss")
-    if isinstance(loss, dict) and loss.get("loss_type") is not None:
-        model["loss_type"] = loss["loss_type"]
-    ignored = sorted(set(arch) - set(ARCH_REQUIRED + ARCH_OPTIONAL + ARCH_IGNORED))
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     train = {k: v for k, v in raw.items() if k in names and v is not None}
     if "epochs" in train and "eval_interval" not in train:
         train["eval_interval"] = train["epochs"]  # the reference's eval_interval=None: evaluate once, at the end
     try:
-        return model, TrainConfig(**train), ignored
+        return arch, TrainConfig(**train)
     except HRMError as e:
         raise HRMError(f"{path}: {e}") from None
+
+
+def model_fields(arch: dict, family: ModelFamily) -> tuple[dict, list[str]]:
+    """(the fields of `family`'s config that `arch` sets, loss_type from its loss head; the arch keys that are not
+    fields of that config, sorted)."""
+    names = {f.name for f in dataclasses.fields(family.config)} - set(DATA_KEYS)
+    fields = {k: v for k, v in arch.items() if k in names and v is not None}
+    loss = arch.get("loss")
+    if isinstance(loss, dict) and loss.get("loss_type") is not None:
+        fields["loss_type"] = loss["loss_type"]
+    return fields, sorted(set(arch) - names - set(ARCH_IGNORED))
 
 
 def read_reference_state(step_file: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -97,11 +116,14 @@ def import_official(step_file: Path, data_dir: Path, dst: Path, backend: str = "
     if backend not in BACKENDS:
         raise HRMError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     check_checkpoint_output(Path(dst), force)
-    fields, train, ignored = read_reference_config(step_file.parent / REFERENCE_CONFIG)
+    arch, train = read_reference_config(step_file.parent / REFERENCE_CONFIG)
     tensors, dropped = read_reference_state(step_file)
+    family = reference_family(arch, tensors)
+    fields, ignored = model_fields(arch, family)
     metadata = read_metadata(data_dir, "train")
     if "embed_tokens.embedding_weight" not in tensors:
-        raise HRMError(f"{step_file} has no token table (embed_tokens.embedding_weight); is it an HRM checkpoint?")
+        raise HRMError(f"{step_file} has no token table (embed_tokens.embedding_weight); is it an HRM or TRM "
+                       f"checkpoint?")
     vocab_size = tensors["embed_tokens.embedding_weight"].shape[0]
     if vocab_size != metadata.vocab_size:
         raise HRMError(f"{step_file} has a token table of {vocab_size} rows but the dataset {data_dir} has "
@@ -112,18 +134,18 @@ def import_official(step_file: Path, data_dir: Path, dst: Path, backend: str = "
                        f"dataset {data_dir} has num_puzzle_identifiers={num_puzzles}; pass the dataset the "
                        f"checkpoint was trained on (same build, same augmentations)")
     try:
-        model_config = HRMConfig(vocab_size=vocab_size, seq_len=metadata.seq_len, num_puzzle_identifiers=num_puzzles,
-                                 **fields)
+        model_config = family.config(vocab_size=vocab_size, seq_len=metadata.seq_len,
+                                     num_puzzle_identifiers=num_puzzles, **fields)
     except HRMError as e:
         raise HRMError(f"{step_file.parent / REFERENCE_CONFIG}: {e}") from None
     check_stored(model_config, {k: (str(v.dtype).removeprefix("torch."), tuple(v.shape)) for k, v in tensors.items()},
                  str(step_file), REFERENCE_CONFIG)
     weights = {k: v.to(torch.float32).numpy() for k, v in tensors.items()}  # bfloat16 widens in torch, not numpy
     package = import_backend(backend)
-    model = package.model.HRM(model_config)
+    model = package.model.build_model(model_config)
     package.model.load_canonical(model, weights)
     config = CheckpointConfig(model=model_config, train=train, dataset=dataset_record(data_dir))
     package.checkpoint.save_checkpoint(Path(dst), model, config, read_identifiers(data_dir))
-    return {"from": str(step_file), "to": f"{dst} ({backend})", "parameters": f"{count_parameters(model_config):,}",
+    return {"from": str(step_file), "to": f"{dst} ({backend})", "family": family.name, "parameters": f"{count_parameters(model_config):,}",
             "vocab_size": vocab_size, "seq_len": metadata.seq_len, "num_puzzle_identifiers": num_puzzles,
             "dropped": ", ".join(dropped) or "none", "ignored arch keys": ", ".join(ignored) or "none"}

@@ -25,9 +25,10 @@ from safetensors.numpy import save_file
 from hrm_shared.core.checkpoint import (CONFIG_FILE, DATA_FIELDS, TRAIN_STATE_FILE, CheckpointConfig,
                                         check_checkpoint_output, check_fits_dataset, dataset_record,
                                         read_checkpoint_config)
-from hrm_shared.core.config import HRMConfig, TrainConfig, apply_overrides, preset
+from hrm_shared.core.config import ModelConfig, TrainConfig, apply_overrides, preset
 from hrm_shared.core.distributed import launched_rank
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.registry import family_of
 
 METRICS_FILE = "metrics.jsonl"
 RUN_OUTPUTS = "eval_outputs.npz"
@@ -42,7 +43,7 @@ def step_dir(run: Path, step: int) -> Path:
     return Path(run) / f"step_{step}"
 
 
-def run_config(model: HRMConfig, train: TrainConfig, data_dir: Path, overrides: list[str],
+def run_config(model: ModelConfig, train: TrainConfig, data_dir: Path, overrides: list[str],
                seed: int | None = None) -> CheckpointConfig:
     """`model` and `train` with `overrides` and `seed`, and the sizes of dataset `data_dir` (refused in
     `overrides`: they come from the data). HRMError when the dataset's test split does not fit the model."""
@@ -89,8 +90,9 @@ def read_run_config(run: Path) -> tuple[CheckpointConfig, dict]:
         raise HRMError(f"{run} is not a training run: {path} is missing (start one with `hrm train --out {run}`)")
     try:
         d = json.loads(path.read_text())
-        config = CheckpointConfig(model=HRMConfig.from_dict(d["model"]), train=TrainConfig.from_dict(d["train"]),
-                                  dataset=d["dataset"], backend=d.get("backend", ""))
+        if missing := [key for key in ("model", "train", "dataset") if key not in d]:
+            raise KeyError(missing[0])
+        config = CheckpointConfig.from_dict(d)
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise HRMError(f"{path} is not a run config ({e!r}); start the run again") from None
     return config, d.get("options", {})
@@ -98,6 +100,9 @@ def read_run_config(run: Path) -> tuple[CheckpointConfig, dict]:
 
 def config_difference(a: CheckpointConfig, b: CheckpointConfig) -> str | None:
     """The first difference between two configs that changes training, as 'key=A vs B', or None."""
+    families = family_of(a.model).name, family_of(b.model).name
+    if families[0] != families[1]:
+        return f"model family={families[0]!r} vs {families[1]!r}"
     pairs = [(f"model.{k}", v, getattr(b.model, k)) for k, v in a.model.to_dict().items()]
     pairs += [(f"train.{k}", v, getattr(b.train, k)) for k, v in a.train.to_dict().items()]
     pairs.append(("dataset fingerprint", a.dataset.get("fingerprint"), b.dataset.get("fingerprint")))

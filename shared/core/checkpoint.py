@@ -1,7 +1,7 @@
 """Checkpoint directories (DESIGN.md section 7): layout, config.json, and the fit between a checkpoint and a dataset.
 
 ```
-<ckpt>/config.json              {"format", "backend", "model", "train", "dataset"}
+<ckpt>/config.json              {"format", "backend", "family", "model", "train", "dataset"}
 <ckpt>/model.safetensors        canonical names (shared/init.py), float32 master weights
 <ckpt>/train_state.safetensors  what exact resume needs (training checkpoints only)
 <ckpt>/identifiers.json         puzzle names by identifier, when the puzzle table is trained
@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import ContextManager
 
 from hrm_shared.core.atomic import check_replaceable, replace_directory
-from hrm_shared.core.config import HRMConfig, TrainConfig
+from hrm_shared.core.config import ModelConfig, TrainConfig
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import canonical_shapes
+from hrm_shared.core.registry import DEFAULT_FAMILY, family_of, model_config_from_dict
 
 FORMAT = "hrm-checkpoint-1"
 CONFIG_FILE = "config.json"
@@ -33,16 +34,25 @@ STORED_DTYPES = ("float32", "bfloat16")
 
 @dataclass
 class CheckpointConfig:
-    """config.json: the model and training configs, the dataset they were built for, the writing backend."""
+    """config.json: the model family and config, the training config, the dataset they were built for, the writing
+    backend."""
 
-    model: HRMConfig
+    model: ModelConfig
     train: TrainConfig = field(default_factory=TrainConfig)
     dataset: dict = field(default_factory=dict)  # path, fingerprint and DATA_FIELDS of the dataset build
     backend: str = ""
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "backend": self.backend, "model": self.model.to_dict(),
-                "train": self.train.to_dict(), "dataset": self.dataset}
+        return {"format": FORMAT, "backend": self.backend, "family": family_of(self.model).name,
+                "model": self.model.to_dict(), "train": self.train.to_dict(), "dataset": self.dataset}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CheckpointConfig":
+        """The config a `to_dict` wrote; "family" names the model config's class (HRM when absent, as in
+        checkpoints written before there was a second family)."""
+        return cls(model=model_config_from_dict(d.get("family", DEFAULT_FAMILY), d["model"]),
+                   train=TrainConfig.from_dict(d.get("train", {})), dataset=d.get("dataset", {}),
+                   backend=d.get("backend", ""))
 
 
 def write_checkpoint_config(directory: Path, config: CheckpointConfig) -> None:
@@ -65,11 +75,10 @@ def read_checkpoint_config(directory: Path) -> CheckpointConfig:
         raise HRMError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
     if d.get("format") != FORMAT or "model" not in d:
         raise HRMError(f"{path} is not an hrm checkpoint config (format {d.get('format')!r}, expected {FORMAT!r})")
-    return CheckpointConfig(model=HRMConfig.from_dict(d["model"]), train=TrainConfig.from_dict(d.get("train", {})),
-                            dataset=d.get("dataset", {}), backend=d.get("backend", ""))
+    return CheckpointConfig.from_dict(d)
 
 
-def check_stored(model: HRMConfig, tensors: dict[str, tuple[str, tuple[int, ...]]], where: str,
+def check_stored(model: ModelConfig, tensors: dict[str, tuple[str, tuple[int, ...]]], where: str,
                  config_name: str = CONFIG_FILE) -> None:
     """Refuse stored tensors {name: (dtype name, shape)} unless they are exactly `model`'s canonical tensors in a
     STORED_DTYPES dtype; the error names the first missing, unexpected, misshapen or wrongly typed tensor."""
@@ -96,7 +105,7 @@ def write_identifiers(directory: Path, identifiers: list[str]) -> None:
     (Path(directory) / IDENTIFIERS_FILE).write_text(json.dumps(identifiers))
 
 
-def check_fits_dataset(model: HRMConfig, metadata, where: str) -> None:
+def check_fits_dataset(model: ModelConfig, metadata, where: str) -> None:
     """Refuse a model whose vocabulary, sequence length or puzzle table does not fit a dataset's metadata."""
     for name in DATA_FIELDS:
         have, need = getattr(model, name), getattr(metadata, name)
