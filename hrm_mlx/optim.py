@@ -6,10 +6,14 @@ the lr of each step as an argument (shared/schedule.py). Their arrays live in `A
 train step compiled with `inputs=outputs=[model.state, adam.state]` captures them.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
-from mlx.utils import tree_flatten
+import numpy as np
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from hrm_shared.core.errors import HRMError
 from hrm_mlx.model import PuzzleEmbedding
@@ -103,3 +107,48 @@ class SignSGD:
         rows = weights[ids] * (1 - lr * self.weight_decay) - lr * mx.sign(summed)
         # Rows sharing an id carry the same value, so the order of the writes does not matter.
         self.puzzle_emb.weights = mx.put_along_axis(weights, ids[:, None], rows.astype(weights.dtype), axis=0)
+
+
+class EMA:
+    """The exponential moving average of the trainable parameters (shared/TRM.md section 4): a shadow copied from the
+    parameters at the start, then after each optimizer step shadow = rate * shadow + (1 - rate) * parameter, with no
+    bias correction. The frozen H_init, L_init and puzzle table are not averaged. The shadow lives in `state`, so a
+    step compiled with it among its inputs and outputs updates it."""
+
+    def __init__(self, model: nn.Module, rate: float) -> None:
+        self.model = model
+        self.rate = rate
+        self.state = {"shadow": tree_map(lambda p: p, model.trainable_parameters())}
+
+    def update(self) -> None:
+        """Fold the parameters' current values into the shadow."""
+        self.state["shadow"] = tree_map(lambda s, p: self.rate * s + (1 - self.rate) * p, self.state["shadow"],
+                                        self.model.trainable_parameters())
+
+    @contextmanager
+    def averaged(self) -> Iterator[None]:
+        """Within the block the model's parameters hold the shadow; afterwards their own values again."""
+        raw = self.model.trainable_parameters()
+        self.model.update(self.state["shadow"])
+        try:
+            yield
+        finally:
+            self.model.update(raw)
+
+    def raw_state(self) -> dict[str, np.ndarray]:
+        """{parameter name: float32 numpy copy} of the parameters themselves (not the shadow), for exact resume."""
+        return {name: np.array(p.astype(mx.float32)) for name, p in tree_flatten(self.model.trainable_parameters())}
+
+    def load_raw_state(self, raw: dict[str, np.ndarray]) -> None:
+        """Keep the model's current parameters as the shadow and set the parameters to `raw` (as raw_state wrote it):
+        a model loaded from an averaged checkpoint resumes with both. A missing or misshapen entry is an HRMError."""
+        current = tree_flatten(self.model.trainable_parameters())
+        for name, p in current:
+            if name not in raw or tuple(raw[name].shape) != tuple(p.shape):
+                raise HRMError(f"training state: raw weight {name!r} is missing or misshapen; it was saved for "
+                               f"another config")
+        self.state["shadow"] = tree_unflatten(current)
+        self.model.update(tree_unflatten([(name, mx.array(np.asarray(raw[name], dtype=np.float32)))
+                                          for name, _ in current]))
+        mx.eval(self.model.parameters(), self.state)
+

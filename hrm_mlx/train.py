@@ -3,6 +3,7 @@ batches, epochs and evaluations. The loop, metrics and checkpoints are backend-n
 """
 
 import itertools
+from contextlib import AbstractContextManager, nullcontext
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -19,7 +20,7 @@ from hrm_mlx.distributed import Collective
 from hrm_mlx.device import place, to_backend
 from hrm_mlx.loss import act_loss
 from hrm_mlx.model import Batch, Carry, InnerCarry, build_model, load_canonical
-from hrm_mlx.optim import AdamATan2, SignSGD
+from hrm_mlx.optim import EMA, AdamATan2, SignSGD
 
 CARRY = ("z_H", "z_L", "steps", "halted", "inputs", "labels", "puzzle_identifiers")
 
@@ -58,6 +59,7 @@ class Trainer:
         self.model, self.train = model, train
         self.collective = collective if collective is not None and collective.size > 1 else None
         self.adam = AdamATan2(model, (train.beta1, train.beta2), train.weight_decay)
+        self.ema = EMA(model, train.ema_rate) if train.ema else None
         self.sparse = None
         if model.config.puzzle_emb_ndim > 0:
             self.sparse = SignSGD(model.inner.puzzle_emb, train.puzzle_emb_weight_decay)
@@ -67,7 +69,7 @@ class Trainer:
         empty = {"inputs": np.zeros((B, T), np.int32), "labels": np.zeros((B, T), np.int32),
                  "puzzle_identifiers": np.zeros(B, np.int32)}
         self.carry = model.initial_carry(to_backend(empty))
-        state = [model.state, self.adam.state]
+        state = [model.state, self.adam.state, *([] if self.ema is None else [self.ema.state])]
         self._step = self._segment_step if compile is False else mx.compile(self._segment_step, inputs=state,
                                                                              outputs=state)
         self.read_every = 1  # each step is evaluated before the next (mx.eval), so reading its numbers costs nothing
@@ -108,6 +110,8 @@ class Trainer:
         self.adam.update(grads, lr)
         if self.sparse is not None:
             self.sparse.update(all_ids, row_grads, puzzle_lr)
+        if self.ema is not None:
+            self.ema.update()
         return (*new, ids), loss, metrics
 
     def prepare(self, batch: dict[str, np.ndarray], draws: ExplorationDraws) -> tuple[dict, ExplorationDraws]:
@@ -122,7 +126,7 @@ class Trainer:
         batch, draws = prepared
         new, loss, metrics = self._step(_flatten(self.carry), to_backend(batch), mx.array(draws.min_halt_steps),
                                         mx.array(lr, dtype=mx.float32), mx.array(puzzle_lr, dtype=mx.float32))
-        arrays = (new, loss, metrics, self.model.state, self.adam.state)
+        arrays = (new, loss, metrics, self.model.state, self.adam.state, None if self.ema is None else self.ema.state)
         if self.collective is None:
             mx.eval(*arrays)
         else:
@@ -141,21 +145,30 @@ class Trainer:
         halted, as numbers."""
         return self.read([self.launch(self.prepare(batch, draws), lr, puzzle_lr)])[0]
 
+    def averaged(self) -> AbstractContextManager:
+        """A block within which the model holds its EMA weights (train.ema), as evaluation and checkpoints want
+        them; without EMA the model as it is."""
+        return nullcontext() if self.ema is None else self.ema.averaged()
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """What exact resume needs beyond the weights, as numpy: "adam.<name>" (AdamATan2.state_dict) and
+        """What exact resume needs beyond the weights, as numpy: "adam.<name>" (AdamATan2.state_dict),
         "carry.<name>" for CARRY (z_H, z_L widened to float32, exactly), the carry over the global batch (gathered
-        from every process: a collective)."""
+        from every process: a collective), and with EMA "raw.<name>", the parameters themselves (the checkpoint's
+        weights are the average)."""
         arrays = dict(zip(CARRY, _flatten(self.carry)))
         arrays["z_H"], arrays["z_L"] = arrays["z_H"].astype(mx.float32), arrays["z_L"].astype(mx.float32)
         state = {f"adam.{k}": np.array(v) for k, v in self.adam.state_dict().items()}
         for name in CARRY:
             local = np.array(arrays[name])
             state[f"carry.{name}"] = local if self.collective is None else self.collective.all_gather_numpy(local)
+        if self.ema is not None:
+            state.update({f"raw.{k}": v for k, v in self.ema.raw_state().items()})
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Take a state written by `state_dict` (either backend's, any number of processes); this process takes its
-        rows of the global carry. A missing or misshapen entry is an HRMError."""
+        rows of the global carry; with EMA the model's weights (the average) become the shadow and "raw.<name>" its
+        parameters. A missing or misshapen entry is an HRMError."""
         local = dict(zip(CARRY, _flatten(self.carry)))
         B = local["steps"].shape[0]
         for name in CARRY:
@@ -169,6 +182,8 @@ class Trainer:
         arrays = [mx.array(state[f"carry.{k}"][mine]) for k in CARRY]
         self.carry = _unflatten((arrays[0].astype(dtype), arrays[1].astype(dtype), *arrays[2:]))
         mx.eval(_flatten(self.carry), self.adam.state)
+        if self.ema is not None:
+            self.ema.load_raw_state({k.removeprefix("raw."): v for k, v in state.items() if k.startswith("raw.")})
 
 
 def _all_sum_tree(collective: Collective, tree: dict) -> dict:

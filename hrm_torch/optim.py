@@ -6,6 +6,10 @@ step as an argument (shared/schedule.py).
 """
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -107,3 +111,51 @@ class SignSGD:
         rows = weights[index] * (1 - lr * self.weight_decay) - lr * torch.sign(summed)
         # Rows sharing an id carry the same value, so the order of the writes does not matter.
         weights.index_copy_(0, index, rows.to(weights.dtype))
+
+
+class EMA:
+    """The exponential moving average of the trainable parameters (shared/TRM.md section 4): a shadow copied from the
+    parameters at the start, then after each optimizer step shadow = rate * shadow + (1 - rate) * parameter, with no
+    bias correction. Buffers (H_init, L_init, the puzzle table) are not averaged."""
+
+    def __init__(self, model: nn.Module, rate: float) -> None:
+        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        self.names = [name for name, _ in named]
+        self.params = [p for _, p in named]
+        self.rate = rate
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Fold the parameters' current values into the shadow, in place."""
+        torch._foreach_mul_(self.shadow, self.rate)
+        torch._foreach_add_(self.shadow, self.params, alpha=1 - self.rate)
+
+    @contextmanager
+    def averaged(self) -> Iterator[None]:
+        """Within the block the model's parameters hold the shadow; afterwards their own values again."""
+        raw = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            torch._foreach_copy_(self.params, self.shadow)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, raw)
+
+    def raw_state(self) -> dict[str, np.ndarray]:
+        """{parameter name: float32 numpy copy} of the parameters themselves (not the shadow), for exact resume."""
+        return {name: p.detach().to("cpu", torch.float32).numpy().copy() for name, p in zip(self.names, self.params)}
+
+    @torch.no_grad()
+    def load_raw_state(self, raw: dict[str, np.ndarray]) -> None:
+        """Keep the model's current parameters as the shadow and set the parameters to `raw` (as raw_state wrote it):
+        a model loaded from an averaged checkpoint resumes with both. A missing or misshapen entry is an HRMError."""
+        for name, p in zip(self.names, self.params):
+            if name not in raw or tuple(raw[name].shape) != tuple(p.shape):
+                raise HRMError(f"training state: raw weight {name!r} is missing or misshapen; it was saved for "
+                               f"another config")
+        self.shadow = [p.detach().clone() for p in self.params]
+        for name, p in zip(self.names, self.params):
+            p.copy_(torch.from_numpy(np.asarray(raw[name], dtype=np.float32)))
+

@@ -2,6 +2,8 @@
 batches, epochs and evaluations. The loop, metrics and checkpoints are backend-neutral (shared/train_loop.py).
 """
 
+from contextlib import AbstractContextManager, nullcontext
+
 import numpy as np
 import torch
 from torch import nn
@@ -16,7 +18,7 @@ from hrm_torch.distributed import Collective
 from hrm_torch.device import place, to_backend
 from hrm_torch.loss import act_loss
 from hrm_torch.model import Batch, Carry, InnerCarry, build_model, load_canonical
-from hrm_torch.optim import AdamATan2, SignSGD
+from hrm_torch.optim import EMA, AdamATan2, SignSGD
 
 CARRY = ("z_H", "z_L", "steps", "halted", "inputs", "labels", "puzzle_identifiers")
 
@@ -45,6 +47,7 @@ class Trainer:
         self.device = model.inner.H_init.device
         self.collective = collective if collective is not None and collective.size > 1 else None
         self.adam = AdamATan2(model, (train.beta1, train.beta2), train.weight_decay)
+        self.ema = EMA(model, train.ema_rate) if train.ema else None
         self.sparse = None
         if model.config.puzzle_emb_ndim > 0:
             self.sparse = SignSGD(model.inner.puzzle_emb, train.puzzle_emb_weight_decay)
@@ -101,6 +104,8 @@ class Trainer:
                 ids, row_grads = self.collective.all_gather(ids), self.collective.all_gather(row_grads)
         if self.sparse is not None:
             self.sparse.update(ids, row_grads, puzzle_lr)
+        if self.ema is not None:
+            self.ema.update()
         self.model.zero_grad(set_to_none=True)
         return values
 
@@ -121,10 +126,16 @@ class Trainer:
         halted, as numbers."""
         return self.read([self.launch(self.prepare(batch, draws), lr, puzzle_lr)])[0]
 
+    def averaged(self) -> AbstractContextManager:
+        """A block within which the model holds its EMA weights (train.ema), as evaluation and checkpoints want
+        them; without EMA the model as it is."""
+        return nullcontext() if self.ema is None else self.ema.averaged()
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """What exact resume needs beyond the weights, as numpy: "adam.<name>" (AdamATan2.state_dict) and
+        """What exact resume needs beyond the weights, as numpy: "adam.<name>" (AdamATan2.state_dict),
         "carry.<name>" for CARRY (z_H, z_L widened to float32, exactly), the carry over the global batch (gathered
-        from every process: a collective)."""
+        from every process: a collective), and with EMA "raw.<name>", the parameters themselves (the checkpoint's
+        weights are the average)."""
         carry = self.carry
         tensors = {"z_H": carry.inner_carry.z_H.float(), "z_L": carry.inner_carry.z_L.float(), "steps": carry.steps,
                    "halted": carry.halted, **carry.current_data}
@@ -133,11 +144,14 @@ class Trainer:
             local = tensors[name].detach().cpu().numpy()
             state[f"carry.{name}"] = local.copy() if self.collective is None else \
                 self.collective.all_gather_numpy(local)
+        if self.ema is not None:
+            state.update({f"raw.{k}": v for k, v in self.ema.raw_state().items()})
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Take a state written by `state_dict` (either backend's, any number of processes); this process takes its
-        rows of the global carry. A missing or misshapen entry is an HRMError."""
+        rows of the global carry; with EMA the model's weights (the average) become the shadow and "raw.<name>" its
+        parameters. A missing or misshapen entry is an HRMError."""
         B = self.carry.steps.shape[0]
         local = {"z_H": self.carry.inner_carry.z_H, "z_L": self.carry.inner_carry.z_L, "steps": self.carry.steps,
                  "halted": self.carry.halted, **self.carry.current_data}
@@ -153,3 +167,5 @@ class Trainer:
         dtype = self.carry.inner_carry.z_H.dtype
         self.carry = Carry(InnerCarry(t["z_H"].to(dtype), t["z_L"].to(dtype)), t["steps"], t["halted"],
                            {k: t[k] for k in ("inputs", "labels", "puzzle_identifiers")})
+        if self.ema is not None:
+            self.ema.load_raw_state({k.removeprefix("raw."): v for k, v in state.items() if k.startswith("raw.")})

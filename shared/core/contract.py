@@ -113,7 +113,7 @@ class BenchModule(Protocol):
 
 
 class OptimModule(Protocol):
-    """optim.py: the two optimizers, AdamATan2 and SignSGD (classes, in CLASSES)."""
+    """optim.py: the two optimizers, AdamATan2 and SignSGD, and the EMA of the parameters (classes, in CLASSES)."""
 
 
 class Trainer(Protocol):
@@ -130,6 +130,8 @@ class Trainer(Protocol):
 
     def step(self, batch: dict[str, np.ndarray], draws: Any, lr: float, puzzle_lr: float) -> dict[str, float]: ...
 
+    def averaged(self) -> Any: ...
+
     def state_dict(self) -> dict[str, np.ndarray]: ...
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None: ...
@@ -145,6 +147,18 @@ class AdamATan2(Protocol):
     def load_state_dict(self, state: Arrays) -> None: ...
 
 
+class EMA(Protocol):
+    """optim.EMA(model, rate): the moving average of the trainable parameters that evaluation and checkpoints use."""
+
+    def update(self) -> None: ...
+
+    def averaged(self) -> Any: ...
+
+    def raw_state(self) -> dict[str, np.ndarray]: ...
+
+    def load_raw_state(self, raw: dict[str, np.ndarray]) -> None: ...
+
+
 class SignSGD(Protocol):
     """optim.SignSGD(puzzle_emb, weight_decay): sparse SignSGD on the puzzle-table rows a batch looked up."""
 
@@ -156,9 +170,10 @@ MODULES: dict[str, type] = {"layers": LayersModule, "model": ModelModule, "loss"
                             "evaluate": EvaluateModule, "distributed": DistributedModule, "bench": BenchModule,
                             "optim": OptimModule}
 CLASSES: dict[str, dict[str, type]] = {"train": {"Trainer": Trainer},
-                                       "optim": {"AdamATan2": AdamATan2, "SignSGD": SignSGD}}
+                                       "optim": {"AdamATan2": AdamATan2, "SignSGD": SignSGD, "EMA": EMA}}
 CONSTRUCTORS = {"Trainer": ("model", "train", "compile", "collective"),
-                "AdamATan2": ("model", "betas", "weight_decay"), "SignSGD": ("puzzle_emb", "weight_decay")}
+                "AdamATan2": ("model", "betas", "weight_decay"), "SignSGD": ("puzzle_emb", "weight_decay"),
+                "EMA": ("model", "rate")}
 
 
 def installed(name: str) -> bool:
