@@ -1,4 +1,5 @@
-"""Transformer layers of HRM in MLX (DESIGN.md section 2): post-norm blocks of RoPE attention and SwiGLU.
+"""Transformer layers of HRM and TRM in MLX (DESIGN.md section 2, TRM.md section 1): post-norm blocks of
+RoPE attention (or TRM's token-mixing SwiGLU) and SwiGLU.
 
 Parameters are float32 and cast to the activation dtype at each use; RMSNorm statistics and RoPE run in float32.
 """
@@ -6,7 +7,7 @@ Parameters are float32 and cast to the activation dtype at each use; RMSNorm sta
 import mlx.core as mx
 import mlx.nn as nn
 
-from hrm_shared.core.config import HRMConfig
+from hrm_shared.core.config import ModelConfig
 from hrm_shared.core.init import rotary_tables
 
 CosSin = tuple[mx.array, mx.array]
@@ -111,14 +112,26 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
-    """Post-norm transformer block: h = norm(h + attn(h)); h = norm(h + mlp(h))."""
+    """Post-norm block on x [B, T, H]: x = norm(x + attn(x)); x = norm(x + mlp(x)), norms over H.
 
-    def __init__(self, config: HRMConfig) -> None:
+    With config.mlp_t (TRM.md section 1) the attention is `mlp_t`, a SwiGLU across the T = P + seq_len positions
+    applied per channel, and that residual is normalised over the position axis T.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.eps = config.rms_norm_eps
-        self.self_attn = Attention(config.hidden_size, config.num_heads)
+        self.mixes_tokens = getattr(config, "mlp_t", False)  # only TRMConfig has mlp_t
+        if self.mixes_tokens:
+            self.mlp_t = SwiGLU(config.puzzle_emb_len + config.seq_len, config.token_mixer_size)
+        else:
+            self.self_attn = Attention(config.hidden_size, config.num_heads)
         self.mlp = SwiGLU(config.hidden_size, config.intermediate_size)
 
     def __call__(self, x: mx.array, cos_sin: CosSin | None) -> mx.array:
-        x = rms_norm(x + self.self_attn(x, cos_sin), self.eps)
+        if self.mixes_tokens:
+            u = x.transpose(0, 2, 1)  # [B, T, H] -> [B, H, T]
+            x = rms_norm(u + self.mlp_t(u), self.eps).transpose(0, 2, 1)  # [B, H, T] -> [B, T, H]
+        else:
+            x = rms_norm(x + self.self_attn(x, cos_sin), self.eps)
         return rms_norm(x + self.mlp(x), self.eps)

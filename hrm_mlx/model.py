@@ -1,7 +1,8 @@
 """HRM in MLX: the H/L recurrence with the one-step gradient and the ACT wrapper (DESIGN.md sections 2-3).
 
 Paper (arXiv 2506.21734), section 2: the hierarchical recurrence, "approximate gradient" and "adaptive computational
-time". Module attribute paths are the canonical names (shared/init.py), relative to `HRM.inner`.
+time". Module attribute paths are the canonical names (shared/init.py), relative to `HRM.inner`. TRM (trm.py)
+subclasses HRMInner and HRM, overriding `build_levels`, `recursion` and `q_halting`.
 """
 
 import importlib
@@ -55,9 +56,9 @@ class PuzzleEmbedding(nn.Module):
 
 
 class ReasoningModule(nn.Module):
-    """One level (H or L): add the injection, then run the blocks in order."""
+    """One level (HRM's H or L, TRM's single network): add the injection, then run the blocks in order."""
 
-    def __init__(self, config: HRMConfig, num_layers: int) -> None:
+    def __init__(self, config: ModelConfig, num_layers: int) -> None:
         super().__init__()
         self.layers = [Block(config) for _ in range(num_layers)]
 
@@ -71,7 +72,7 @@ class ReasoningModule(nn.Module):
 class HRMInner(nn.Module):
     """Embeddings, the H and L levels, and the output heads; one call runs one segment."""
 
-    def __init__(self, config: HRMConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.forward_dtype = getattr(mx, config.forward_dtype)
@@ -86,13 +87,17 @@ class HRMInner(nn.Module):
         positions = self.puzzle_emb_len + config.seq_len
         if config.pos_encodings == "rope":
             self.rotary_emb = RotaryEmbedding(config.head_dim, positions, config.rope_theta)
-        else:
+        elif config.pos_encodings == "learned":
             self.embed_pos = CastedEmbedding(positions, H, self.forward_dtype)
-        self.H_level = ReasoningModule(config, config.H_layers)
-        self.L_level = ReasoningModule(config, config.L_layers)
+        self.build_levels(config)
         self.H_init = mx.zeros((H,))
         self.L_init = mx.zeros((H,))
         self.freeze(recurse=False, keys=["H_init", "L_init"])
+
+    def build_levels(self, config: HRMConfig) -> None:
+        """HRM's two independent stacks: H_level (H_layers blocks) and L_level (L_layers blocks)."""
+        self.H_level = ReasoningModule(config, config.H_layers)
+        self.L_level = ReasoningModule(config, config.L_layers)
 
     def input_embeddings(self, inputs: mx.array, puzzle_identifiers: mx.array,
                          puzzle_rows: mx.array | None = None) -> mx.array:
@@ -126,15 +131,10 @@ class HRMInner(nn.Module):
         return InnerCarry(z_H=mx.where(reset, self.H_init.astype(self.forward_dtype), carry.z_H),
                           z_L=mx.where(reset, self.L_init.astype(self.forward_dtype), carry.z_L))
 
-    def __call__(self, carry: InnerCarry, batch: Batch,
-                 puzzle_rows: mx.array | None = None) -> tuple[InnerCarry, mx.array, tuple[mx.array, ...]]:
-        """One segment -> (detached new carry, logits [B, seq_len, vocab], (q_halt [B], q_continue [B]) float32).
-
-        `puzzle_rows`: see `input_embeddings`.
-        """
-        cos_sin = self.rotary_emb() if self.config.pos_encodings == "rope" else None
-        x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"], puzzle_rows)
-        z_H, z_L = carry.z_H, carry.z_L
+    def recursion(self, z_H: mx.array, z_L: mx.array, x: mx.array,
+                  cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
+        """The H/L recurrence of one segment from z_H, z_L [B, T, H] with input embedding x [B, T, H] -> new
+        (z_H, z_L), differentiable through the last L and H updates only."""
         H_cycles, L_cycles = self.config.H_cycles, self.config.L_cycles
         for i in range(H_cycles):
             for j in range(L_cycles):
@@ -146,6 +146,17 @@ class HRMInner(nn.Module):
         z_H, z_L = mx.stop_gradient(z_H), mx.stop_gradient(z_L)
         z_L = self.L_level(z_L, z_H + x, cos_sin)
         z_H = self.H_level(z_H, z_L, cos_sin)
+        return z_H, z_L
+
+    def __call__(self, carry: InnerCarry, batch: Batch,
+                 puzzle_rows: mx.array | None = None) -> tuple[InnerCarry, mx.array, tuple[mx.array, ...]]:
+        """One segment -> (detached new carry, logits [B, seq_len, vocab], (q_halt [B], q_continue [B]) float32).
+
+        `puzzle_rows`: see `input_embeddings`.
+        """
+        cos_sin = self.rotary_emb() if self.config.pos_encodings == "rope" else None
+        x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"], puzzle_rows)
+        z_H, z_L = self.recursion(carry.z_H, carry.z_L, x, cos_sin)
         new_carry = InnerCarry(z_H=mx.stop_gradient(z_H), z_L=mx.stop_gradient(z_L))
         logits = self.lm_head(z_H)[:, self.puzzle_emb_len:]  # [B, seq_len, vocab]
         q = self.q_head(z_H[:, 0]).astype(mx.float32)  # [B, 2]
@@ -155,10 +166,12 @@ class HRMInner(nn.Module):
 class HRM(nn.Module):
     """The ACT wrapper: one call advances every row by one segment, resetting rows that halted last call."""
 
-    def __init__(self, config: HRMConfig) -> None:
+    inner_class = HRMInner  # the network one segment runs; a subclass (TRM) swaps in its own
+
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.inner = HRMInner(config)
+        self.inner = self.inner_class(config)
 
     def initial_carry(self, batch: Batch) -> Carry:
         """A carry with every row halted, so the first call loads the batch into every row."""
@@ -178,8 +191,8 @@ class HRM(nn.Module):
 
     def __call__(self, carry: Carry, batch: Batch, training: bool, exploration: ExplorationDraws | None = None,
                  puzzle_rows: mx.array | None = None) -> tuple[Carry, dict[str, mx.array]]:
-        """One segment for every row -> (new carry, outputs: logits, q_halt_logits, q_continue_logits[,
-        target_q_continue when training with halt_max_steps > 1]).
+        """One segment for every row -> (new carry, outputs: logits, q_halt_logits, q_continue_logits, and, when
+        training with halt_max_steps > 1, what `q_halting` adds: HRM's target_q_continue).
 
         `puzzle_rows` [B, ndim] float32: the puzzle-table rows of `segment_data(carry, batch)["puzzle_identifiers"]`,
         given in training so the caller gets their gradient; None looks them up in the table.
@@ -198,14 +211,23 @@ class HRM(nn.Module):
         is_last = steps >= halt_max_steps
         halted = is_last
         if act_training:
-            halted = halted | (q_halt > q_continue)
+            q_halted, targets = self.q_halting(outputs, is_last, inner_carry, data, puzzle_rows)
+            outputs.update(targets)
             min_halt_steps = mx.array(exploration.min_halt_steps)
-            halted = halted & (steps >= min_halt_steps)
-            # Q target from a second segment on the new carry and the same data (no replay buffer).
-            _, _, (next_halt, next_continue) = self.inner(inner_carry, data, puzzle_rows)
-            outputs["target_q_continue"] = mx.stop_gradient(mx.sigmoid(
-                mx.where(is_last, next_halt, mx.maximum(next_halt, next_continue))))
+            halted = (halted | q_halted) & (steps >= min_halt_steps)
         return Carry(inner_carry, steps, halted, data), outputs
+
+    def q_halting(self, outputs: dict[str, mx.array], is_last: mx.array, inner_carry: InnerCarry, data: Batch,
+                  puzzle_rows: mx.array | None) -> tuple[mx.array, dict[str, mx.array]]:
+        """Training's Q-head halting rule -> (rows [B] bool the Q head halts, extra outputs).
+
+        HRM: q_halt > q_continue (raw logits, strict), and target_q_continue [B] float32 =
+        sigmoid(is_last ? next_halt : max(next_halt, next_continue)) from a second segment on the new carry
+        `inner_carry` and the same `data` (no replay buffer). Runs without gradient.
+        """
+        _, _, (next_halt, next_continue) = self.inner(inner_carry, data, puzzle_rows)
+        target = mx.sigmoid(mx.where(is_last, next_halt, mx.maximum(next_halt, next_continue)))
+        return outputs["q_halt_logits"] > outputs["q_continue_logits"], {"target_q_continue": mx.stop_gradient(target)}
 
 
 def build_model(config: ModelConfig) -> nn.Module:

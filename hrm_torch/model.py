@@ -1,7 +1,8 @@
 """HRM in PyTorch: the H/L recurrence with the one-step gradient and the ACT wrapper (DESIGN.md sections 2-3).
 
 Paper (arXiv 2506.21734), section 2: the hierarchical recurrence, "approximate gradient" and "adaptive computational
-time". Module attribute paths are the canonical names (shared/init.py), relative to `HRM.inner`.
+time". Module attribute paths are the canonical names (shared/init.py), relative to `HRM.inner`. TRM (trm.py)
+subclasses HRMInner and HRM, overriding `build_levels`, `recursion` and `q_halting`.
 """
 
 import importlib
@@ -54,9 +55,9 @@ class PuzzleEmbedding(nn.Module):
 
 
 class ReasoningModule(nn.Module):
-    """One level (H or L): add the injection, then run the blocks in order."""
+    """One level (HRM's H or L, TRM's single network): add the injection, then run the blocks in order."""
 
-    def __init__(self, config: HRMConfig, num_layers: int) -> None:
+    def __init__(self, config: ModelConfig, num_layers: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList([Block(config) for _ in range(num_layers)])
 
@@ -70,7 +71,7 @@ class ReasoningModule(nn.Module):
 class HRMInner(nn.Module):
     """Embeddings, the H and L levels, and the output heads; one call runs one segment."""
 
-    def __init__(self, config: HRMConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.forward_dtype = getattr(torch, config.forward_dtype)
@@ -85,12 +86,16 @@ class HRMInner(nn.Module):
         positions = self.puzzle_emb_len + config.seq_len
         if config.pos_encodings == "rope":
             self.rotary_emb = RotaryEmbedding(config.head_dim, positions, config.rope_theta)
-        else:
+        elif config.pos_encodings == "learned":
             self.embed_pos = CastedEmbedding(positions, H, self.forward_dtype)
-        self.H_level = ReasoningModule(config, config.H_layers)
-        self.L_level = ReasoningModule(config, config.L_layers)
+        self.build_levels(config)
         self.register_buffer("H_init", torch.zeros(H), persistent=True)
         self.register_buffer("L_init", torch.zeros(H), persistent=True)
+
+    def build_levels(self, config: HRMConfig) -> None:
+        """HRM's two independent stacks: H_level (H_layers blocks) and L_level (L_layers blocks)."""
+        self.H_level = ReasoningModule(config, config.H_layers)
+        self.L_level = ReasoningModule(config, config.L_layers)
 
     def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor,
                          puzzle_rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -124,15 +129,10 @@ class HRMInner(nn.Module):
         return InnerCarry(z_H=torch.where(reset, self.H_init.to(self.forward_dtype), carry.z_H),
                           z_L=torch.where(reset, self.L_init.to(self.forward_dtype), carry.z_L))
 
-    def forward(self, carry: InnerCarry, batch: Batch,
-                puzzle_rows: torch.Tensor | None = None) -> tuple[InnerCarry, torch.Tensor, tuple[torch.Tensor, ...]]:
-        """One segment -> (detached new carry, logits [B, seq_len, vocab], (q_halt [B], q_continue [B]) float32).
-
-        `puzzle_rows`: see `input_embeddings`.
-        """
-        cos_sin = self.rotary_emb() if self.config.pos_encodings == "rope" else None
-        x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"], puzzle_rows)
-        z_H, z_L = carry.z_H, carry.z_L
+    def recursion(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor,
+                  cos_sin: CosSin | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The H/L recurrence of one segment from z_H, z_L [B, T, H] with input embedding x [B, T, H] -> new
+        (z_H, z_L), differentiable through the last L and H updates only."""
         H_cycles, L_cycles = self.config.H_cycles, self.config.L_cycles
         with torch.no_grad():
             for i in range(H_cycles):
@@ -144,6 +144,17 @@ class HRMInner(nn.Module):
         # The one-step gradient: only the last L and H updates are differentiated.
         z_L = self.L_level(z_L, z_H + x, cos_sin)
         z_H = self.H_level(z_H, z_L, cos_sin)
+        return z_H, z_L
+
+    def forward(self, carry: InnerCarry, batch: Batch,
+                puzzle_rows: torch.Tensor | None = None) -> tuple[InnerCarry, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One segment -> (detached new carry, logits [B, seq_len, vocab], (q_halt [B], q_continue [B]) float32).
+
+        `puzzle_rows`: see `input_embeddings`.
+        """
+        cos_sin = self.rotary_emb() if self.config.pos_encodings == "rope" else None
+        x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"], puzzle_rows)
+        z_H, z_L = self.recursion(carry.z_H, carry.z_L, x, cos_sin)
         new_carry = InnerCarry(z_H=z_H.detach(), z_L=z_L.detach())
         logits = self.lm_head(z_H)[:, self.puzzle_emb_len:]  # [B, seq_len, vocab]
         q = self.q_head(z_H[:, 0]).to(torch.float32)  # [B, 2]
@@ -153,10 +164,12 @@ class HRMInner(nn.Module):
 class HRM(nn.Module):
     """The ACT wrapper: one call advances every row by one segment, resetting rows that halted last call."""
 
-    def __init__(self, config: HRMConfig) -> None:
+    inner_class = HRMInner  # the network one segment runs; a subclass (TRM) swaps in its own
+
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.inner = HRMInner(config)
+        self.inner = self.inner_class(config)
 
     def initial_carry(self, batch: Batch) -> Carry:
         """A carry with every row halted, so the first call loads the batch into every row."""
@@ -177,8 +190,8 @@ class HRM(nn.Module):
 
     def forward(self, carry: Carry, batch: Batch, training: bool, exploration: ExplorationDraws | None = None,
                 puzzle_rows: torch.Tensor | None = None) -> tuple[Carry, dict[str, torch.Tensor]]:
-        """One segment for every row -> (new carry, outputs: logits, q_halt_logits, q_continue_logits[,
-        target_q_continue when training with halt_max_steps > 1]).
+        """One segment for every row -> (new carry, outputs: logits, q_halt_logits, q_continue_logits, and, when
+        training with halt_max_steps > 1, what `q_halting` adds: HRM's target_q_continue).
 
         `puzzle_rows` [B, ndim] float32: the puzzle-table rows of `segment_data(carry, batch)["puzzle_identifiers"]`,
         given in training so the caller gets their gradient; None looks them up in the table.
@@ -198,14 +211,23 @@ class HRM(nn.Module):
             is_last = steps >= halt_max_steps
             halted = is_last
             if act_training:
-                halted = halted | (q_halt > q_continue)
+                q_halted, targets = self.q_halting(outputs, is_last, inner_carry, data, puzzle_rows)
+                outputs.update(targets)
                 min_halt_steps = torch.as_tensor(exploration.min_halt_steps, device=steps.device)
-                halted = halted & (steps >= min_halt_steps)
-                # Q target from a second segment on the new carry and the same data (no replay buffer).
-                _, _, (next_halt, next_continue) = self.inner(inner_carry, data, puzzle_rows)
-                outputs["target_q_continue"] = torch.sigmoid(
-                    torch.where(is_last, next_halt, torch.maximum(next_halt, next_continue)))
+                halted = (halted | q_halted) & (steps >= min_halt_steps)
         return Carry(inner_carry, steps, halted, data), outputs
+
+    def q_halting(self, outputs: dict[str, torch.Tensor], is_last: torch.Tensor, inner_carry: InnerCarry, data: Batch,
+                  puzzle_rows: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training's Q-head halting rule -> (rows [B] bool the Q head halts, extra outputs).
+
+        HRM: q_halt > q_continue (raw logits, strict), and target_q_continue [B] float32 =
+        sigmoid(is_last ? next_halt : max(next_halt, next_continue)) from a second segment on the new carry
+        `inner_carry` and the same `data` (no replay buffer). Runs without gradient.
+        """
+        _, _, (next_halt, next_continue) = self.inner(inner_carry, data, puzzle_rows)
+        target = torch.sigmoid(torch.where(is_last, next_halt, torch.maximum(next_halt, next_continue)))
+        return outputs["q_halt_logits"] > outputs["q_continue_logits"], {"target_q_continue": target}
 
 
 def build_model(config: ModelConfig) -> nn.Module:

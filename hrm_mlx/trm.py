@@ -1,0 +1,50 @@
+"""TRM in MLX: the Tiny Recursive Model (Jolicoeur-Martineau 2025, arXiv 2510.04871) as subclasses of HRM's
+modules (TRM.md sections 1-3).
+
+One network `L_level` (L_layers post-norm blocks: attention, or the token-mixing `mlp_t`) updates both states, y
+(the answer, carried as HRM's z_H) and z (the latent, z_L). Embeddings, heads, initial states, carry and resets are
+HRM's (model.py), with P = config.puzzle_emb_len prefix tokens. TRM.md section 2: backprop runs through the whole
+last recursion, and training halts on q_halt > 0 alone, so the ACT loss (section 3) has no Q-continue term.
+"""
+
+import mlx.core as mx
+
+from hrm_shared.core.config import TRMConfig
+from hrm_mlx.layers import CosSin
+from hrm_mlx.model import HRM, Batch, HRMInner, InnerCarry, ReasoningModule
+
+
+class TRMInner(HRMInner):
+    """HRM's embeddings, heads and initial states around one network `L_level`; a call runs one TRM segment."""
+
+    def build_levels(self, config: TRMConfig) -> None:
+        """The single network `L_level` of L_layers blocks (no H_level)."""
+        self.L_level = ReasoningModule(config, config.L_layers)
+
+    def latent_recursion(self, y: mx.array, z: mx.array, x: mx.array,
+                         cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
+        """One recursion on y, z, x [B, T, H]: L_cycles times z = net(z, y + x), then y = net(y, z) -> (y, z)."""
+        for _ in range(self.config.L_cycles):
+            z = self.L_level(z, y + x, cos_sin)
+        return self.L_level(y, z, cos_sin), z  # x is not injected into the answer update
+
+    def recursion(self, z_H: mx.array, z_L: mx.array, x: mx.array,
+                  cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
+        """H_cycles recursions from (y, z) = (z_H, z_L) [B, T, H] with input embedding x -> new (y, z): the first
+        H_cycles - 1 without gradient, the last differentiated throughout, into x at each of its latent updates."""
+        for _ in range(self.config.H_cycles - 1):
+            z_H, z_L = self.latent_recursion(z_H, z_L, x, cos_sin)
+        z_H, z_L = mx.stop_gradient(z_H), mx.stop_gradient(z_L)
+        return self.latent_recursion(z_H, z_L, x, cos_sin)
+
+
+class TRM(HRM):
+    """TRM's ACT wrapper: HRM's carry, resets, exploration and fixed-length evaluation around TRMInner, with TRM's
+    halting rule (no second forward, no target_q_continue output)."""
+
+    inner_class = TRMInner
+
+    def q_halting(self, outputs: dict[str, mx.array], is_last: mx.array, inner_carry: InnerCarry,
+                  data: Batch, puzzle_rows: mx.array | None) -> tuple[mx.array, dict[str, mx.array]]:
+        """Rows [B] bool where q_halt > 0 (raw logit, strict), and no extra outputs; q_continue is ignored."""
+        return outputs["q_halt_logits"] > 0, {}
