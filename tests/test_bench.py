@@ -6,24 +6,26 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from backends import available, backend  # noqa: F401  (fixture)
 from hrm_shared.core.act import draw_exploration
 from hrm_shared.app.bench import Spec, measure, synthetic_batch
 from hrm_shared.app.cli import main
 from hrm_shared.core.config import preset
+from hrm_shared.core.contract import installed
 from hrm_shared.app.flops import eval_flops, peak_flops, train_step_flops
 
 CONTRACT = {"backend", "device", "preset", "batch", "steps_per_s", "tokens_per_s", "peak_memory_bytes", "mfu"}
 
 
-def _tiny(**changes):
-    """The tiny preset on 16-token sequences, batch 4."""
-    model, train = preset("tiny")
+def _tiny(name: str = "tiny", **changes):
+    """A tiny preset on 16-token sequences, batch 4."""
+    model, train = preset(name)
     model = model.replace(vocab_size=11, seq_len=16, num_puzzle_identifiers=5, **changes)
     return model, train.replace(global_batch_size=4)
 
 
-@pytest.mark.parametrize("changes", [{}, {"H_cycles": 3, "L_cycles": 1, "H_layers": 2}, {"halt_max_steps": 1}])
+@pytest.mark.parametrize("changes", [{}, {"H_cycles": 3, "L_cycles": 1, "H_layers": 2}, {"halt_max_steps": 1},
+                                     {"name": "trm-tiny"}, {"name": "trm-tiny", "H_cycles": 3, "L_cycles": 1},
+                                     {"name": "trm-tiny", "mlp_t": True, "pos_encodings": "none"}])
 def test_flops_match_torch_flop_counter(changes):
     pytest.importorskip("torch")
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -74,7 +76,7 @@ def test_seq_900_is_skipped_on_the_cpu_unless_named(backend):
 
 
 def test_hrm_bench_writes_the_contract_records(tmp_path):
-    name = next((n for n in ("mlx", "torch") if available(n)), None)  # MLX starts in a tenth of a second
+    name = next((n for n in ("mlx", "torch") if installed(n)), None)  # MLX starts in a tenth of a second
     if name is None:
         pytest.skip("no backend is installed")
     path = tmp_path / "bench.json"

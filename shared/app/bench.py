@@ -26,16 +26,17 @@ import numpy as np
 
 from hrm_shared.core.act import draw_exploration
 from hrm_shared.core.contract import BACKENDS, installed
-from hrm_shared.core.config import HRMConfig, TrainConfig, apply_overrides, preset
+from hrm_shared.core.config import ModelConfig, TrainConfig, apply_overrides, preset
 from hrm_shared.core.errors import HRMError
 from hrm_shared.app.flops import eval_flops, peak_flops, train_step_flops
 
 # vocab_size, seq_len, num_puzzle_identifiers of the synthetic data per preset (ARC's many ids exercise the sparse
 # puzzle-embedding update).
 PRESET_DATA = {"tiny": (11, 81, 1), "sudoku": (11, 81, 1), "sudoku-full": (11, 81, 1), "maze": (6, 900, 1),
-               "arc": (12, 900, 1000)}
+               "arc": (12, 900, 1000), "trm-tiny": (11, 81, 1), "trm-sudoku": (11, 81, 1), "trm-sudoku-att": (11, 81, 1),
+               "trm-maze": (6, 900, 1), "trm-arc-agi-1": (12, 900, 1000)}
 ACCELERATOR_BATCH = 768
-CPU_BATCH = {"tiny": 64}  # other presets: 4 on the CPU (a few seconds a step with torch)
+CPU_BATCH = {"tiny": 64, "trm-tiny": 64}  # other presets: 4 on the CPU (a few seconds a step with torch)
 CPU_SKIP_SEQ_LEN = 900  # seq 900 on the CPU takes minutes a step: only when its preset is asked for by name
 CYCLES = ((2, 2), (2, 4), (4, 4), (4, 8))
 RSS_METHOD = ("resource.getrusage(RUSAGE_SELF).ru_maxrss of a fresh process minus its value after the imports "
@@ -65,7 +66,7 @@ def installed_backends() -> list[str]:
     return [name for name in BACKENDS if installed(name)]
 
 
-def bench_config(spec: Spec, on_cpu: bool) -> tuple[HRMConfig, TrainConfig, list[str]]:
+def bench_config(spec: Spec, on_cpu: bool) -> tuple[ModelConfig, TrainConfig, list[str]]:
     """The preset's configs with its data shape, the batch and `spec.overrides` -> (model, train, notes). On the
     CPU the forward dtype defaults to float32: most CPUs have no bfloat16 matmul and emulate it, an order of
     magnitude slower."""
@@ -83,7 +84,7 @@ def bench_config(spec: Spec, on_cpu: bool) -> tuple[HRMConfig, TrainConfig, list
     return model, train.replace(global_batch_size=batch), notes
 
 
-def synthetic_batch(rng: np.random.Generator, config: HRMConfig, batch: int) -> dict[str, np.ndarray]:
+def synthetic_batch(rng: np.random.Generator, config: ModelConfig, batch: int) -> dict[str, np.ndarray]:
     """Random inputs, labels [batch, seq_len] int32 (every token supervised) and puzzle_identifiers [batch] int32."""
     shape = (batch, config.seq_len)
     return {"inputs": rng.integers(1, config.vocab_size, shape).astype(np.int32),
@@ -136,7 +137,7 @@ def measure(spec: Spec) -> dict:
     return record
 
 
-def _train_and_eval(package, spec: Spec, device: str, config: HRMConfig, train: TrainConfig, record: dict,
+def _train_and_eval(package, spec: Spec, device: str, config: ModelConfig, train: TrainConfig, record: dict,
                     rss_baseline: int) -> None:
     """Build, warm up, time the steps, read the memory and time predict, filling `record` in place."""
     hook, B = package.bench, train.global_batch_size
@@ -175,7 +176,7 @@ def _train_and_eval(package, spec: Spec, device: str, config: HRMConfig, train: 
         _eval_throughput(package, model, spec, device, config, batches[0], record)
 
 
-def _eval_throughput(package, model, spec: Spec, device: str, config: HRMConfig, batch: dict[str, np.ndarray],
+def _eval_throughput(package, model, spec: Spec, device: str, config: ModelConfig, batch: dict[str, np.ndarray],
                      record: dict) -> None:
     """Set record's eval_examples_per_s (and eval_mfu) from predict over halt_max_steps segments on `batch`; skip it
     with a note when the FLOPs and the step time say it would take longer than spec.seconds."""

@@ -17,9 +17,14 @@ One training step (one ACT segment) runs, in the forward direction:
     Q-target segment    segment, a full forward without gradient (only when halt_max_steps > 1; its logits are
                         computed as in the reference, though only its q_head output is used)
 Evaluation (predict) runs halt_max_steps segments per example.
+
+TRM (shared/TRM.md section 2) has one network of L_layers blocks (a block with mlp_t mixes tokens with a SwiGLU of
+width J over the S = P + seq_len positions, 2*B*H*3*J*S, in place of attention). A segment runs
+H_cycles * (L_cycles + 1) network calls and the heads; a training step runs the first H_cycles - 1 recursions
+without gradient and the last one, L_cycles + 1 calls and the heads, forward and backward (3x); no Q-target segment.
 """
 
-from hrm_shared.core.config import HRMConfig
+from hrm_shared.core.config import ModelConfig, TRMConfig
 
 # Peak dense bfloat16 tensor-core FLOP/s, keyed by a substring of torch.cuda.get_device_name(); the first key found
 # in the name wins, so the more specific names come first.
@@ -38,32 +43,42 @@ def peak_flops(device_name: str) -> float | None:
     return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in device_name), None)
 
 
-def block_flops(config: HRMConfig, batch: int) -> int:
-    """Forward FLOPs of one transformer block on [batch, T, H] (attention projections, scores, values, SwiGLU)."""
+def block_flops(config: ModelConfig, batch: int) -> int:
+    """Forward FLOPs of one transformer block on [batch, T, H]: SwiGLU, and attention (projections, scores,
+    values) or, for TRM with mlp_t, the token-mixing SwiGLU."""
     H, I, T = config.hidden_size, config.intermediate_size, config.puzzle_emb_len + config.seq_len
-    projections = 2 * batch * T * (4 * H * H + 3 * I * H)
-    attention = 2 * 2 * batch * T * T * H
-    return projections + attention
+    channels = 2 * batch * T * 3 * I * H
+    if getattr(config, "mlp_t", False):
+        return channels + 2 * batch * H * 3 * config.token_mixer_size * T
+    return channels + 2 * batch * T * 4 * H * H + 2 * 2 * batch * T * T * H
 
 
-def heads_flops(config: HRMConfig, batch: int) -> int:
+def heads_flops(config: ModelConfig, batch: int) -> int:
     """Forward FLOPs of lm_head (every position) and q_head (position 0)."""
     H, T = config.hidden_size, config.puzzle_emb_len + config.seq_len
     return 2 * batch * T * H * config.vocab_size + 2 * batch * H * 2
 
 
-def segment_flops(config: HRMConfig, batch: int) -> int:
-    """Forward FLOPs of one whole segment: H_cycles * L_cycles L updates, H_cycles H updates and the heads."""
+def segment_flops(config: ModelConfig, batch: int) -> int:
+    """Forward FLOPs of one whole segment: H_cycles * L_cycles L updates, H_cycles H updates and the heads (TRM:
+    H_cycles * (L_cycles + 1) network calls and the heads)."""
     block = block_flops(config, batch)
+    if isinstance(config, TRMConfig):
+        return config.H_cycles * (config.L_cycles + 1) * config.L_layers * block + heads_flops(config, batch)
     L_level, H_level = config.L_layers * block, config.H_layers * block
     cycles = config.H_cycles * config.L_cycles
     return cycles * L_level + config.H_cycles * H_level + heads_flops(config, batch)
 
 
-def train_step_flops(config: HRMConfig, batch: int) -> int:
-    """FLOPs of one training step of `batch` rows: the no-gradient cycles, the one-step gradient's forward and
-    backward (3x its forward) and, with halt_max_steps > 1, the Q-target segment's forward."""
+def train_step_flops(config: ModelConfig, batch: int) -> int:
+    """FLOPs of one training step of `batch` rows. HRM: the no-gradient cycles, the one-step gradient's forward and
+    backward (3x its forward) and, with halt_max_steps > 1, the Q-target segment's forward. TRM: the no-gradient
+    recursions and the full-gradient last recursion with the heads, forward and backward."""
     block = block_flops(config, batch)
+    if isinstance(config, TRMConfig):
+        net = config.L_layers * block
+        recursion = (config.L_cycles + 1) * net
+        return (config.H_cycles - 1) * recursion + 3 * (recursion + heads_flops(config, batch))
     L_level, H_level = config.L_layers * block, config.H_layers * block
     no_grad = (config.H_cycles * config.L_cycles - 1) * L_level + (config.H_cycles - 1) * H_level
     one_step = 3 * (L_level + H_level + heads_flops(config, batch))
@@ -71,6 +86,6 @@ def train_step_flops(config: HRMConfig, batch: int) -> int:
     return no_grad + one_step + q_target
 
 
-def eval_flops(config: HRMConfig, batch: int) -> int:
+def eval_flops(config: ModelConfig, batch: int) -> int:
     """FLOPs of predicting `batch` examples: halt_max_steps whole segments."""
     return config.halt_max_steps * segment_flops(config, batch)
