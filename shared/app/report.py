@@ -1,9 +1,9 @@
-"""`hrm report`: one self-contained HTML page of an evaluation (shared/report_page.py draws it).
+"""`hrm report`: one self-contained HTML page of an evaluation (shared/app/report_page.py draws it).
 
 It streams the outputs `hrm evaluate --save-outputs` writes (a .npz with a row per test example in dataset order:
 predictions, labels, q_halt_logits, puzzle_identifiers) and reads the dataset they came from. ARC: a card per task
 with its demonstration pairs, each test input, the expected output and the two most voted answers with their votes
-(shared/arc_vote.py), solved at pass@2; Sudoku and mazes: a card per example with input, answer and prediction,
+(shared/puzzles/arc_vote.py), solved at pass@2; Sudoku and mazes: a card per example with input, answer and prediction,
 wrong cells highlighted, solved when exact. A run directory holds the outputs as RUN_OUTPUTS beside config.json.
 """
 

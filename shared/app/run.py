@@ -1,4 +1,4 @@
-"""A training run on disk and on the terminal (DESIGN.md sections 4, 5 and 7), numpy only.
+"""A training run on disk and on the terminal (shared/DESIGN.md sections 4, 5 and 7), numpy only.
 
 ```
 <run>/config.json      the run's CheckpointConfig (model, train, dataset) and the options it was started with

@@ -1,11 +1,11 @@
-"""The training loop (DESIGN.md section 5), the same for both backends and numpy only.
+"""The training loop (shared/DESIGN.md section 5), the same for both backends and numpy only.
 
 A backend package (hrm_torch or hrm_mlx) brings the model (`train.new_model`, `checkpoint.load_checkpoint`), the
 optimizer step (`train.Trainer`: one step per ACT segment, the carry kept across batches, epochs and evaluations),
 checkpoints and evaluation. The loop draws the batches and the exploration numbers (in a background thread, ahead
 of the device), sets the learning rates, reads the steps' numbers every few steps, stops on a budget, a NaN loss or
-Ctrl-C, and writes metrics and checkpoints (shared/run.py). Started by torchrun or mlx.launch, every process runs
-this loop on its rows of the global batch and rank 0 alone writes (shared/distributed.py).
+Ctrl-C, and writes metrics and checkpoints (shared/app/run.py). Started by torchrun or mlx.launch, every process
+runs this loop on its rows of the global batch and rank 0 alone writes (shared/core/distributed.py).
 """
 
 import importlib
@@ -27,16 +27,16 @@ import numpy as np
 
 from hrm_shared.core.act import ExplorationDraws, draw_exploration
 from hrm_shared.core.checkpoint import CheckpointConfig, checkpoint_directory
+from hrm_shared.core.config import TrainConfig
 from hrm_shared.puzzles.arc_vote import ArcVoter, arc_score, is_arc, read_test_tasks
-from hrm_shared.core.format import read_identifiers, read_metadata
+from hrm_shared.core.format import DatasetMetadata, read_identifiers, read_metadata
 from hrm_shared.core.iterator import TestIterator, TrainIterator, local_batch_size
 from hrm_shared.core.distributed import Collective, describe_world, launched_rank, rank_rows
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import count_parameters
 from hrm_shared.app.plot import plot_run
-from hrm_shared.app.report import RUN_OUTPUTS
-from hrm_shared.app.run import (LAST, METRICS_FILE, Budget, MetricsLog, ProgressLine, duration, mean_metrics,
-                        read_train_state, step_dir, write_train_state)
+from hrm_shared.app.run import (LAST, METRICS_FILE, RUN_OUTPUTS, Budget, MetricsLog, ProgressLine, duration,
+                                mean_metrics, read_train_state, step_dir, write_train_state)
 from hrm_shared.core.schedule import learning_rate, total_steps
 
 INTERRUPTED = "interrupted (Ctrl-C)"
@@ -147,172 +147,6 @@ class Feed:
         self._thread.join()
 
 
-def train(package: ModuleType, run: Path, config: CheckpointConfig, options: RunOptions, resume: bool) -> dict:
-    """Train `config` in run directory `run` with backend `package` (from scratch, or from `<run>/last` when
-    `resume`) until total_steps or a budget; returns a summary. HRMError on a NaN loss (the last good checkpoint
-    stays). Started by a launcher (torchrun, mlx.launch), each process trains its rows of the global batch and rank 0
-    writes (shared/distributed.py)."""
-    distributed = importlib.import_module(f"{package.__name__}.distributed")
-    collective, device = distributed.connect(options.device)
-    summary = _train(package, collective, device, Path(run), config, options, resume)
-    collective.close()  # a barrier: after an error this process exits instead, and the others see it gone
-    return summary
-
-
-def _train(package: ModuleType, collective: Collective, device: str | None, run: Path, config: CheckpointConfig,
-           options: RunOptions, resume: bool) -> dict:
-    """train() in one process of `collective`."""
-    data_dir = Path(config.dataset["path"])
-    model_config, train_config = config.model, config.train
-    batch_size, writer = train_config.global_batch_size, collective.rank == 0
-    local = local_batch_size(batch_size, collective.size)
-    iterator = TrainIterator(data_dir, batch_size, seed=train_config.seed, rank=collective.rank,
-                             world_size=collective.size)
-    metadata = iterator.metadata
-    total = total_steps(train_config.epochs, metadata.total_groups, metadata.mean_puzzle_examples, batch_size)
-    if total < 1:
-        raise HRMError(f"the run would take no step: epochs x groups x examples ({train_config.epochs} x "
-                       f"{metadata.total_groups} x {metadata.mean_puzzle_examples:g}) < global_batch_size "
-                       f"{batch_size}; raise epochs or lower global_batch_size")
-    rng = np.random.default_rng(train_config.seed)  # exploration draws (shared/act.py)
-    identifiers = read_identifiers(data_dir)
-    test_metadata = read_metadata(data_dir, "test")
-    arc_tasks = read_test_tasks(data_dir) if is_arc(test_metadata) else None
-    test_tokens = TestIterator(data_dir, batch_size).num_examples * test_metadata.seq_len
-    last = run / LAST
-    if resume:
-        model, _ = package.checkpoint.load_checkpoint(last, device)
-        trainer = package.train.Trainer(model, train_config, options.compile, collective)
-        tensors, info = read_train_state(last)
-        trainer.load_state_dict(tensors)
-        iterator.load_state_dict(info["iterator"])
-        rng.bit_generator.state = info["rng"]
-        step = saved = info["step"]
-    else:
-        model = package.train.new_model(model_config, train_config.seed, device)
-        trainer = package.train.Trainer(model, train_config, options.compile, collective)
-        step, saved = 0, None
-    every = options.eval_interval
-    if every is None:
-        every = max(1, total * train_config.eval_interval // train_config.epochs)
-    read_every = options.log_every or trainer.read_every
-    mine = rank_rows(collective.rank, local)
-
-    def draw(generator: np.random.Generator) -> ExplorationDraws:
-        """The global batch's draws from the one generator every process holds; this process's rows of them."""
-        draws = draw_exploration(generator, batch_size, model_config.halt_max_steps,
-                                 model_config.halt_exploration_prob)
-        return ExplorationDraws(draws.explore[mine], draws.min_halt_steps[mine])
-
-    def save(directory: Path, with_state: bool) -> None:
-        weights = package.model.canonical_state(model)
-        bad = next((name for name, w in weights.items() if not np.isfinite(w).all()), None)
-        if bad is not None:
-            raise HRMError(f"weight {bad!r} is not finite at step {step}: training diverged; lower lr "
-                           f"({_last_good(last, saved)})")
-        state = trainer.state_dict() if with_state else None  # a collective: every process takes part
-        problem = None
-        if writer:
-            try:
-                with checkpoint_directory(directory) as tmp:
-                    package.checkpoint.save_checkpoint(tmp, model, config, identifiers)
-                    if state is not None:
-                        where = feed.position
-                        write_train_state(tmp, state, {"step": step, "iterator": where.iterator, "rng": where.rng,
-                                                       "world_size": collective.size})
-            except OSError as e:
-                problem = (f"could not write the checkpoint {directory} at step {step} ({e.strerror or e}); "
-                           f"{_last_good(last, saved)}; free space and continue with `hrm train --resume {run}`")
-        if collective.all_sum_numpy(np.array([problem is not None], np.float64))[0]:
-            raise HRMError(problem or f"rank {collective.rank}: rank 0 could not write the checkpoint {directory} at "
-                                      f"step {step} (its message says why); {_last_good(last, saved)}")
-
-    def evaluate(final: bool) -> dict:
-        voter = ArcVoter(identifiers) if arc_tasks else None
-        keep = final and test_tokens <= MAX_KEPT_TOKENS
-        metrics, outputs = package.evaluate.evaluate(model, data_dir, trainer.eval_batch_size, keep_outputs=keep,
-                                                     on_batch=voter.add if voter else None, collective=collective)
-        if voter is not None:
-            metrics.update({k: v for k, v in arc_score(voter, arc_tasks).items() if k.startswith("pass@")})
-        if writer:
-            log.write({"split": "test", "step": step, "epoch": feed.position.epoch, **metrics})
-        line.note(f"step {step:,}: test " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "count"))
-        save(step_dir(run, step), with_state=False)
-        if outputs is not None:
-            with (run / RUN_OUTPUTS).open("wb") as f:
-                np.savez(f, **outputs)
-        return metrics
-
-    pending: list[tuple[int, float, float, Any]] = []  # (step, epoch, lr, what Trainer.launch returned)
-
-    def flush() -> None:
-        """Read the steps launched since the last read (one wait for the device) and log them."""
-        for (number, epoch, lr, _), result in zip(pending, trainer.read([p[-1] for p in pending])):
-            if not math.isfinite(result["loss"]):
-                raise HRMError(f"the loss is {result['loss']} at step {number}: training stopped; lower lr "
-                               f"({_last_good(last, saved)})")
-            if writer:
-                log.write({"split": "train", "step": number, "epoch": epoch, "lr": lr, **mean_metrics(result)})
-            line.update(number, result, time.monotonic() - began - paused)
-        pending.clear()
-        collective.beat()
-
-    def agreed_stop() -> str | None:
-        """The stop reason every process agrees on: a Ctrl-C or a deadline on any of them stops all."""
-        flags = collective.all_sum_numpy(np.array([interrupted(), budget.past_deadline()], np.float64))
-        return INTERRUPTED if flags[0] else budget.stop_reason(step, past_deadline=bool(flags[1]))
-
-    feed = Feed(iterator, rng, draw, trainer.prepare)
-    log = MetricsLog(run / METRICS_FILE, step if resume else None) if writer else None
-    sink = None if writer else open(os.devnull, "w")  # only rank 0 prints progress
-    budget = Budget(total, options.max_steps, options.max_minutes)
-    line = ProgressLine(budget.target, step, stream=sink)
-    line.note(describe(config, total, feed.position.epoch, step,
-                       describe_world(collective, package.__name__.removeprefix("hrm_"), batch_size)))
-    began, paused, first_step = time.monotonic(), 0.0, step
-    tested, tested_at = {}, None
-    try:
-        with interrupt_flag() as interrupted:
-            while (reason := budget.stop_reason(step, past_deadline=False) if pending else agreed_stop()) is None:
-                fed = next(feed)
-                schedule = (step + 1, train_config.lr_warmup_steps, total, train_config.lr_min_ratio)
-                lr = learning_rate(schedule[0], train_config.lr, *schedule[1:])
-                puzzle_lr = learning_rate(schedule[0], train_config.puzzle_emb_lr, *schedule[1:])
-                pending.append((step + 1, fed.position.epoch, lr, trainer.launch(fed.prepared, lr, puzzle_lr)))
-                step += 1
-                test_now, save_now = every and step % every == 0, step % options.checkpoint_every == 0
-                if len(pending) >= read_every or test_now or save_now:
-                    flush()
-                clock = time.monotonic()  # evaluations and checkpoints do not count as training time
-                if test_now:
-                    tested, tested_at = evaluate(final=step >= budget.target), step
-                if save_now:
-                    save(last, with_state=True)
-                    saved = step
-                paused += time.monotonic() - clock
-            flush()
-            train_seconds = time.monotonic() - began - paused
-            if reason != INTERRUPTED and tested_at != step:
-                tested = evaluate(final=True)
-            if saved != step:
-                save(last, with_state=True)
-    finally:
-        feed.close()
-        if writer:
-            log.close()
-            plot_run(run)
-    line.note(f"{reason} at step {step:,}; checkpoint in {last}")
-    if sink is not None:
-        sink.close()
-    summary = {"run": str(run), "backend": package.__name__.removeprefix("hrm_"), "stopped": reason,
-               "steps": f"{step:,} of {total:,}", "time": duration(time.monotonic() - began),
-               "speed": f"{(step - first_step) / max(train_seconds, 1e-9):.2f} steps/s"}
-    if collective.size > 1:
-        summary["processes"] = str(collective.size)
-    summary.update({f"test {k}": f"{v:.4f}" for k, v in tested.items() if k in ("accuracy", "exact_accuracy")})
-    return summary
-
-
 def describe(config: CheckpointConfig, total: int, epoch: float, step: int, world: str = "") -> str:
     """The lines printed before the first step: model size, the puzzle table's memory, the length of the run and,
     when given, the processes (`world`)."""
@@ -325,6 +159,232 @@ def describe(config: CheckpointConfig, total: int, epoch: float, step: int, worl
     return text + (f"\n{world}" if world else "")
 
 
-def _last_good(last: Path, saved: int | None) -> str:
-    """Where the last good checkpoint is, for an error message."""
-    return f"{last} keeps the last good checkpoint, step {saved:,}" if saved is not None else "no checkpoint was written"
+def _run_length(train: TrainConfig, metadata: DatasetMetadata) -> int:
+    """The run's length in steps; HRMError when it would take none."""
+    batch_size = train.global_batch_size
+    total = total_steps(train.epochs, metadata.total_groups, metadata.mean_puzzle_examples, batch_size)
+    if total < 1:
+        raise HRMError(f"the run would take no step: epochs x groups x examples ({train.epochs} x "
+                       f"{metadata.total_groups} x {metadata.mean_puzzle_examples:g}) < global_batch_size "
+                       f"{batch_size}; raise epochs or lower global_batch_size")
+    return total
+
+
+class TrainingRun:
+    """train() in one process of `collective`: the model, its Trainer and the data, set up (from `<run>/last` when
+    `resume`) when built; `run()` trains until a stop and returns the summary. Every process makes the same
+    collective calls in the same order; rank 0 (`writer`) alone writes metrics and checkpoints and prints."""
+
+    def __init__(self, package: ModuleType, collective: Collective, device: str | None, run_dir: Path,
+                 config: CheckpointConfig, options: RunOptions, resume: bool) -> None:
+        self.package, self.collective, self.run_dir, self.config, self.options = (package, collective, run_dir,
+                                                                                   config, options)
+        self.backend = package.__name__.removeprefix("hrm_")
+        self.data_dir = Path(config.dataset["path"])
+        self.model_config, self.train_config = config.model, config.train
+        self.batch_size, self.writer = self.train_config.global_batch_size, collective.rank == 0
+        local = local_batch_size(self.batch_size, collective.size)
+        iterator = TrainIterator(self.data_dir, self.batch_size, seed=self.train_config.seed, rank=collective.rank,
+                                 world_size=collective.size)
+        self.total = _run_length(self.train_config, iterator.metadata)
+        rng = np.random.default_rng(self.train_config.seed)  # exploration draws (shared/core/act.py)
+
+        self.identifiers = read_identifiers(self.data_dir)
+        test_metadata = read_metadata(self.data_dir, "test")
+        self.arc_tasks = read_test_tasks(self.data_dir) if is_arc(test_metadata) else None
+        self.test_tokens = TestIterator(self.data_dir, self.batch_size).num_examples * test_metadata.seq_len
+
+        self.last = run_dir / LAST
+        if resume:
+            self.model, _ = package.checkpoint.load_checkpoint(self.last, device)
+            self.trainer = package.train.Trainer(self.model, self.train_config, options.compile, collective)
+            tensors, info = read_train_state(self.last)
+            self.trainer.load_state_dict(tensors)
+            iterator.load_state_dict(info["iterator"])
+            rng.bit_generator.state = info["rng"]
+            self.step: int = info["step"]
+            self.saved: int | None = self.step  # the step <run>/last holds
+        else:
+            self.model = package.train.new_model(self.model_config, self.train_config.seed, device)
+            self.trainer = package.train.Trainer(self.model, self.train_config, options.compile, collective)
+            self.step, self.saved = 0, None
+
+        self.eval_every = options.eval_interval
+        if self.eval_every is None:
+            self.eval_every = max(1, self.total * self.train_config.eval_interval // self.train_config.epochs)
+        self.read_every = options.log_every or self.trainer.read_every
+        self.rows = rank_rows(collective.rank, local)
+        self.feed = Feed(iterator, rng, self.draw, self.trainer.prepare)
+
+        self.log = MetricsLog(run_dir / METRICS_FILE, self.step if resume else None) if self.writer else None
+        self.sink = None if self.writer else open(os.devnull, "w")  # only rank 0 prints progress
+        self.budget = Budget(self.total, options.max_steps, options.max_minutes)
+        self.line = ProgressLine(self.budget.target, self.step, stream=self.sink)
+        self.line.note(describe(config, self.total, self.feed.position.epoch, self.step,
+                                describe_world(collective, self.backend, self.batch_size)))
+        self.began, self.paused, self.first_step = time.monotonic(), 0.0, self.step
+        self.pending: list[tuple[int, float, float, Any]] = []  # (step, epoch, lr, what Trainer.launch returned)
+        self.tested: dict = {}
+        self.tested_at: int | None = None
+
+    def draw(self, generator: np.random.Generator) -> ExplorationDraws:
+        """The global batch's draws from the one generator every process holds; this process's rows of them. Called
+        by the Feed's thread: it reads only what __init__ set before the Feed."""
+        draws = draw_exploration(generator, self.batch_size, self.model_config.halt_max_steps,
+                                 self.model_config.halt_exploration_prob)
+        return ExplorationDraws(draws.explore[self.rows], draws.min_halt_steps[self.rows])
+
+    def last_good(self) -> str:
+        """Where the last good checkpoint is, for an error message."""
+        if self.saved is None:
+            return "no checkpoint was written"
+        return f"{self.last} keeps the last good checkpoint, step {self.saved:,}"
+
+    def save(self, directory: Path, with_state: bool) -> None:
+        """Write a checkpoint of the model to `directory` (rank 0), with the training state when `with_state`.
+        HRMError on every process when a weight is not finite or rank 0 could not write."""
+        weights = self.package.model.canonical_state(self.model)
+        bad = next((name for name, w in weights.items() if not np.isfinite(w).all()), None)
+        if bad is not None:
+            raise HRMError(f"weight {bad!r} is not finite at step {self.step}: training diverged; lower lr "
+                           f"({self.last_good()})")
+        state = self.trainer.state_dict() if with_state else None  # a collective: every process takes part
+        problem = None
+        if self.writer:
+            try:
+                with checkpoint_directory(directory) as tmp:
+                    self.package.checkpoint.save_checkpoint(tmp, self.model, self.config, self.identifiers)
+                    if state is not None:
+                        where = self.feed.position
+                        write_train_state(tmp, state, {"step": self.step, "iterator": where.iterator,
+                                                       "rng": where.rng, "world_size": self.collective.size})
+            except OSError as e:
+                problem = (f"could not write the checkpoint {directory} at step {self.step} ({e.strerror or e}); "
+                           f"{self.last_good()}; free space and continue with `hrm train --resume {self.run_dir}`")
+        if self.collective.all_sum_numpy(np.array([problem is not None], np.float64))[0]:
+            raise HRMError(problem or f"rank {self.collective.rank}: rank 0 could not write the checkpoint "
+                                      f"{directory} at step {self.step} (its message says why); {self.last_good()}")
+
+    def save_last(self) -> None:
+        """Save the model and the training state to `<run>/last`."""
+        self.save(self.last, with_state=True)
+        self.saved = self.step
+
+    def evaluate(self, final: bool) -> dict:
+        """Score the model on the test split, log and print the metrics, save the weights to `<run>/step_N`; the
+        `final` evaluation also writes every prediction to `<run>/RUN_OUTPUTS` (up to MAX_KEPT_TOKENS). Returns
+        the metrics."""
+        voter = ArcVoter(self.identifiers) if self.arc_tasks else None
+        keep = final and self.test_tokens <= MAX_KEPT_TOKENS
+        metrics, outputs = self.package.evaluate.evaluate(self.model, self.data_dir, self.trainer.eval_batch_size,
+                                                          keep_outputs=keep, on_batch=voter.add if voter else None,
+                                                          collective=self.collective)
+        if voter is not None:
+            metrics.update({k: v for k, v in arc_score(voter, self.arc_tasks).items() if k.startswith("pass@")})
+        if self.writer:
+            self.log.write({"split": "test", "step": self.step, "epoch": self.feed.position.epoch, **metrics})
+        self.line.note(f"step {self.step:,}: test "
+                       + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "count"))
+        self.save(step_dir(self.run_dir, self.step), with_state=False)
+        if outputs is not None:
+            with (self.run_dir / RUN_OUTPUTS).open("wb") as f:
+                np.savez(f, **outputs)
+        return metrics
+
+    def flush(self) -> None:
+        """Read the steps launched since the last read (one wait for the device) and log them. HRMError on a
+        non-finite loss."""
+        for (number, epoch, lr, _), result in zip(self.pending, self.trainer.read([p[-1] for p in self.pending])):
+            if not math.isfinite(result["loss"]):
+                raise HRMError(f"the loss is {result['loss']} at step {number}: training stopped; lower lr "
+                               f"({self.last_good()})")
+            if self.writer:
+                self.log.write({"split": "train", "step": number, "epoch": epoch, "lr": lr, **mean_metrics(result)})
+            self.line.update(number, result, time.monotonic() - self.began - self.paused)
+        self.pending.clear()
+        self.collective.beat()
+
+    def agreed_stop(self, interrupted: bool) -> str | None:
+        """The stop reason every process agrees on: a Ctrl-C (`interrupted`) or a deadline on any of them stops
+        all. A collective."""
+        flags = self.collective.all_sum_numpy(np.array([interrupted, self.budget.past_deadline()], np.float64))
+        return INTERRUPTED if flags[0] else self.budget.stop_reason(self.step, past_deadline=bool(flags[1]))
+
+    def stop_reason(self, interrupted: Callable[[], bool]) -> str | None:
+        """Why to stop before the next step, or None: with steps still unread only the step budget counts; right
+        after a read (at the same step on every process) agreed_stop, whose collective each process then calls."""
+        if self.pending:
+            return self.budget.stop_reason(self.step, past_deadline=False)
+        return self.agreed_stop(interrupted())
+
+    def take_step(self) -> None:
+        """Launch the next step at the scheduled learning rates; read the steps when due, evaluate and save
+        `<run>/last` when due. Evaluations and checkpoints do not count as training time."""
+        fed = next(self.feed)
+        train, number = self.train_config, self.step + 1
+        schedule = (train.lr_warmup_steps, self.total, train.lr_min_ratio)
+        lr = learning_rate(number, train.lr, *schedule)
+        puzzle_lr = learning_rate(number, train.puzzle_emb_lr, *schedule)
+        self.pending.append((number, fed.position.epoch, lr, self.trainer.launch(fed.prepared, lr, puzzle_lr)))
+        self.step = number
+        test_now = self.eval_every and self.step % self.eval_every == 0
+        save_now = self.step % self.options.checkpoint_every == 0
+        if len(self.pending) >= self.read_every or test_now or save_now:
+            self.flush()
+        clock = time.monotonic()
+        if test_now:
+            self.tested, self.tested_at = self.evaluate(final=self.step >= self.budget.target), self.step
+        if save_now:
+            self.save_last()
+        self.paused += time.monotonic() - clock
+
+    def close(self) -> None:
+        """Stop the Feed; on rank 0 close the metrics and plot them."""
+        self.feed.close()
+        if self.writer:
+            self.log.close()
+            plot_run(self.run_dir)
+
+    def summary(self, reason: str, train_seconds: float) -> dict:
+        """What `hrm train` prints at the end: the stop `reason`, steps, time, speed over `train_seconds`, the last
+        test accuracies."""
+        summary = {"run": str(self.run_dir), "backend": self.backend, "stopped": reason,
+                   "steps": f"{self.step:,} of {self.total:,}", "time": duration(time.monotonic() - self.began),
+                   "speed": f"{(self.step - self.first_step) / max(train_seconds, 1e-9):.2f} steps/s"}
+        if self.collective.size > 1:
+            summary["processes"] = str(self.collective.size)
+        summary.update({f"test {k}": f"{v:.4f}" for k, v in self.tested.items()
+                        if k in ("accuracy", "exact_accuracy")})
+        return summary
+
+    def run(self) -> dict:
+        """Train until a stop (the budget, or a Ctrl-C agreed on by every process), then read the last steps,
+        evaluate unless interrupted or just evaluated, save `<run>/last` unless just saved; returns the summary."""
+        try:
+            with interrupt_flag() as interrupted:
+                while (reason := self.stop_reason(interrupted)) is None:
+                    self.take_step()
+                self.flush()
+                train_seconds = time.monotonic() - self.began - self.paused
+                if reason != INTERRUPTED and self.tested_at != self.step:
+                    self.tested = self.evaluate(final=True)
+                if self.saved != self.step:
+                    self.save_last()
+        finally:
+            self.close()
+        self.line.note(f"{reason} at step {self.step:,}; checkpoint in {self.last}")
+        if self.sink is not None:
+            self.sink.close()
+        return self.summary(reason, train_seconds)
+
+
+def train(package: ModuleType, run: Path, config: CheckpointConfig, options: RunOptions, resume: bool) -> dict:
+    """Train `config` in run directory `run` with backend `package` (from scratch, or from `<run>/last` when
+    `resume`) until total_steps or a budget; returns a summary. HRMError on a NaN loss (the last good checkpoint
+    stays). Started by a launcher (torchrun, mlx.launch), each process trains its rows of the global batch and rank 0
+    writes (shared/core/distributed.py)."""
+    distributed = importlib.import_module(f"{package.__name__}.distributed")
+    collective, device = distributed.connect(options.device)
+    summary = TrainingRun(package, collective, device, Path(run), config, options, resume).run()
+    collective.close()  # a barrier: after an error this process exits instead, and the others see it gone
+    return summary
