@@ -241,26 +241,29 @@ class TrainingRun:
         return f"{self.last} keeps the last good checkpoint, step {self.saved:,}"
 
     def save(self, directory: Path, with_state: bool) -> None:
-        """Write a checkpoint of the model to `directory` (rank 0), with the training state when `with_state`.
-        HRMError on every process when a weight is not finite or rank 0 could not write."""
-        weights = self.package.model.canonical_state(self.model)
-        bad = next((name for name, w in weights.items() if not np.isfinite(w).all()), None)
-        if bad is not None:
-            raise HRMError(f"weight {bad!r} is not finite at step {self.step}: training diverged; lower lr "
-                           f"({self.last_good()})")
+        """Write a checkpoint of the model to `directory` (rank 0), with the training state when `with_state`; with
+        train.ema the checkpoint holds the averaged weights and the state the raw ones. HRMError on every process
+        when a weight is not finite or rank 0 could not write."""
         state = self.trainer.state_dict() if with_state else None  # a collective: every process takes part
         problem = None
-        if self.writer:
-            try:
-                with checkpoint_directory(directory) as tmp:
-                    self.package.checkpoint.save_checkpoint(tmp, self.model, self.config, self.identifiers)
-                    if state is not None:
-                        where = self.feed.position
-                        write_train_state(tmp, state, {"step": self.step, "iterator": where.iterator,
-                                                       "rng": where.rng, "world_size": self.collective.size})
-            except OSError as e:
-                problem = (f"could not write the checkpoint {directory} at step {self.step} ({e.strerror or e}); "
-                           f"{self.last_good()}; free space and continue with `hrm train --resume {self.run_dir}`")
+        with self.trainer.averaged():
+            weights = self.package.model.canonical_state(self.model)
+            bad = next((name for name, w in weights.items() if not np.isfinite(w).all()), None)
+            if bad is not None:
+                raise HRMError(f"weight {bad!r} is not finite at step {self.step}: training diverged; lower lr "
+                               f"({self.last_good()})")
+            if self.writer:
+                try:
+                    with checkpoint_directory(directory) as tmp:
+                        self.package.checkpoint.save_checkpoint(tmp, self.model, self.config, self.identifiers)
+                        if state is not None:
+                            where = self.feed.position
+                            write_train_state(tmp, state, {"step": self.step, "iterator": where.iterator,
+                                                           "rng": where.rng, "world_size": self.collective.size})
+                except OSError as e:
+                    problem = (f"could not write the checkpoint {directory} at step {self.step} "
+                               f"({e.strerror or e}); {self.last_good()}; free space and continue with "
+                               f"`hrm train --resume {self.run_dir}`")
         if self.collective.all_sum_numpy(np.array([problem is not None], np.float64))[0]:
             raise HRMError(problem or f"rank {self.collective.rank}: rank 0 could not write the checkpoint "
                                       f"{directory} at step {self.step} (its message says why); {self.last_good()}")
@@ -271,14 +274,16 @@ class TrainingRun:
         self.saved = self.step
 
     def evaluate(self, final: bool) -> dict:
-        """Score the model on the test split, log and print the metrics, save the weights to `<run>/step_N`; the
+        """Score the model (its EMA with train.ema) on the test split, log and print the metrics, save the weights to `<run>/step_N`; the
         `final` evaluation also writes every prediction to `<run>/RUN_OUTPUTS` (up to MAX_KEPT_TOKENS). Returns
         the metrics."""
         voter = ArcVoter(self.identifiers) if self.arc_tasks else None
         keep = final and self.test_tokens <= MAX_KEPT_TOKENS
-        metrics, outputs = self.package.evaluate.evaluate(self.model, self.data_dir, self.trainer.eval_batch_size,
-                                                          keep_outputs=keep, on_batch=voter.add if voter else None,
-                                                          collective=self.collective)
+        with self.trainer.averaged():  # with train.ema the average is what is scored
+            metrics, outputs = self.package.evaluate.evaluate(self.model, self.data_dir,
+                                                              self.trainer.eval_batch_size, keep_outputs=keep,
+                                                              on_batch=voter.add if voter else None,
+                                                              collective=self.collective)
         if voter is not None:
             metrics.update({k: v for k, v in arc_score(voter, self.arc_tasks).items() if k.startswith("pass@")})
         if self.writer:
