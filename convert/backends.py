@@ -1,6 +1,6 @@
 """torch <-> MLX checkpoint conversion.
 
-Both backends write the same canonical safetensors file (DESIGN.md section 7), so conversion checks the file's
+Both backends write the same canonical safetensors file (shared/DESIGN.md section 7), so conversion checks the file's
 header against config.json and copies its bytes: every dtype (bfloat16 included) survives bit for bit, and
 neither framework needs to be installed.
 """

@@ -1,4 +1,5 @@
-"""Checkpoint directories in MLX (DESIGN.md section 7): a model <-> canonical safetensors plus config.json."""
+"""Checkpoint directories in MLX (shared/DESIGN.md section 7): a model <-> canonical safetensors plus
+config.json."""
 
 import dataclasses
 from pathlib import Path

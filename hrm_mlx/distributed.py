@@ -1,6 +1,6 @@
-"""Multi-process training in MLX (DESIGN.md section 5): mx.distributed under `mlx.launch` (the ring backend over
+"""Multi-process training in MLX (shared/DESIGN.md section 5): mx.distributed under `mlx.launch` (the ring backend over
 TCP between Macs, or MPI). The backend-neutral side (who writes, the timeout, gathering rows) is
-shared/distributed.py.
+shared/core/distributed.py.
 """
 
 from collections.abc import Iterator

@@ -1,5 +1,5 @@
-"""Transformer layers of HRM and TRM in MLX (DESIGN.md section 2, TRM.md section 1): post-norm blocks of
-RoPE attention (or TRM's token-mixing SwiGLU) and SwiGLU.
+"""Transformer layers of HRM and TRM in MLX (shared/DESIGN.md section 2, shared/TRM.md section 1): post-norm blocks
+of RoPE attention (or TRM's token-mixing SwiGLU) and SwiGLU.
 
 Parameters are float32 and cast to the activation dtype at each use; RMSNorm statistics and RoPE run in float32.
 """
@@ -114,8 +114,8 @@ class SwiGLU(nn.Module):
 class Block(nn.Module):
     """Post-norm block on x [B, T, H]: x = norm(x + attn(x)); x = norm(x + mlp(x)), norms over H.
 
-    With config.mlp_t (TRM.md section 1) the attention is `mlp_t`, a SwiGLU across the T = P + seq_len positions
-    applied per channel, and that residual is normalised over the position axis T.
+    With config.mlp_t (shared/TRM.md section 1) the attention is `mlp_t`, a SwiGLU across the T = P + seq_len
+    positions applied per channel, and that residual is normalised over the position axis T.
     """
 
     def __init__(self, config: ModelConfig) -> None:

@@ -1,4 +1,4 @@
-"""Stablemax / softmax cross-entropy and the ACT loss with its metrics, in MLX (DESIGN.md section 4)."""
+"""Stablemax / softmax cross-entropy and the ACT loss with its metrics, in MLX (shared/DESIGN.md section 4)."""
 
 import mlx.core as mx
 import mlx.nn as nn

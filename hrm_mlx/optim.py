@@ -1,9 +1,9 @@
-"""The two optimizers of HRM training in MLX (DESIGN.md section 5).
+"""The two optimizers of HRM training in MLX (shared/DESIGN.md section 5).
 
 AdamATan2 updates every trainable parameter as the reference's CUDA kernel does; SignSGD updates the rows of the puzzle
 table (frozen, outside value_and_grad's parameters) that a batch looked up, from the gradient of those rows. Both take
-the lr of each step as an argument (shared/schedule.py). Their arrays live in `AdamATan2.state` and in the model, so a
-train step compiled with `inputs=outputs=[model.state, adam.state]` captures them.
+the lr of each step as an argument (shared/core/schedule.py). Their arrays live in `AdamATan2.state` and in the model,
+so a train step compiled with `inputs=outputs=[model.state, adam.state]` captures them.
 """
 
 from collections.abc import Iterator

@@ -1,5 +1,5 @@
-"""The train step in MLX (DESIGN.md section 5): one optimizer step per ACT segment, the carry kept across
-batches, epochs and evaluations. The loop, metrics and checkpoints are backend-neutral (shared/train_loop.py).
+"""The train step in MLX (shared/DESIGN.md section 5): one optimizer step per ACT segment, the carry kept across
+batches, epochs and evaluations. The loop, metrics and checkpoints are backend-neutral (shared/app/train_loop.py).
 """
 
 import itertools

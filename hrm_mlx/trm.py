@@ -1,10 +1,11 @@
 """TRM in MLX: the Tiny Recursive Model (Jolicoeur-Martineau 2025, arXiv 2510.04871) as subclasses of HRM's
-modules (TRM.md sections 1-3).
+modules (shared/TRM.md sections 1-3).
 
 One network `L_level` (L_layers post-norm blocks: attention, or the token-mixing `mlp_t`) updates both states, y
 (the answer, carried as HRM's z_H) and z (the latent, z_L). Embeddings, heads, initial states, carry and resets are
-HRM's (model.py), with P = config.puzzle_emb_len prefix tokens. TRM.md section 2: backprop runs through the whole
-last recursion, and training halts on q_halt > 0 alone, so the ACT loss (section 3) has no Q-continue term.
+HRM's (model.py), with P = config.puzzle_emb_len prefix tokens. shared/TRM.md section 2: backprop runs through the
+whole last recursion, and training halts on q_halt > 0 alone, so the ACT loss (shared/TRM.md section 3) has no
+Q-continue term.
 """
 
 import mlx.core as mx

@@ -1,4 +1,4 @@
-"""Benchmark hooks in PyTorch for shared/bench.py: the device's name, waiting for queued work, and the allocator's
+"""Benchmark hooks in PyTorch for shared/app/bench.py: the device's name, waiting for queued work, and the allocator's
 peak-memory counter."""
 
 import torch

@@ -1,4 +1,5 @@
-"""Checkpoint directories in PyTorch (DESIGN.md section 7): a model <-> canonical safetensors plus config.json."""
+"""Checkpoint directories in PyTorch (shared/DESIGN.md section 7): a model <-> canonical safetensors plus
+config.json."""
 
 import dataclasses
 from pathlib import Path

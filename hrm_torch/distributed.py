@@ -1,5 +1,5 @@
-"""Multi-process training in PyTorch (DESIGN.md section 5): torch.distributed under `torchrun`, NCCL on GPUs and
-gloo on the CPU. The backend-neutral side (who writes, the timeout, gathering rows) is shared/distributed.py.
+"""Multi-process training in PyTorch (shared/DESIGN.md section 5): torch.distributed under `torchrun`, NCCL on GPUs and
+gloo on the CPU. The backend-neutral side (who writes, the timeout, gathering rows) is shared/core/distributed.py.
 """
 
 from collections.abc import Iterator

@@ -1,5 +1,5 @@
 """Evaluation in PyTorch: every test example runs exactly halt_max_steps segments, the last one is scored
-(DESIGN.md sections 3-4)."""
+(shared/DESIGN.md sections 3-4)."""
 
 from collections.abc import Callable
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Stablemax / softmax cross-entropy and the ACT loss with its metrics, in PyTorch (DESIGN.md section 4)."""
+"""Stablemax / softmax cross-entropy and the ACT loss with its metrics, in PyTorch (shared/DESIGN.md section 4)."""
 
 import torch
 import torch.nn.functional as F

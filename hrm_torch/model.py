@@ -1,7 +1,8 @@
-"""HRM in PyTorch: the H/L recurrence with the one-step gradient and the ACT wrapper (DESIGN.md sections 2-3).
+"""HRM in PyTorch: the H/L recurrence with the one-step gradient and the ACT wrapper (shared/DESIGN.md sections
+2-3).
 
 Paper (arXiv 2506.21734), section 2: the hierarchical recurrence, "approximate gradient" and "adaptive computational
-time". Module attribute paths are the canonical names (shared/init.py), relative to `HRM.inner`. TRM (trm.py)
+time". Module attribute paths are the canonical names (shared/core/names.py), relative to `HRM.inner`. TRM (trm.py)
 subclasses HRMInner and HRM, overriding `build_levels`, `recursion` and `q_halting`.
 """
 

@@ -1,8 +1,8 @@
-"""The two optimizers of HRM training in PyTorch (DESIGN.md section 5).
+"""The two optimizers of HRM training in PyTorch (shared/DESIGN.md section 5).
 
 AdamATan2 updates every trainable parameter as the reference's CUDA kernel does; SignSGD updates the rows of the puzzle
 table (a buffer, outside autograd) that a batch looked up, from the gradient of those rows. Both take the lr of each
-step as an argument (shared/schedule.py).
+step as an argument (shared/core/schedule.py).
 """
 
 import math

@@ -1,5 +1,5 @@
-"""The train step in PyTorch (DESIGN.md section 5): one optimizer step per ACT segment, the carry kept across
-batches, epochs and evaluations. The loop, metrics and checkpoints are backend-neutral (shared/train_loop.py).
+"""The train step in PyTorch (shared/DESIGN.md section 5): one optimizer step per ACT segment, the carry kept across
+batches, epochs and evaluations. The loop, metrics and checkpoints are backend-neutral (shared/app/train_loop.py).
 """
 
 from contextlib import AbstractContextManager, nullcontext

@@ -3,7 +3,7 @@ sweep over H_cycles x L_cycles on the tiny preset. Prints the table and writes s
 
     .venv/bin/python scripts/bench_train.py [more `hrm bench` options, e.g. --seconds 120]
 
-The same code as `hrm bench` (shared/bench.py); options given here are added to these defaults.
+The same code as `hrm bench` (shared/app/bench.py); options given here are added to these defaults.
 """
 
 import sys

@@ -1,22 +1,20 @@
-"""Test helpers: one small adapter per backend that speaks numpy at its edges, and the `backend` fixture.
+"""Test helpers for the models: one small adapter per backend that speaks numpy at its edges, and the tiny configs,
+weights and batches the tests run them on. The `backend` and `both` fixtures (conftest.py) hand out the adapters.
 
 An adapter builds a model from a canonical numpy weight dict, runs segments, blocks, losses and one-segment
-gradients, and hands back numpy arrays, so one test body runs against each backend and compares them.
+gradients, and hands back numpy arrays, so one test body runs against each backend and compares them. It reaches the
+backend through the backend contract (core/contract.py): `package`, `layers`, `model` and `losses` are the contract
+modules that `import_backend` loads.
 """
-
-import importlib
-import os
 
 import numpy as np
 import pytest
 
+from hrm_shared.app.backend import import_backend
 from hrm_shared.core.act import ExplorationDraws
-from hrm_shared.core.config import HRMConfig
+from hrm_shared.core.config import HRMConfig, ModelConfig
+from hrm_shared.core.contract import installed
 from hrm_shared.core.init import init_weights
-
-NAMES = ("torch", "mlx")
-# torch's OpenMP threads spin between calls and starve MLX's CPU threads (10x slower tests on 2 cores) unless passive.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def tiny_config(**changes) -> HRMConfig:
@@ -27,7 +25,7 @@ def tiny_config(**changes) -> HRMConfig:
     return config.replace(**changes)
 
 
-def tiny_weights(config: HRMConfig, seed: int = 0) -> dict[str, np.ndarray]:
+def tiny_weights(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
     """init_weights plus a random puzzle table and Q head, so the prefix and the halting decisions matter."""
     weights = init_weights(config, seed)
     rng = np.random.default_rng(seed + 1)
@@ -38,7 +36,7 @@ def tiny_weights(config: HRMConfig, seed: int = 0) -> dict[str, np.ndarray]:
     return weights
 
 
-def random_batch(rng: np.random.Generator, config: HRMConfig, batch_size: int = 4) -> dict[str, np.ndarray]:
+def random_batch(rng: np.random.Generator, config: ModelConfig, batch_size: int = 4) -> dict[str, np.ndarray]:
     """inputs, labels [B, seq_len] int32 (some labels -100) and puzzle_identifiers [B] int32."""
     shape = (batch_size, config.seq_len)
     labels = rng.integers(0, config.vocab_size, shape).astype(np.int32)
@@ -47,39 +45,24 @@ def random_batch(rng: np.random.Generator, config: HRMConfig, batch_size: int = 
             "puzzle_identifiers": rng.integers(0, config.num_puzzle_identifiers, batch_size).astype(np.int32)}
 
 
-class TorchAdapter:
-    name = "torch"
+class Adapter:
+    """What both adapters share: the backend package and its contract modules, building a model, and what is the
+    same in both frameworks once a subclass defines `array` (numpy -> tensor) and `numpy` (tensor -> numpy)."""
+
+    name: str
 
     def __init__(self) -> None:
-        import torch
+        self.package = import_backend(self.name)
+        self.layers, self.model, self.losses = self.package.layers, self.package.model, self.package.loss
 
-        from hrm_torch import layers, loss, model
-        self.torch, self.layers, self.model, self.losses = torch, layers, model, loss
-
-    def build(self, config: HRMConfig, weights: dict[str, np.ndarray]):
-        m = self.model.HRM(config)
+    def build(self, config: ModelConfig, weights: dict[str, np.ndarray]):
+        """The model of `config`'s family holding the canonical `weights`."""
+        m = self.model.build_model(config)
         self.model.load_canonical(m, weights)
         return m
 
-    def trainable_shapes(self, m) -> dict[str, tuple[int, ...]]:
-        return {k: tuple(p.shape) for k, p in m.inner.named_parameters() if p.requires_grad}
-
-    def array(self, x: np.ndarray, dtype: str | None = None):
-        t = self.torch.from_numpy(np.ascontiguousarray(x))
-        return t.to(getattr(self.torch, dtype)) if dtype else t
-
-    def numpy(self, x) -> np.ndarray:
-        x = x.detach()
-        return x.to(self.torch.float32).numpy() if x.is_floating_point() else x.numpy()
-
     def batch(self, batch: dict[str, np.ndarray]) -> dict:
         return {k: self.array(v) for k, v in batch.items()}
-
-    def step(self, m, carry, batch: dict, training: bool, draws: ExplorationDraws | None):
-        """One ACT call -> (carry, {output name: numpy})."""
-        with self.torch.no_grad():
-            carry, outputs = m(carry, batch, training, draws)
-        return carry, {k: self.numpy(v) for k, v in outputs.items()}
 
     def carry_numpy(self, carry) -> dict[str, np.ndarray]:
         return {"z_H": self.numpy(carry.inner_carry.z_H), "z_L": self.numpy(carry.inner_carry.z_L),
@@ -93,6 +76,38 @@ class TorchAdapter:
         data = {k: self.array(state[k]) for k in ("inputs", "labels", "puzzle_identifiers")}
         return self.model.Carry(inner, self.array(state["steps"]), self.array(state["halted"]), data)
 
+    def loss(self, outputs: dict[str, np.ndarray], labels, halted, steps, loss_type: str):
+        total, metrics = self.losses.act_loss({k: self.array(v) for k, v in outputs.items()}, self.array(labels),
+                                            self.array(halted), self.array(steps), loss_type)
+        return float(total), {k: float(v) for k, v in metrics.items()}
+
+
+class TorchAdapter(Adapter):
+    name = "torch"
+
+    def __init__(self) -> None:
+        import torch
+
+        super().__init__()
+        self.torch = torch
+
+    def trainable_shapes(self, m) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(p.shape) for k, p in m.inner.named_parameters() if p.requires_grad}
+
+    def array(self, x: np.ndarray, dtype: str | None = None):
+        t = self.torch.from_numpy(np.ascontiguousarray(x))
+        return t.to(getattr(self.torch, dtype)) if dtype else t
+
+    def numpy(self, x) -> np.ndarray:
+        x = x.detach()
+        return x.to(self.torch.float32).numpy() if x.is_floating_point() else x.numpy()
+
+    def step(self, m, carry, batch: dict, training: bool, draws: ExplorationDraws | None):
+        """One ACT call -> (carry, {output name: numpy})."""
+        with self.torch.no_grad():
+            carry, outputs = m(carry, batch, training, draws)
+        return carry, {k: self.numpy(v) for k, v in outputs.items()}
+
     def block(self, m, level: str, index: int, x: np.ndarray) -> np.ndarray:
         """Block `index` of `level` on x [B, T, H] (cast to the forward dtype) with the model's RoPE tables."""
         inner = m.inner
@@ -100,11 +115,6 @@ class TorchAdapter:
         with self.torch.no_grad():
             out = getattr(inner, level).layers[index](self.array(x, m.config.forward_dtype), cos_sin)
         return self.numpy(out)
-
-    def loss(self, outputs: dict[str, np.ndarray], labels, halted, steps, loss_type: str):
-        total, metrics = self.losses.act_loss({k: self.array(v) for k, v in outputs.items()}, self.array(labels),
-                                            self.array(halted), self.array(steps), loss_type)
-        return float(total), {k: float(v) for k, v in metrics.items()}
 
     def grads(self, m, carry, batch: dict, draws: ExplorationDraws, loss_type: str):
         """Loss and {canonical name: gradient} of one training segment."""
@@ -116,7 +126,7 @@ class TorchAdapter:
         return float(total.detach()), {k: self.numpy(p.grad) for k, p in m.inner.named_parameters()}
 
 
-class MLXAdapter:
+class MLXAdapter(Adapter):
     name = "mlx"
 
     def __init__(self) -> None:
@@ -124,14 +134,8 @@ class MLXAdapter:
         import mlx.nn as nn
         from mlx.utils import tree_flatten
 
-        from hrm_mlx import layers, loss, model
+        super().__init__()
         self.mx, self.nn, self.tree_flatten = mx, nn, tree_flatten
-        self.layers, self.model, self.losses = layers, model, loss
-
-    def build(self, config: HRMConfig, weights: dict[str, np.ndarray]):
-        m = self.model.HRM(config)
-        self.model.load_canonical(m, weights)
-        return m
 
     def trainable_shapes(self, m) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in self.tree_flatten(m.inner.trainable_parameters())}
@@ -144,33 +148,14 @@ class MLXAdapter:
         mx = self.mx
         return np.array(x.astype(mx.float32) if mx.issubdtype(x.dtype, mx.floating) else x)
 
-    def batch(self, batch: dict[str, np.ndarray]) -> dict:
-        return {k: self.array(v) for k, v in batch.items()}
-
     def step(self, m, carry, batch: dict, training: bool, draws: ExplorationDraws | None):
         carry, outputs = m(carry, batch, training, draws)
         return carry, {k: self.numpy(v) for k, v in outputs.items()}
-
-    def carry_numpy(self, carry) -> dict[str, np.ndarray]:
-        return {"z_H": self.numpy(carry.inner_carry.z_H), "z_L": self.numpy(carry.inner_carry.z_L),
-                "steps": self.numpy(carry.steps), "halted": self.numpy(carry.halted),
-                **{k: self.numpy(v) for k, v in carry.current_data.items()}}
-
-    def carry_from_numpy(self, m, state: dict[str, np.ndarray]):
-        dtype = m.config.forward_dtype
-        inner = self.model.InnerCarry(z_H=self.array(state["z_H"], dtype), z_L=self.array(state["z_L"], dtype))
-        data = {k: self.array(state[k]) for k in ("inputs", "labels", "puzzle_identifiers")}
-        return self.model.Carry(inner, self.array(state["steps"]), self.array(state["halted"]), data)
 
     def block(self, m, level: str, index: int, x: np.ndarray) -> np.ndarray:
         inner = m.inner
         cos_sin = inner.rotary_emb() if m.config.pos_encodings == "rope" else None
         return self.numpy(getattr(inner, level).layers[index](self.array(x, m.config.forward_dtype), cos_sin))
-
-    def loss(self, outputs: dict[str, np.ndarray], labels, halted, steps, loss_type: str):
-        total, metrics = self.losses.act_loss({k: self.array(v) for k, v in outputs.items()}, self.array(labels),
-                                            self.array(halted), self.array(steps), loss_type)
-        return float(total), {k: float(v) for k, v in metrics.items()}
 
     def grads(self, m, carry, batch: dict, draws: ExplorationDraws, loss_type: str):
         def loss_fn(model):
@@ -183,33 +168,11 @@ class MLXAdapter:
         return float(total), {k.removeprefix("inner."): self.numpy(g) for k, g in self.tree_flatten(grads)}
 
 
-ADAPTERS = {"torch": TorchAdapter, "mlx": MLXAdapter}
-_MODULES = {"torch": "torch", "mlx": "mlx.core"}
+ADAPTERS = {"torch": TorchAdapter, "mlx": MLXAdapter}  # one per name in core/contract.py BACKENDS
 
 
-def available(name: str) -> bool:
-    """Whether backend `name` imports here."""
-    try:
-        importlib.import_module(_MODULES[name])
-    except ImportError:
-        return False
-    return True
-
-
-def adapter(name: str):
+def adapter(name: str) -> Adapter:
     """The adapter of backend `name`, or a pytest skip when it is not installed."""
-    if not available(name):
+    if not installed(name):
         pytest.skip(f"{name} is not installed")
     return ADAPTERS[name]()
-
-
-@pytest.fixture(params=NAMES)
-def backend(request):
-    """Each installed backend's adapter in turn."""
-    return adapter(request.param)
-
-
-@pytest.fixture
-def both():
-    """(torch adapter, mlx adapter); skips unless both backends are installed."""
-    return adapter("torch"), adapter("mlx")

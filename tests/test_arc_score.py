@@ -1,14 +1,12 @@
-"""`hrm arc score` and shared/arc_score.py: a submission in the ARC Prize format against task JSON files."""
+"""`hrm arc score` and shared/puzzles/arc_score.py: a submission in the ARC Prize format against task JSON files."""
 
 import json
 
 import pytest
-from click.testing import CliRunner
 
+from helpers import invoke, write_arc_tasks
 from hrm_shared.puzzles.arc_score import parse_grid, score_file, score_submission
-from hrm_shared.app.cli import main
 from hrm_shared.core.errors import HRMError
-from test_arc_vote import write_arc_tasks
 
 
 @pytest.fixture
@@ -105,15 +103,11 @@ def test_solution_folder_problems(tmp_path):
         score_file(tmp_path / "submission.json", tmp_path / "empty")
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 def test_cli_prints_and_writes_the_scores(solutions, tmp_path):
     directory, outputs = solutions
     sub = perfect(outputs)
     del sub["single"]
-    r = run("arc", "score", write(tmp_path, sub), "--solutions", directory, "--json", tmp_path / "out" / "s.json")
+    r = invoke("arc", "score", write(tmp_path, sub), "--solutions", directory, "--json", tmp_path / "out" / "s.json")
     assert r.exit_code == 0, r.output
     assert "warning: task single: missing from the submission" in r.output
     assert "pass@1" in r.output and "0.6667 (2 of 3 tasks)" in r.output
@@ -126,14 +120,14 @@ def test_cli_errors_are_one_line(solutions, tmp_path, content, message):
     directory, _ = solutions
     path = tmp_path / "bad.json"
     path.write_text(content)
-    r = run("arc", "score", path, "--solutions", directory)
+    r = invoke("arc", "score", path, "--solutions", directory)
     assert r.exit_code == 1 and r.output.startswith("Error:") and message in r.output
     assert r.output.count("\n") == 1, r.output
-    r = run("arc", "score", tmp_path / "missing.json", "--solutions", directory)
+    r = invoke("arc", "score", tmp_path / "missing.json", "--solutions", directory)
     assert r.exit_code == 1 and "does not exist" in r.output
 
 
 def test_help():
     for args in (("arc", "--help"), ("arc", "score", "--help"), ("report", "--help")):
-        r = run(*args)
+        r = invoke(*args)
         assert r.exit_code == 0 and "Usage:" in r.output, args

@@ -1,21 +1,20 @@
-"""The ARC vote (shared/arc_vote.py) on hand-built predictions, on a tiny build, and through `hrm evaluate`."""
+"""The ARC vote (shared/puzzles/arc_vote.py) on hand-built predictions, on a tiny build, and through `hrm evaluate`."""
 
 import importlib
 import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from backends import backend  # noqa: F401  (fixture)
+from backends import tiny_weights
+from helpers import dataset_rows, invoke, make_dataset
+from hrm_shared.core.config import HRMConfig
 from hrm_shared.puzzles.arc_score import score_file
 from hrm_shared.puzzles.arc_vote import (ATTEMPTS, EMPTY_ANSWER, ArcTestTask, ArcVoter, arc_score, crop_shapes, pass_at,
                              read_test_tasks, submission, truth_ranks)
-from hrm_shared.app.cli import main
-from hrm_shared.data.arc import build_arc_dataset
 from hrm_shared.puzzles.arc_augment import (EOS_TOKEN, GRID_SIZE, IDENTITY_MAPPING, aug_name, augment_grid, crop_prediction,
                                      encode_grids)
-from hrm_shared.core.format import load_split, read_identifiers
+from hrm_shared.core.format import read_identifiers
 from hrm_shared.core.errors import HRMError
 
 TASK = "t1"
@@ -39,35 +38,6 @@ def random_mapping(rng) -> np.ndarray:
 
 def grid(seed: int, shape=(3, 4)) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 10, shape).astype(np.uint8)
-
-
-def write_arc_tasks(root):
-    """Three evaluation tasks (one with two test inputs) and one training task, random grids: {name: task}."""
-    rng = np.random.default_rng(5)
-
-    def pair(shape_in, shape_out):
-        return {"input": rng.integers(0, 10, shape_in).tolist(), "output": rng.integers(0, 10, shape_out).tolist()}
-
-    tasks = {"multi": {"train": [pair((3, 3), (3, 3)), pair((2, 4), (2, 4))],
-                       "test": [pair((4, 2), (2, 4)), pair((3, 5), (5, 3))]},
-             "single": {"train": [pair((5, 5), (2, 2))], "test": [pair((4, 4), (2, 2))]},
-             "third": {"train": [pair((2, 2), (4, 4)), pair((3, 3), (6, 6))], "test": [pair((1, 3), (2, 6))]}}
-    (root / "evaluation").mkdir(parents=True)
-    (root / "training").mkdir()
-    for name, task in tasks.items():
-        (root / "evaluation" / f"{name}.json").write_text(json.dumps(task))
-    (root / "training" / "tr.json").write_text(json.dumps({"train": [pair((2, 2), (2, 2))],
-                                                            "test": [pair((2, 2), (2, 2))]}))
-    return tasks
-
-
-@pytest.fixture(scope="module")
-def arc_build(tmp_path_factory):
-    """(raw task folder, dataset built from it with 4 augmentations per task, the tasks as written)."""
-    root = tmp_path_factory.mktemp("arc")
-    tasks = write_arc_tasks(root / "raw")
-    build_arc_dataset([root / "raw"], root / "ds", num_aug=4, seed=1)
-    return root / "raw", root / "ds", tasks
 
 
 def test_batch_crop_matches_crop_prediction():
@@ -167,14 +137,6 @@ def test_test_tasks_come_back_from_a_build(arc_build):
         assert [g.tolist() for g in task.outputs] == [p["output"] for p in tasks[name]["test"]]
 
 
-def dataset_rows(ds):
-    """The test split's rows: labels [N, 900] as int32 tokens and puzzle identifiers [N]."""
-    _, sets = load_split(ds, "test")
-    s = sets["all"]
-    ids = np.repeat(s.puzzle_identifiers, np.diff(s.puzzle_indices))
-    return np.asarray(s.labels).astype(np.int32), ids
-
-
 def test_perfect_and_outvoted_predictions_on_a_build(arc_build, tmp_path):
     raw, ds, tasks = arc_build
     labels, ids = dataset_rows(ds)
@@ -204,11 +166,7 @@ def test_perfect_and_outvoted_predictions_on_a_build(arc_build, tmp_path):
     assert len(entry) == ATTEMPTS
 
 
-def test_on_batch_sees_what_keep_outputs_keeps(backend, tmp_path):  # noqa: F811
-    from backends import tiny_weights
-    from conftest import make_dataset
-    from hrm_shared.core.config import HRMConfig
-
+def test_on_batch_sees_what_keep_outputs_keeps(backend, tmp_path):
     ds = make_dataset(tmp_path / "ds", groups=5, puzzles_per_group=2, examples_per_puzzle=2)  # 20 test rows
     config = HRMConfig(vocab_size=7, seq_len=8, num_puzzle_identifiers=21, hidden_size=32, num_heads=1,
                        expansion=2.0, H_layers=1, L_layers=1, halt_max_steps=2, puzzle_emb_ndim=32,
@@ -223,18 +181,14 @@ def test_on_batch_sees_what_keep_outputs_keeps(backend, tmp_path):  # noqa: F811
     assert len(set(kept["puzzle_identifiers"].tolist())) == 10
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 def test_hrm_evaluate_scores_arc_and_writes_a_submission(arc_build, tmp_path):
     raw, ds, _ = arc_build
     ckpt = tmp_path / "ckpt"
-    r = run("init", ckpt, "--backend", "torch", "--preset", "tiny", "--data", ds, "--set", "hidden_size=32",
-            "--set", "num_heads=1", "--set", "puzzle_emb_ndim=32", "--set", "halt_max_steps=1")
+    r = invoke("init", ckpt, "--backend", "torch", "--preset", "tiny", "--data", ds, "--set", "hidden_size=32",
+               "--set", "num_heads=1", "--set", "puzzle_emb_ndim=32", "--set", "halt_max_steps=1")
     assert r.exit_code == 0, r.output
-    r = run("evaluate", ckpt, ds, "--backend", "torch", "--device", "cpu", "--batch-size", "8",
-            "--submission", tmp_path / "sub.json", "--json", tmp_path / "eval.json")
+    r = invoke("evaluate", ckpt, ds, "--backend", "torch", "--device", "cpu", "--batch-size", "8",
+               "--submission", tmp_path / "sub.json", "--json", tmp_path / "eval.json")
     assert r.exit_code == 0, r.output
     assert "ARC score over 3 tasks (4 test inputs" in r.output and "pass@2" in r.output
     record = json.loads((tmp_path / "eval.json").read_text())
@@ -247,12 +201,10 @@ def test_hrm_evaluate_scores_arc_and_writes_a_submission(arc_build, tmp_path):
 
 
 def test_submission_is_refused_for_other_datasets(tmp_path):
-    from conftest import make_dataset
-
     ds = make_dataset(tmp_path / "ds", seq_len=16, vocab_size=6)
     ckpt = tmp_path / "ckpt"
-    assert run("init", ckpt, "--backend", "torch", "--preset", "tiny", "--data", ds, "--set", "hidden_size=32",
-               "--set", "num_heads=1").exit_code == 0
-    r = run("evaluate", ckpt, ds, "--backend", "torch", "--submission", tmp_path / "sub.json")
+    assert invoke("init", ckpt, "--backend", "torch", "--preset", "tiny", "--data", ds, "--set", "hidden_size=32",
+                  "--set", "num_heads=1").exit_code == 0
+    r = invoke("evaluate", ckpt, ds, "--backend", "torch", "--submission", tmp_path / "sub.json")
     assert r.exit_code == 1 and r.output.startswith("Error: --submission is for ARC datasets"), r.output
     assert not (tmp_path / "sub.json").exists()

@@ -1,4 +1,5 @@
-"""Checkpoint directories in each backend (DESIGN.md section 7): round trips, strict loading, backend selection."""
+"""Checkpoint directories in each backend (shared/DESIGN.md section 7): round trips, strict loading, backend
+selection."""
 
 import inspect
 import json
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from backends import backend, random_batch, tiny_config, tiny_weights  # noqa: F401  (fixture)
+from backends import random_batch, tiny_config, tiny_weights
 from hrm_shared.app.backend import BACKENDS, default_backend, import_backend
 from hrm_shared.core.checkpoint import CONFIG_FILE, MODEL_FILE, CheckpointConfig, read_checkpoint_config
 from hrm_shared.core.config import TrainConfig

@@ -3,17 +3,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
-from click.testing import CliRunner
 
-from hrm_shared.app.cli import main
-
-from conftest import make_dataset
-from test_sudoku import _puzzle, write_csv
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+from helpers import make_dataset, run, sudoku_puzzle, write_sudoku_csv
 
 
 def test_help_imports_no_backend():
@@ -44,8 +35,8 @@ def test_info_and_validate(tmp_path):
 
 def test_sudoku_build_and_refusal(tmp_path):
     rng = np.random.default_rng(0)
-    write_csv(tmp_path / "train.csv", [(*_puzzle(rng), 3) for _ in range(8)])
-    write_csv(tmp_path / "test.csv", [(*_puzzle(rng), 3) for _ in range(4)])
+    write_sudoku_csv(tmp_path / "train.csv", [(*sudoku_puzzle(rng), 3) for _ in range(8)])
+    write_sudoku_csv(tmp_path / "test.csv", [(*sudoku_puzzle(rng), 3) for _ in range(4)])
     out = tmp_path / "ds"
     r = run("data", "sudoku", "--csv-dir", tmp_path, "--out", out, "--num-aug", 2)
     assert r.exit_code == 0 and "train_examples" in r.output and "24" in r.output

@@ -1,5 +1,5 @@
 """Conversion between the backends' checkpoints, import of the reference's checkpoints, and the CLI commands
-`hrm init` and `hrm convert` (DESIGN.md sections 7 and 8: the round trip torch -> mlx -> torch is bit-exact)."""
+`hrm init` and `hrm convert` (shared/DESIGN.md sections 7 and 8: the round trip torch -> mlx -> torch is bit-exact)."""
 
 import json
 import sys
@@ -8,16 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 from safetensors.numpy import load_file as load_numpy
 
-from backends import adapter, backend, both, random_batch, tiny_config, tiny_weights  # noqa: F401  (fixtures)
-from conftest import make_dataset
+from backends import adapter, random_batch, tiny_config, tiny_weights
+from helpers import invoke, make_dataset
 from hrm_convert.backends import convert_checkpoint, read_safetensors_header
 from hrm_shared.app.backend import import_backend
 from hrm_shared.core.checkpoint import (CONFIG_FILE, IDENTIFIERS_FILE, MODEL_FILE, TRAIN_STATE_FILE, CheckpointConfig,
                                read_checkpoint_config)
-from hrm_shared.app.cli import main
 from hrm_shared.core.config import HRMConfig, preset
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import count_parameters, init_weights
@@ -262,14 +260,10 @@ def test_official_import_refuses_a_bad_arch(tmp_path):
 
 # ---- the CLI ----
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 def test_cli_init_then_convert(tmp_path):
     data = make_dataset(tmp_path / "ds", seq_len=16, vocab_size=10)
-    r = run("init", "--backend", "torch", "--preset", "tiny", "--data", data, "--seed", 3, "--set", "L_layers=2",
-            tmp_path / "t")
+    r = invoke("init", "--backend", "torch", "--preset", "tiny", "--data", data, "--seed", 3, "--set", "L_layers=2",
+               tmp_path / "t")
     assert r.exit_code == 0, r.output
     ours = read_checkpoint_config(tmp_path / "t")
     assert f"parameters              {count_parameters(ours.model):,}" in r.output
@@ -280,26 +274,28 @@ def test_cli_init_then_convert(tmp_path):
     stored = load_numpy(tmp_path / "t" / MODEL_FILE)
     expected = init_weights(ours.model, 3)
     assert stored.keys() == expected.keys() and all(np.array_equal(stored[k], expected[k]) for k in expected)
-    r = run("init", "--backend", "mlx", "--preset", "tiny", "--data", data, "--seed", 3, "--set", "L_layers=2",
-            tmp_path / "m")
+    r = invoke("init", "--backend", "mlx", "--preset", "tiny", "--data", data, "--seed", 3, "--set", "L_layers=2",
+               tmp_path / "m")
     assert r.exit_code == 0, r.output
     assert all(np.array_equal(v, expected[k]) for k, v in load_numpy(tmp_path / "m" / MODEL_FILE).items())
-    r = run("convert", tmp_path / "t", tmp_path / "c", "--to", "mlx")
+    r = invoke("convert", tmp_path / "t", tmp_path / "c", "--to", "mlx")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "c" / MODEL_FILE).read_bytes() == (tmp_path / "t" / MODEL_FILE).read_bytes()
     assert read_checkpoint_config(tmp_path / "c").backend == "mlx"
-    r = run("convert", tmp_path / "m", tmp_path / "c", "--to", "torch")
+    r = invoke("convert", tmp_path / "m", tmp_path / "c", "--to", "torch")
     assert r.exit_code == 1 and "already holds files; pass --force" in r.output
-    assert run("convert", tmp_path / "m", tmp_path / "c", "--to", "torch", "--force").exit_code == 0
-    r = run("init", "--backend", "torch", "--preset", "tiny", "--data", data, tmp_path / "t")
+    assert invoke("convert", tmp_path / "m", tmp_path / "c", "--to", "torch", "--force").exit_code == 0
+    r = invoke("init", "--backend", "torch", "--preset", "tiny", "--data", data, tmp_path / "t")
     assert r.exit_code == 1 and "already holds files" in r.output
 
 
 def test_cli_init_refuses_data_fields_and_bad_keys(tmp_path):
     data = make_dataset(tmp_path / "ds", seq_len=16, vocab_size=10)
-    r = run("init", "--backend", "torch", "--preset", "tiny", "--data", data, "--set", "vocab_size=3", tmp_path / "t")
+    r = invoke("init", "--backend", "torch", "--preset", "tiny", "--data", data, "--set", "vocab_size=3",
+               tmp_path / "t")
     assert r.exit_code == 1 and "come from the dataset" in r.output
-    r = run("init", "--backend", "torch", "--preset", "tiny", "--data", data, "--set", "hiden_size=3", tmp_path / "t")
+    r = invoke("init", "--backend", "torch", "--preset", "tiny", "--data", data, "--set", "hiden_size=3",
+               tmp_path / "t")
     assert r.exit_code == 1 and "unknown config key 'hiden_size'" in r.output
     assert not (tmp_path / "t").exists()
 
@@ -309,10 +305,10 @@ def test_cli_convert_from_official(tmp_path):
     config = tiny_config()
     step = write_reference(tmp_path / "run", config, tiny_weights(config))
     data = reference_dataset(tmp_path)
-    r = run("convert", "--from-official", step, "--data", data, tmp_path / "ours", "--to", "mlx")
+    r = invoke("convert", "--from-official", step, "--data", data, tmp_path / "ours", "--to", "mlx")
     assert r.exit_code == 0, r.output
     assert "rotary_emb.cos_cached" in r.output and read_checkpoint_config(tmp_path / "ours").backend == "mlx"
-    r = run("convert", "--from-official", step, "--data", data, tmp_path / "ours")
+    r = invoke("convert", "--from-official", step, "--data", data, tmp_path / "ours")
     assert r.exit_code == 1 and "already holds files" in r.output
 
 
@@ -321,7 +317,7 @@ def test_cli_convert_from_official(tmp_path):
 def test_cli_convert_usage_errors(tmp_path, args):
     step = tmp_path / "step_1"
     step.write_bytes(b"")
-    r = run("convert", *[a.format(step=step) for a in args])
+    r = invoke("convert", *[a.format(step=step) for a in args])
     assert r.exit_code == 2 and "Usage" in r.output
 
 
@@ -330,9 +326,9 @@ def test_cli_says_how_to_install_a_missing_backend(tmp_path, monkeypatch, framew
     data = make_dataset(tmp_path / "ds", seq_len=16, vocab_size=10)
     name = framework.partition(".")[0]
     monkeypatch.setitem(sys.modules, framework, None)  # `import framework` now fails as if it were not installed
-    r = run("init", "--backend", name, "--preset", "tiny", "--data", data, tmp_path / "t")
+    r = invoke("init", "--backend", name, "--preset", "tiny", "--data", data, tmp_path / "t")
     assert r.exit_code == 1 and f"the {name} backend is not installed: pip install 'hrm[{name}]'" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "t").exists()
     if name == "torch":
-        r = run("convert", "--from-official", data / IDENTIFIERS_FILE, "--data", data, tmp_path / "t")
+        r = invoke("convert", "--from-official", data / IDENTIFIERS_FILE, "--data", data, tmp_path / "t")
         assert r.exit_code == 1 and "pip install 'hrm[torch]'" in r.output

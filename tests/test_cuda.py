@@ -8,21 +8,21 @@ by argmax agreement (>= 97% of tokens); float32 paths agree to 1e-4.
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from backends import tiny_config, tiny_weights
+from hrm_shared.app.backend import import_backend
+from hrm_shared.core.act import draw_exploration
+from hrm_shared.core.config import TrainConfig
 
-from backends import tiny_config, tiny_weights  # noqa: E402
-from hrm_shared.core.act import draw_exploration  # noqa: E402
-from hrm_shared.core.config import TrainConfig  # noqa: E402
+torch = pytest.importorskip("torch")
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA)")]
 
 
 def make_model(config, device):
-    from hrm_torch.model import HRM, load_canonical
-
-    model = HRM(config)
-    load_canonical(model, tiny_weights(config))
+    models = import_backend("torch").model
+    model = models.build_model(config)
+    models.load_canonical(model, tiny_weights(config))
     return model.to(device)
 
 

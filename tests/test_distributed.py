@@ -1,4 +1,5 @@
-"""Multi-process training (DESIGN.md section 5): `torchrun` (gloo on the CPU) and `mlx.launch` (ring over localhost).
+"""Multi-process training (shared/DESIGN.md section 5): `torchrun` (gloo on the CPU) and `mlx.launch` (ring over
+localhost).
 
 Two processes on the same global batch train the same weights as one process (1e-5), a run resumes on another number
 of processes, and bad launches (a batch that does not split, a dead or hung process, the wrong launcher) end with a
@@ -18,9 +19,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from conftest import make_dataset, wait_for_lines
+from helpers import TINY, make_dataset, run, wait_for_lines
 from hrm_shared.core.errors import HRMError
-from test_train import TINY, run
 
 ROOT = Path(__file__).parents[1]
 HRM = Path(sys.executable).with_name("hrm")

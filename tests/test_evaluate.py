@@ -6,12 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from backends import backend, both, tiny_weights  # noqa: F401  (fixtures)
-from conftest import make_dataset
+from backends import tiny_weights
+from helpers import invoke, make_dataset
 from hrm_shared.core.checkpoint import CheckpointConfig, dataset_record
-from hrm_shared.app.cli import main
 from hrm_shared.core.config import HRMConfig
 from hrm_shared.core.format import SetBuilder, load_split, read_metadata, write_dataset
 from hrm_shared.data.maze_generate import generate_maze_dataset
@@ -21,10 +19,6 @@ from hrm_shared.puzzles import maze
 from hrm_shared.puzzles.solve import Puzzle, show_answer
 
 IGNORE = -100
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def modules(adapter):
@@ -138,8 +132,8 @@ def test_checkpoint_written_by_one_backend_evaluates_the_same_in_the_other(both,
 def test_cli_evaluate_writes_json_and_npz(backend, sudoku, tmp_path):
     directory = write_checkpoint(backend, tmp_path / "ckpt", sudoku)
     out = tmp_path / "out"
-    r = run("evaluate", "--backend", backend.name, directory, sudoku, "--batch-size", 10, "--device", "cpu",
-            "--json", out / "metrics.json", "--save-outputs", out / "outputs.npz")
+    r = invoke("evaluate", "--backend", backend.name, directory, sudoku, "--batch-size", 10, "--device", "cpu",
+               "--json", out / "metrics.json", "--save-outputs", out / "outputs.npz")
     assert r.exit_code == 0, r.output
     assert "exact_accuracy" in r.output and "count" in r.output
     report = json.loads((out / "metrics.json").read_text())
@@ -165,11 +159,11 @@ def test_puzzle_identifiers_follow_the_dataset(backend, tmp_path):
 
 
 def test_solve_sudoku_string(backend, sudoku, tmp_path):
-    r = run("init", tmp_path / "ckpt", "--backend", backend.name, "--preset", "tiny", "--data", sudoku,
-            "--set", "hidden_size=32", "--set", "num_heads=1", "--set", "puzzle_emb_ndim=32")
+    r = invoke("init", tmp_path / "ckpt", "--backend", backend.name, "--preset", "tiny", "--data", sudoku,
+               "--set", "hidden_size=32", "--set", "num_heads=1", "--set", "puzzle_emb_ndim=32")
     assert r.exit_code == 0, r.output
     puzzle = "1..4....3..2...."
-    r = run("solve", "--backend", backend.name, tmp_path / "ckpt", puzzle)
+    r = invoke("solve", "--backend", backend.name, tmp_path / "ckpt", puzzle)
     assert r.exit_code == 0, r.output
     checkpoint, evaluation = modules(backend)
     model, _ = checkpoint.load_checkpoint(tmp_path / "ckpt", "cpu")
@@ -180,13 +174,13 @@ def test_solve_sudoku_string(backend, sudoku, tmp_path):
 
 
 def test_solve_maze_file(backend, mazes, tmp_path):
-    r = run("init", tmp_path / "ckpt", "--backend", backend.name, "--preset", "tiny", "--data", mazes,
-            "--set", "hidden_size=32", "--set", "num_heads=1", "--set", "puzzle_emb_ndim=32")
+    r = invoke("init", tmp_path / "ckpt", "--backend", backend.name, "--preset", "tiny", "--data", mazes,
+               "--set", "hidden_size=32", "--set", "num_heads=1", "--set", "puzzle_emb_ndim=32")
     assert r.exit_code == 0, r.output
     _, sets = load_split(mazes, "test")
     question = np.asarray(sets["all"].inputs[0])
     (tmp_path / "maze.txt").write_text(maze.maze_to_text(question) + "\n")
-    r = run("solve", "--backend", backend.name, tmp_path / "ckpt", tmp_path / "maze.txt")
+    r = invoke("solve", "--backend", backend.name, tmp_path / "ckpt", tmp_path / "maze.txt")
     assert r.exit_code == 0, r.output
     assert maze.maze_to_text(question).split("\n")[0] in r.output and "answer: invalid" in r.output
 
@@ -212,11 +206,11 @@ def test_show_answer_judges_sudoku_and_maze(sudoku, mazes):
 
 def test_errors_are_one_line(sudoku, mazes, tmp_path):
     ckpt = tmp_path / "ckpt"
-    assert run("init", ckpt, "--preset", "tiny", "--data", sudoku, "--set", "hidden_size=32",
-               "--set", "num_heads=1").exit_code == 0
+    assert invoke("init", ckpt, "--preset", "tiny", "--data", sudoku, "--set", "hidden_size=32",
+                  "--set", "num_heads=1").exit_code == 0
     maze_ckpt = tmp_path / "maze-ckpt"
-    assert run("init", maze_ckpt, "--preset", "tiny", "--data", mazes, "--set", "hidden_size=32",
-               "--set", "num_heads=1").exit_code == 0
+    assert invoke("init", maze_ckpt, "--preset", "tiny", "--data", mazes, "--set", "hidden_size=32",
+                  "--set", "num_heads=1").exit_code == 0
     bad_maze = tmp_path / "bad.txt"
     bad_maze.write_text("#" * 8 + "\n" + "#S    G#\n" * 6 + "#" * 7 + "\n")
     other = make_dataset(tmp_path / "other", seq_len=16)
@@ -230,6 +224,6 @@ def test_errors_are_one_line(sudoku, mazes, tmp_path):
         (("evaluate", tmp_path / "missing", sudoku), "does not exist"),
     ]
     for args, message in cases:
-        r = run(*args)
+        r = invoke(*args)
         assert r.exit_code == 1, (args, r.output)
         assert r.output.count("\n") == 1 and r.output.startswith("Error:") and message in r.output, (args, r.output)

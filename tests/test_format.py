@@ -8,7 +8,7 @@ from hrm_shared.core.format import (atomic_directory, dataset_info, fingerprint,
                                  validate_dataset, write_dataset)
 from hrm_shared.core.errors import HRMError
 
-from conftest import make_dataset
+from helpers import make_dataset
 
 
 def test_round_trip(dataset):

@@ -7,7 +7,7 @@ from hrm_shared.core.format import load_split
 from hrm_shared.core.iterator import IGNORE_LABEL_ID, TestIterator, TrainIterator
 from hrm_shared.core.errors import HRMError
 
-from conftest import make_dataset
+from helpers import make_dataset
 
 
 def _example_keys(batch):

@@ -1,6 +1,6 @@
 """Initialisation, exploration draws, layers, one segment, the ACT wrapper and the loss, each against numpy.
 
-The numpy references below are written from DESIGN.md sections 2-4 in float64, independently of either backend.
+The numpy references below are written from shared/DESIGN.md sections 2-4 in float64, independently of either backend.
 """
 
 import math
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from backends import backend, random_batch, tiny_config, tiny_weights  # noqa: F401  (fixture)
+from backends import random_batch, tiny_config, tiny_weights
 from hrm_shared.core.act import draw_exploration
 from hrm_shared.core.config import HRMConfig
 from hrm_shared.core.errors import HRMError
@@ -60,7 +60,7 @@ def np_block(w, x, heads, rope):
 
 
 def np_segment(weights, config: HRMConfig, z_H, z_L, batch):
-    """One segment of DESIGN.md section 2 in float64 -> (z_H, z_L, logits, q_halt, q_continue)."""
+    """One segment of shared/DESIGN.md section 2 in float64 -> (z_H, z_L, logits, q_halt, q_continue)."""
     w = {k: v.astype(np.float64) for k, v in weights.items()}
     B, H, P = len(batch["inputs"]), config.hidden_size, config.puzzle_emb_len
     x = w["embed_tokens.embedding_weight"][batch["inputs"]]

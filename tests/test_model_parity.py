@@ -1,4 +1,4 @@
-"""torch and MLX against each other on the same canonical weights, inputs and draws (DESIGN.md section 8).
+"""torch and MLX against each other on the same canonical weights, inputs and draws (shared/DESIGN.md section 8).
 
 Tolerances (CPU; the worst value measured on the tiny configs below in brackets):
 - float32, per block and per segment from the same carry: max-abs <= 1e-4 (blocks 7e-6, segments 4e-5 on z_L).
@@ -14,7 +14,7 @@ Tolerances (CPU; the worst value measured on the tiny configs below in brackets)
 import numpy as np
 import pytest
 
-from backends import both, random_batch, tiny_config, tiny_weights  # noqa: F401  (fixture)
+from backends import random_batch, tiny_config, tiny_weights
 from hrm_shared.core.act import draw_exploration
 
 STATE = ("z_H", "z_L")

@@ -1,40 +1,16 @@
-"""The two backends define the same names and the same canonical tensors (DESIGN.md section 2, "Canonical names")."""
+"""Both backends hold exactly the canonical tensors of a config (shared/DESIGN.md section 2, "Canonical names"); the
+file-for-file twin check is tests/test_contract.py."""
 
-import importlib
-import inspect
 
 import numpy as np
 import pytest
 
-from backends import backend, both, tiny_config, tiny_weights  # noqa: F401  (fixtures)
+from backends import tiny_config, tiny_weights
 from hrm_shared.core.config import preset
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import canonical_shapes, count_parameters
 
 UNTRAINED = {"H_init", "L_init", "puzzle_emb.weights"}
-
-
-def _public_api(module) -> list[tuple[str, list[str]]]:
-    """[(name, public methods)] of the classes and functions a module defines, in source order."""
-    items = []
-    for name, obj in vars(module).items():
-        if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
-            continue
-        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
-            continue
-        methods = []
-        if inspect.isclass(obj):
-            methods = sorted("__call__" if m == "forward" else m for m in vars(obj)
-                             if (not m.startswith("_") or m == "__call__") and callable(vars(obj)[m]))
-        items.append((inspect.getsourcelines(obj)[1], name, methods))
-    return [(name, methods) for _, name, methods in sorted(items)]
-
-
-@pytest.mark.parametrize("file", ["layers", "model", "loss"])
-def test_backends_define_the_same_names_in_the_same_order(both, file):
-    torch_api = _public_api(importlib.import_module(f"hrm_torch.{file}"))
-    mlx_api = _public_api(importlib.import_module(f"hrm_mlx.{file}"))
-    assert torch_api == mlx_api
 
 
 @pytest.mark.parametrize("pos_encodings", ["rope", "learned"])

@@ -1,6 +1,6 @@
-"""AdamATan2, sparse SignSGD and the lr schedule (DESIGN.md sections 5 and 8), against numpy and across backends.
+"""AdamATan2, sparse SignSGD and the lr schedule (shared/DESIGN.md sections 5 and 8), against numpy and across backends.
 
-The numpy references are written from DESIGN.md section 5 in float64. Tolerance: an optimizer step from identical
+The numpy references are written from shared/DESIGN.md section 5 in float64. Tolerance: an optimizer step from identical
 states, per tensor, max|x - ref| <= 1e-6 * max|ref| (measured: 1.1e-7, float32 rounding).
 """
 
@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 
-from backends import backend, both  # noqa: F401  (fixtures)
 from hrm_shared.core.config import TrainConfig
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.schedule import learning_rate, total_steps

@@ -1,4 +1,4 @@
-"""The puzzle-row gradient path and both optimizers on the tiny HRM (DESIGN.md sections 2 and 5).
+"""The puzzle-row gradient path and both optimizers on the tiny HRM (shared/DESIGN.md sections 2 and 5).
 
 A train step looks up the puzzle-table rows of the ids in `HRM.segment_data`, passes them as `puzzle_rows` and takes
 their gradient (torch: a leaf tensor's .grad; MLX: value_and_grad over (parameters, rows)). Tolerance: gradients
@@ -8,7 +8,8 @@ max|g - ref| <= 1e-4 * max|ref| (measured: 1.4e-5 between backends, 4e-8 against
 import numpy as np
 import pytest
 
-from backends import backend, both, random_batch, tiny_config, tiny_weights  # noqa: F401  (fixtures)
+from backends import random_batch, tiny_config, tiny_weights
+from hrm_shared.app.backend import import_backend
 from hrm_shared.core.act import draw_exploration
 from hrm_shared.core.init import NON_TRAINABLE, canonical_shapes
 
@@ -36,10 +37,10 @@ class TorchModel:
     def __init__(self, config, weights) -> None:
         import torch
 
-        from hrm_torch import loss, model, optim
-        self.torch, self.loss, self.optim, self.config = torch, loss, optim, config
-        self.m = model.HRM(config)
-        model.load_canonical(self.m, weights)
+        package = import_backend("torch")
+        self.torch, self.loss, self.optim, self.config = torch, package.loss, package.optim, config
+        self.m = package.model.build_model(config)
+        package.model.load_canonical(self.m, weights)
 
     def _second_call_loss(self, dense: bool):
         torch, m = self.torch, self.m
@@ -85,10 +86,10 @@ class MLXModel:
         import mlx.core as mx
         import mlx.nn as nn
 
-        from hrm_mlx import loss, model, optim
-        self.mx, self.nn, self.loss, self.optim, self.config = mx, nn, loss, optim, config
-        self.m = model.HRM(config)
-        model.load_canonical(self.m, weights)
+        package = import_backend("mlx")
+        self.mx, self.nn, self.loss, self.optim, self.config = mx, nn, package.loss, package.optim, config
+        self.m = package.model.build_model(config)
+        package.model.load_canonical(self.m, weights)
 
     def _second_call(self):
         """(the carry after the first call, with rows 0 and 2 halted, the second batch, its draws)."""

@@ -1,5 +1,5 @@
-"""`hrm report` (shared/report.py, shared/report_page.py): the page's content, its sources, and the page in a real
-headless browser (Debian's chromium; skipped when it is not installed)."""
+"""`hrm report` (shared/app/report.py, shared/app/report_page.py): the page's content, its sources, and the page in a
+real headless browser (Debian's chromium; skipped when it is not installed)."""
 
 import json
 import os
@@ -11,16 +11,14 @@ import zlib
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from hrm_shared.app.cli import main
+from helpers import dataset_rows, invoke, write_arc_tasks
 from hrm_shared.data.arc import build_arc_dataset
 from hrm_shared.core.format import load_split
 from hrm_shared.puzzles.render import ARC_PALETTE
 from hrm_shared.data.sudoku_small import build_small_sudoku
 from hrm_shared.core.errors import HRMError
 from hrm_shared.app.report import Outputs, write_report
-from test_arc_vote import arc_build, dataset_rows, write_arc_tasks  # noqa: F401  (fixture)
 
 CHROMIUM = "/usr/bin/chromium"
 CARD = re.compile(r'<section class="card (solved|unsolved)"[^>]*>')
@@ -70,7 +68,7 @@ def test_outputs_stream_in_chunks(tmp_path):
         Outputs(tmp_path / "text.npz")
 
 
-def test_arc_page(arc_build, tmp_path):  # noqa: F811
+def test_arc_page(arc_build, tmp_path):
     raw, ds, tasks = arc_build
     outputs = arc_outputs(ds, tmp_path / "out.npz")
     result = write_report(outputs, ds, tmp_path / "a.html")
@@ -117,30 +115,26 @@ def test_sudoku_page_marks_wrong_cells(tmp_path):
     assert 'data-wrong="1110000000000000"' in page and 'data-box="2x2"' in page
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def test_run_directory_and_bad_sources(arc_build, tmp_path):  # noqa: F811
+def test_run_directory_and_bad_sources(arc_build, tmp_path):
     _, ds, _ = arc_build
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    r = run("report", run_dir)
+    r = invoke("report", run_dir)
     assert r.exit_code == 1 and "eval_outputs.npz is missing" in r.output and r.output.count("\n") == 1
     arc_outputs(ds, run_dir / "eval_outputs.npz")
-    assert "does not name the run's dataset" in run("report", run_dir).output
+    assert "does not name the run's dataset" in invoke("report", run_dir).output
     (run_dir / "config.json").write_text(json.dumps({"dataset": {"path": str(ds)}}))
-    r = run("report", run_dir)
+    r = invoke("report", run_dir)
     assert r.exit_code == 0, r.output
     assert (run_dir / "report.html").is_file() and "Report written to" in r.output and "pass@2" in r.output
-    r = run("report", run_dir / "eval_outputs.npz")
+    r = invoke("report", run_dir / "eval_outputs.npz")
     assert r.exit_code == 2 or (r.exit_code == 1 and "--data" in r.output), r.output
     labels, ids = dataset_rows(ds)
     save_outputs(tmp_path / "short.npz", labels[:-1], labels[:-1], ids[:-1])
-    r = run("report", tmp_path / "short.npz", "--data", ds)
+    r = invoke("report", tmp_path / "short.npz", "--data", ds)
     assert r.exit_code == 1 and "the outputs are from another dataset" in r.output
     save_outputs(tmp_path / "shuffled.npz", labels, labels, ids[::-1].copy())
-    r = run("report", tmp_path / "shuffled.npz", "--data", ds)
+    r = invoke("report", tmp_path / "shuffled.npz", "--data", ds)
     assert r.exit_code == 1 and "differ from the dataset's from row 0" in r.output
 
 
@@ -190,7 +184,7 @@ def chromium(tmp_path, *args) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"no {CHROMIUM}: `apt-get install chromium` to see the page "
                                                        f"in a headless browser")
-def test_page_in_a_headless_browser(arc_build, tmp_path):  # noqa: F811
+def test_page_in_a_headless_browser(arc_build, tmp_path):
     _, ds, _ = arc_build
     write_report(arc_outputs(ds, tmp_path / "out.npz"), ds, tmp_path / "page.html")
     url = (tmp_path / "page.html").as_uri()

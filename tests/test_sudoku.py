@@ -1,40 +1,23 @@
 import numpy as np
 import pytest
 
+from helpers import SUDOKU_BASE, sudoku_puzzle, write_sudoku_csv
 from hrm_shared.core.format import load_split, validate_dataset
 from hrm_shared.data.sudoku import build_sudoku_dataset, is_valid_solution, read_sudoku_csv, shuffle_sudoku
 from hrm_shared.core.errors import HRMError
 
-BASE = np.array([[(r * 3 + r // 3 + c) % 9 + 1 for c in range(9)] for r in range(9)], dtype=np.uint8)
-
-
-def _puzzle(rng, blanks=40):
-    board, solution = shuffle_sudoku(rng, BASE, BASE)
-    board = board.copy()
-    board.reshape(-1)[rng.choice(81, blanks, replace=False)] = 0
-    return board, solution
-
-
-def write_csv(path, rows):
-    lines = ["source,question,answer,rating"]
-    for board, solution, rating in rows:
-        q = "".join("." if d == 0 else str(d) for d in board.reshape(-1))
-        lines.append(f"test,{q},{''.join(map(str, solution.reshape(-1)))},{rating}")
-    path.write_text("\n".join(lines) + "\n")
-
-
 @pytest.fixture
 def csv_dir(tmp_path):
     rng = np.random.default_rng(0)
-    write_csv(tmp_path / "train.csv", [(*_puzzle(rng), r) for r in range(20)])
-    write_csv(tmp_path / "test.csv", [(*_puzzle(rng), 5) for _ in range(6)])
+    write_sudoku_csv(tmp_path / "train.csv", [(*sudoku_puzzle(rng), r) for r in range(20)])
+    write_sudoku_csv(tmp_path / "test.csv", [(*sudoku_puzzle(rng), 5) for _ in range(6)])
     return tmp_path
 
 
 def test_augmentation_keeps_validity_and_consistency():
     rng = np.random.default_rng(1)
     for _ in range(200):
-        board, solution = _puzzle(rng)
+        board, solution = sudoku_puzzle(rng)
         b, s = shuffle_sudoku(rng, board, solution)
         assert is_valid_solution(s)
         assert (b == 0).sum() == (board == 0).sum()
@@ -43,7 +26,7 @@ def test_augmentation_keeps_validity_and_consistency():
 
 def test_augmentations_are_varied():
     rng = np.random.default_rng(2)
-    outs = {shuffle_sudoku(rng, BASE, BASE)[1].tobytes() for _ in range(50)}
+    outs = {shuffle_sudoku(rng, SUDOKU_BASE, SUDOKU_BASE)[1].tobytes() for _ in range(50)}
     assert len(outs) == 50
 
 
@@ -74,7 +57,8 @@ def test_subsample_is_seeded(csv_dir, tmp_path):
     ("test,abc", "train.csv:3: expected 4 fields"),
     ("test," + "x" * 81 + "," + "1" * 81 + ",1", "train.csv:3: question may hold only"),
     ("test," + "." * 81 + "," + "1" * 81 + ",1", "train.csv:3: the answer breaks a row"),
-    ("test," + "." * 81 + "," + "".join(map(str, BASE.reshape(-1))) + ",hard", "rating 'hard' is not an integer"),
+    ("test," + "." * 81 + "," + "".join(map(str, SUDOKU_BASE.reshape(-1))) + ",hard",
+     "rating 'hard' is not an integer"),
 ])
 def test_malformed_rows_name_their_line(csv_dir, line, message):
     path = csv_dir / "train.csv"
@@ -93,7 +77,7 @@ def test_wrong_header_and_missing_file(csv_dir):
 
 
 def test_contradicting_answer(csv_dir):
-    q = "".join(map(str, BASE.reshape(-1)))
+    q = "".join(map(str, SUDOKU_BASE.reshape(-1)))
     bad = q[:-1] + ("1" if q[-1] != "1" else "2")
     (csv_dir / "test.csv").write_text(f"source,question,answer,rating\nx,{bad},{q},0\n")
     with pytest.raises(HRMError, match="test.csv:2: the answer contradicts"):
@@ -101,11 +85,11 @@ def test_contradicting_answer(csv_dir):
 
 
 def test_verify_refuses_a_puzzle_with_several_solutions(csv_dir, tmp_path):
-    q = "".join(map(str, BASE.reshape(-1)))
-    board = BASE.copy()
+    q = "".join(map(str, SUDOKU_BASE.reshape(-1)))
+    board = SUDOKU_BASE.copy()
     board[1:] = 0  # only the first row given: many completions
     question = "".join("." if d == 0 else str(d) for d in board.reshape(-1))
-    write_csv(csv_dir / "train.csv", [(*_puzzle(np.random.default_rng(0), blanks=0), 1)])
+    write_sudoku_csv(csv_dir / "train.csv", [(*sudoku_puzzle(np.random.default_rng(0), blanks=0), 1)])
     (csv_dir / "test.csv").write_text(f"source,question,answer,rating\nx,{q},{q},0\nx,{question},{q},0\n")
     assert build_sudoku_dataset(csv_dir, tmp_path / "ok", verify=False)["test_examples"] == 2
     with pytest.raises(HRMError, match="test.csv:3: the question has several solutions"):

@@ -1,4 +1,4 @@
-"""Training (DESIGN.md section 5): both backends' train steps agree, and runs resume exactly.
+"""Training (shared/DESIGN.md section 5): both backends' train steps agree, and runs resume exactly.
 
 Parity: 20 optimizer steps from the same weights, batches and exploration draws give loss curves within 1e-3 (absolute)
 and the same halting counts. Resume: a run stopped at step N and resumed to 2N ends with the same bytes as a run that
@@ -13,26 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from safetensors.numpy import load_file
 
-from backends import NAMES, tiny_config, tiny_weights
-from conftest import make_dataset, wait_for_lines
+from backends import tiny_config, tiny_weights
+from helpers import TINY, make_dataset, run, wait_for_lines
 from hrm_shared.core.act import draw_exploration
 from hrm_shared.app.backend import import_backend
-from hrm_shared.app.cli import main
 from hrm_shared.core.config import TrainConfig
+from hrm_shared.core.contract import BACKENDS
 from hrm_shared.core.iterator import TrainIterator
 from hrm_shared.core.schedule import learning_rate
-
-# A run small enough for MLX's CPU build: hidden 32, batch 8, sequences of 8 (make_dataset), 3 cycles of ACT.
-TINY = ["--preset", "tiny", "--set", "hidden_size=32", "--set", "puzzle_emb_ndim=32", "--set", "global_batch_size=8",
-        "--set", "halt_max_steps=3", "--set", "lr_warmup_steps=2"]
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
 
 def train_steps(name: str, data: Path, steps: int) -> tuple[list[float], list[float], dict[str, np.ndarray]]:
     """`steps` train steps of backend `name` on the tiny model -> (losses, halted counts, final weights)."""
@@ -40,7 +30,7 @@ def train_steps(name: str, data: Path, steps: int) -> tuple[list[float], list[fl
     config = tiny_config(vocab_size=7, seq_len=8, num_puzzle_identifiers=73, hidden_size=32, L_layers=1,
                          halt_max_steps=3, halt_exploration_prob=0.5)
     train = TrainConfig(global_batch_size=8, lr=1e-3, lr_warmup_steps=4, puzzle_emb_lr=1e-2)
-    model = package.model.HRM(config)
+    model = package.model.build_model(config)
     package.model.load_canonical(model, tiny_weights(config))
     trainer = package.train.Trainer(model, train)
     iterator, rng = TrainIterator(data, 8, seed=0), np.random.default_rng(0)
@@ -58,7 +48,7 @@ def train_steps(name: str, data: Path, steps: int) -> tuple[list[float], list[fl
 def test_twenty_steps_agree_across_backends(tmp_path):
     data = make_dataset(tmp_path / "ds")
     (torch_losses, torch_counts, torch_weights), (mlx_losses, mlx_counts, mlx_weights) = (
-        train_steps(name, data, 20) for name in NAMES)
+        train_steps(name, data, 20) for name in BACKENDS)
     assert torch_counts == mlx_counts
     assert sum(torch_counts) > 0, "no row halted: the halting path was not exercised"
     np.testing.assert_allclose(mlx_losses, torch_losses, rtol=0, atol=1e-3)
@@ -87,7 +77,7 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert metrics_a == metrics_b
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", BACKENDS)
 def test_resume_is_exact(tmp_path, name):
     data = make_dataset(tmp_path / "ds")
     whole, parts = tmp_path / "whole", tmp_path / "parts"

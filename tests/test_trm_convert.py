@@ -20,7 +20,7 @@ VARIANTS = [dict(), dict(mlp_t=True, pos_encodings="none")]
 
 
 def trm_config(**changes) -> TRMConfig:
-    """TRM.md's smallest CPU config on a dataset of vocab 10, seq_len 16, 3 puzzle ids."""
+    """The smallest CPU config of shared/TRM.md section 6 on a dataset of vocab 10, seq_len 16, 3 puzzle ids."""
     return TRMConfig(vocab_size=10, seq_len=16, num_puzzle_identifiers=3, hidden_size=64, num_heads=2, H_cycles=2,
                      L_cycles=2, halt_max_steps=3, puzzle_emb_ndim=64, puzzle_emb_len=2, forward_dtype="float32",
                      **changes)

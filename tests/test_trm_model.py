@@ -1,4 +1,4 @@
-"""TRM in each backend against TRM.md and the float64 numpy reference in trm_reference.py: names and parameter
+"""TRM in each backend against shared/TRM.md and the float64 numpy reference in trm_reference.py: names and parameter
 counts, the mlp_t and attention blocks, whole segments, the halting rule, evaluation length, and the gradient of a
 training segment (the full last recursion) against finite differences.
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import trm_reference as ref
-from backends import backend, random_batch  # noqa: F401  (fixture)
+from backends import random_batch
 from hrm_shared.core.act import draw_exploration
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import NON_TRAINABLE, canonical_shapes, count_parameters

@@ -1,5 +1,5 @@
 """TRM in torch and MLX against each other from the same canonical weights, inputs and exploration draws
-(DESIGN.md section 8 applied to TRM.md).
+(shared/DESIGN.md section 8 applied to shared/TRM.md).
 
 Tolerances (CPU, the tiny TRM configs of trm_reference.py; the worst value measured in brackets):
 - float32, per block and per segment from the same carry: max-abs <= 1e-4 (blocks 5e-6, segments 2e-5 on z_L);
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import trm_reference as ref
-from backends import both, random_batch  # noqa: F401  (fixture)
+from backends import random_batch
 from hrm_shared.core.act import draw_exploration
 
 STATE = ("z_H", "z_L")

@@ -1,7 +1,7 @@
 """TRM test helpers: an independent float64 numpy reference of TRM, its configs and weights, and one training
 segment's gradients (parameters and puzzle rows) from each backend.
 
-The reference is written from TRM.md sections 1-3 and DESIGN.md section 2, not from either backend. Parameters are a
+The reference is written from shared/TRM.md sections 1-3 and shared/DESIGN.md section 2, not from either backend. Parameters are a
 dict of canonical names, plus "puzzle_rows" [B, ndim]: the puzzle-table rows of the segment's ids, the tensor sparse
 SignSGD differentiates.
 """
@@ -13,7 +13,7 @@ import numpy as np
 from backends import tiny_weights
 from hrm_shared.core.config import TRMConfig
 
-# Named changes to the smallest config, each a case TRM.md section 6 asks to test.
+# Named changes to the smallest config, each a case shared/TRM.md section 6 asks to test.
 VARIANTS = {
     "attention": {},
     "mlp_t": dict(mlp_t=True, pos_encodings="none"),
@@ -24,7 +24,7 @@ VARIANTS = {
 
 
 def trm_config(**changes) -> TRMConfig:
-    """TRM.md's smallest CPU config: hidden 64, 2 heads, expansion 4, 2 layers, T = n = 2, halt_max_steps 3,
+    """The smallest CPU config of shared/TRM.md section 6: hidden 64, 2 heads, expansion 4, 2 layers, T = n = 2, halt_max_steps 3,
     puzzle_emb_ndim 64, P = 2, seq_len 16, vocab 6, 3 puzzle ids, float32."""
     config = TRMConfig(vocab_size=6, seq_len=16, num_puzzle_identifiers=3, hidden_size=64, num_heads=2, expansion=4.0,
                        L_layers=2, H_cycles=2, L_cycles=2, halt_max_steps=3, puzzle_emb_ndim=64, puzzle_emb_len=2,
@@ -123,7 +123,7 @@ def input_embeddings(w: dict, config: TRMConfig, inputs: np.ndarray) -> np.ndarr
 
 def segment(w: dict, config: TRMConfig, y: np.ndarray, z: np.ndarray, inputs: np.ndarray,
             frozen: dict | None = None, free_calls: int | None = None) -> tuple[np.ndarray, ...]:
-    """One TRM segment (TRM.md section 2) from y, z [B, T, H] -> (y, z, logits, q_halt, q_continue).
+    """One TRM segment (shared/TRM.md section 2) from y, z [B, T, H] -> (y, z, logits, q_halt, q_continue).
 
     For finite differences of a truncated gradient: with `frozen`, every net call but the last `free_calls` (and the
     input embedding they take) uses the parameters `frozen`, so only the last calls and the heads see `w`.
@@ -145,7 +145,7 @@ def segment(w: dict, config: TRMConfig, y: np.ndarray, z: np.ndarray, inputs: np
 
 
 def loss(logits: np.ndarray, q_halt: np.ndarray, labels: np.ndarray) -> float:
-    """TRM's ACT loss over all rows (TRM.md section 3): sum of per-row mean stablemax losses + 0.5 * BCE(q_halt,
+    """TRM's ACT loss over all rows (shared/TRM.md section 3): sum of per-row mean stablemax losses + 0.5 * BCE(q_halt,
     all supervised tokens argmax-correct)."""
     mask = labels != -100
     s = np.where(logits < 0, 1 / (1 - np.minimum(logits, 0)), logits + 1)

@@ -1,4 +1,4 @@
-"""Model FLOPs of HRM training and evaluation (DESIGN.md sections 2-3), for model FLOP utilisation (MFU).
+"""Model FLOPs of HRM training and evaluation (shared/DESIGN.md sections 2-3), for model FLOP utilisation (MFU).
 
 Only matrix products are counted, 2 FLOPs per multiply-add; elementwise work (norms, RoPE, softmax, SiLU) and
 embedding lookups are left out, as in the usual MFU convention. With B rows, T = P + seq_len positions, hidden H,

@@ -1,4 +1,4 @@
-"""Backend-agnostic ACT helpers (DESIGN.md section 3).
+"""Backend-agnostic ACT helpers (shared/DESIGN.md section 3).
 
 The exploration numbers are drawn here, in numpy, from the run's seeded generator and handed to the backend,
 so the torch and MLX models follow the same halting trajectory **(ours)**.

@@ -1,8 +1,9 @@
-"""Checkpoint directories (DESIGN.md section 7): layout, config.json, and the fit between a checkpoint and a dataset.
+"""Checkpoint directories (shared/DESIGN.md section 7): layout, config.json, and the fit between a checkpoint and a
+dataset.
 
 ```
 <ckpt>/config.json              {"format", "backend", "family", "model", "train", "dataset"}
-<ckpt>/model.safetensors        canonical names (shared/init.py), float32 master weights
+<ckpt>/model.safetensors        canonical names (shared/core/names.py), float32 master weights
 <ckpt>/train_state.safetensors  what exact resume needs (training checkpoints only)
 <ckpt>/identifiers.json         puzzle names by identifier, when the puzzle table is trained
 ```

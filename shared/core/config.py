@@ -1,4 +1,4 @@
-"""Model and training configs (DESIGN.md sections 2 and 5), their presets and `key=value` overrides."""
+"""Model and training configs (shared/DESIGN.md sections 2 and 5), their presets and `key=value` overrides."""
 
 import dataclasses
 import json
@@ -152,7 +152,7 @@ class HRMConfig(ModelConfig):
 
 @dataclass
 class TRMConfig(ModelConfig):
-    """The Tiny Recursive Model (TRM.md section 1): one network `L_level` of L_layers blocks, recursed H_cycles
+    """The Tiny Recursive Model (shared/TRM.md section 1): one network `L_level` of L_layers blocks, recursed H_cycles
     times (each recursion: L_cycles latent updates, then one answer update), the last recursion with full gradient.
 
     `puzzle_emb_len` is P, the prefix length (0: HRM's ceil(puzzle_emb_ndim / hidden_size), stored as that value);
@@ -181,7 +181,7 @@ class TRMConfig(ModelConfig):
                            f"hold puzzle_emb_ndim={self.puzzle_emb_ndim}")
         if not self.no_ACT_continue:
             raise HRMError("no_ACT_continue=False is not supported: the reference's branch for it is broken "
-                           "(TRM.md section 2); TRM halts on q_halt alone")
+                           "(shared/TRM.md section 2); TRM halts on q_halt alone")
 
     @property
     def token_mixer_size(self) -> int:
@@ -204,7 +204,7 @@ class TrainConfig(_ConfigBase):
     weight_decay: float = 0.1
     puzzle_emb_lr: float = 1e-2
     puzzle_emb_weight_decay: float = 0.1
-    ema: bool = False  # evaluate and export an exponential moving average of the parameters (TRM.md section 4)
+    ema: bool = False  # evaluate and export an exponential moving average of the parameters (shared/TRM.md section 4)
     ema_rate: float = 0.999  # shadow = rate * shadow + (1 - rate) * parameter after each step
     seed: int = 0
 
@@ -259,13 +259,14 @@ PRESETS: dict[str, tuple[type[ModelConfig], dict, dict]] = {
         dict(global_batch_size=64, epochs=29, eval_interval=29, lr=3e-3, lr_warmup_steps=200, lr_min_ratio=0.1,
              weight_decay=0.1, puzzle_emb_lr=1e-2),
     ),
-    # TRM (TRM.md section 4): the reference's recipes. Sudoku with the token-mixing MLP (5M) or attention (7M).
+    # TRM (shared/TRM.md section 4): the reference's recipes. Sudoku with the token-mixing MLP (5M) or attention (7M).
     "trm-sudoku": (TRMConfig, dict(mlp_t=True, pos_encodings="none"), _TRM_1K),
     "trm-sudoku-att": (TRMConfig, {}, _TRM_1K),
     "trm-maze": (TRMConfig, dict(L_cycles=4), _TRM_1K),
     "trm-arc-agi-1": (TRMConfig, dict(L_cycles=4), _TRM_ARC),
     "trm-arc-agi-2": (TRMConfig, dict(L_cycles=4), _TRM_ARC),
-    # For tests and the CPU: TRM.md's smallest config (hidden 64, 2 recursions of 2 latent updates), float32.
+    # For tests and the CPU: the smallest config of shared/TRM.md section 6 (hidden 64, 2 recursions of 2 latent
+    # updates), float32.
     "trm-tiny": (
         TRMConfig,
         dict(hidden_size=64, num_heads=2, H_cycles=2, L_cycles=2, halt_max_steps=4, puzzle_emb_ndim=64,

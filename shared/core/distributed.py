@@ -1,4 +1,4 @@
-"""Multi-process training (DESIGN.md section 5), backend-neutral and numpy only.
+"""Multi-process training (shared/DESIGN.md section 5), backend-neutral and numpy only.
 
 Every process runs the same loop on its slice of the same global batch: rank r holds rows
 [r * B_local, (r + 1) * B_local). Gradients are summed across processes (the loss is already divided by the global

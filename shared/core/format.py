@@ -1,4 +1,4 @@
-"""The on-disk puzzle dataset format (DESIGN.md section 6), byte-compatible with the reference builds.
+"""The on-disk puzzle dataset format (shared/DESIGN.md section 6), byte-compatible with the reference builds.
 
 ```
 <root>/identifiers.json                 ["<blank>", name of id 1, ...]

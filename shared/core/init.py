@@ -1,7 +1,7 @@
-"""Reference initialisation of HRM in numpy (DESIGN.md section 2) -> the canonical float32 weight dict.
+"""Reference initialisation of HRM in numpy (shared/DESIGN.md section 2) -> the canonical float32 weight dict.
 
 Both backends build their modules empty and load this dict (`load_canonical`), so a seed gives the same model in
-MLX and PyTorch. The canonical names equal both backends' module paths (DESIGN.md "Canonical names").
+MLX and PyTorch. The canonical names equal both backends' module paths (shared/DESIGN.md section 2, "Canonical names").
 numpy has no erf/erfinv: `erf` and `erfinv` below are accurate to about 1e-15.
 """
 

@@ -1,4 +1,4 @@
-"""Batch iterators over a puzzle dataset (DESIGN.md section 5), yielding numpy batches.
+"""Batch iterators over a puzzle dataset (shared/DESIGN.md section 5), yielding numpy batches.
 
 Train: per pass a Philox generator seeded with `seed + pass`, a permutation of the groups per epoch
 (concatenated), one random puzzle per group whose examples fill the batch, the last partial batch

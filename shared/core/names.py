@@ -1,6 +1,6 @@
 """The canonical parameter names and shapes of each model family: those of the official checkpoints without their
-`_orig_mod.` / `model.inner.` prefixes (DESIGN.md section 2 "Canonical names", TRM.md section 5). Both backends'
-module paths equal these names, so loading and conversion never rename a tensor.
+`_orig_mod.` / `model.inner.` prefixes (shared/DESIGN.md section 2, "Canonical names"; shared/TRM.md section 5).
+Both backends' module paths equal these names, so loading and conversion never rename a tensor.
 """
 
 from hrm_shared.core.config import HRMConfig, ModelConfig, TRMConfig

@@ -1,4 +1,4 @@
-"""The learning-rate schedule and the length of a run (DESIGN.md section 5), as pure functions.
+"""The learning-rate schedule and the length of a run (shared/DESIGN.md section 5), as pure functions.
 
 Step numbering follows the reference: the optimizer step counter t starts at 1 (it is incremented before the lr is
 computed), and the lr of step t is `learning_rate(t, ...)`. Step 0 is never taken, so warmup never uses lr 0.

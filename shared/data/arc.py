@@ -1,4 +1,4 @@
-"""ARC datasets from task JSON directories (DESIGN.md section 6), with the reference's augmentation and encoding.
+"""ARC datasets from task JSON directories (shared/DESIGN.md section 6), with the reference's augmentation and encoding.
 
 Each given directory is scanned one level deep: its subdirectories (ARC-AGI-1/data/{training,evaluation},
 ConceptARC/corpus/<concept>) hold task files `{"train": [{"input", "output"}...], "test": [...]}`.

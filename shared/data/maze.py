@@ -1,4 +1,4 @@
-"""Maze-Hard datasets (DESIGN.md section 6): the importer of the reference CSV and the dataset writer.
+"""Maze-Hard datasets (shared/DESIGN.md section 6): the importer of the reference CSV and the dataset writer.
 
 The maze puzzle kind (tokens, text, shortest paths, the checker) lives in shared/puzzles/maze.py; the generator of
 new mazes in maze_generate.py.

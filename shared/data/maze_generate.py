@@ -1,4 +1,4 @@
-"""Generator of hard mazes with a unique shortest path (DESIGN.md section 6, ours).
+"""Generator of hard mazes with a unique shortest path (shared/DESIGN.md section 6, ours).
 
 Random walls at 30-50% density almost never give an S->G path longer than 110 steps on 30x30, so one maze is made
 in four steps, each keeping the shortest path fixed:

@@ -1,4 +1,4 @@
-"""Sudoku datasets from the official CSV format (DESIGN.md section 6), with the reference's augmentation.
+"""Sudoku datasets from the official CSV format (shared/DESIGN.md section 6), with the reference's augmentation.
 
 CSV: header `source,question,answer,rating`; question 81 characters with '.' for blanks, answer 81 digits.
 Tokens: 0 pad, 1 blank, 2..10 digits 1..9; vocab 11, seq_len 81, one puzzle identifier.

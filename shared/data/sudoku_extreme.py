@@ -1,4 +1,4 @@
-"""Build a Sudoku-Extreme-equivalent set (DESIGN.md section 6, ours) as the official CSV files.
+"""Build a Sudoku-Extreme-equivalent set (shared/DESIGN.md section 6, ours) as the official CSV files.
 
 OUT/{train,test}.csv with header `source,question,answer,rating`: question 81 characters with '.'
 for blanks, answer 81 digits, rating our guess count (see hrm_shared.puzzles.sudoku_solver). Puzzles come

@@ -1,5 +1,5 @@
-"""ARC score of a model (DESIGN.md section 6): a streaming vote over the augmented views of every test input,
-pass@k, and a submission in the ARC Prize format.
+"""ARC score of a model (shared/DESIGN.md section 6): a streaming vote over the augmented views of every test
+input, pass@k, and a submission in the ARC Prize format.
 
 Each test row's prediction is cropped (the largest top-left rectangle of colour tokens), its augmentation undone
 (dihedral inverse, then the colour map) and counted as one vote for that grid under (task, test index); between

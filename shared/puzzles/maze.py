@@ -1,4 +1,4 @@
-"""The maze puzzle kind (DESIGN.md section 6): tokens, text, shortest paths and the checker of an answer.
+"""The maze puzzle kind (shared/DESIGN.md section 6): tokens, text, shortest paths and the checker of an answer.
 
 A maze is a square grid over the characters `# SGo` (wall, open, start, goal, path), stored row-major as tokens
 1..5 (0 is padding). A question holds walls, open cells, S and G; its answer is the question with the cells of the
