@@ -6,23 +6,26 @@ command; here the same code runs on 64 puzzles so the pipeline is checked in sec
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 import hrm_shared.app.demo
 from hrm_shared.app.cli import main
 
 
-def test_demo_pipeline(tmp_path, monkeypatch):
+@pytest.mark.parametrize("model", ["hrm", "trm"])
+def test_demo_pipeline(tmp_path, monkeypatch, model):
     monkeypatch.setattr(hrm_shared.app.demo, "TRAIN_PUZZLES", 64)
     monkeypatch.setattr(hrm_shared.app.demo, "TEST_PUZZLES", 8)
     out, report = tmp_path / "demo", tmp_path / "demo.json"
     for _ in range(2):  # a second run replaces the first one's data and run
-        r = CliRunner().invoke(main, ["demo", "--backend", "torch", "--out", str(out), "--json", str(report)],
-                               catch_exceptions=False)
+        r = CliRunner().invoke(main, ["demo", "--backend", "torch", "--out", str(out), "--json", str(report),
+                                      "--model", model], catch_exceptions=False)
         assert r.exit_code == 0, r.output
     assert "A held-out puzzle and the model's answer" in r.output and "answer: " in r.output
     result = json.loads(report.read_text())
-    assert result["test_examples"] == 8 and result["backend"] == "torch"
+    assert result["test_examples"] == 8 and result["backend"] == "torch" and result["model"] == model
+    assert json.loads((out / "run" / "config.json").read_text())["family"] == model
     assert 0.0 <= result["exact_accuracy"] <= 1.0 and result["seconds"] > 0
     assert (out / "run" / "last" / "model.safetensors").is_file()
 

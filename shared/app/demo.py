@@ -1,4 +1,5 @@
-"""`hrm demo`: build a 4x4 Sudoku set, train the `demo` preset on it, evaluate on held-out puzzles, solve one.
+"""`hrm demo`: build a 4x4 Sudoku set, train the `demo` preset (HRM) or `trm-demo` (TRM, the same size) on it,
+evaluate on held-out puzzles, solve one.
 
 Sized for a CPU: a few minutes on two cores with torch. The run directory is an ordinary training run, so
 `hrm evaluate`, `hrm solve` and `hrm train --resume` work on it afterwards.
@@ -22,6 +23,7 @@ from hrm_shared.app.train_loop import RunOptions, train
 
 TRAIN_PUZZLES = 10_000  # distinct puzzles; with fewer the model memorises its training set
 TEST_PUZZLES = 500
+PRESETS = {"hrm": "demo", "trm": "trm-demo"}  # the model family -> its demo preset
 
 
 def clear_previous(out: Path) -> None:
@@ -33,9 +35,9 @@ def clear_previous(out: Path) -> None:
             shutil.rmtree(path)
 
 
-def run_demo(out: Path, backend: str, seed: int = 0, device: str | None = None) -> dict:
-    """Build, train, evaluate and solve in `out` (data/ and run/); print progress and a solved puzzle. Returns
-    exact_accuracy (on the held-out puzzles), test_examples, seconds and backend."""
+def run_demo(out: Path, backend: str, seed: int = 0, device: str | None = None, family: str = "hrm") -> dict:
+    """Build, train the `family` ("hrm" or "trm") demo model, evaluate and solve in `out` (data/ and run/); print progress and a
+    solved puzzle. Returns exact_accuracy (on the held-out puzzles), test_examples, seconds, backend and model."""
     begin = time.monotonic()
     out = Path(out)
     clear_previous(out)
@@ -43,8 +45,8 @@ def run_demo(out: Path, backend: str, seed: int = 0, device: str | None = None) 
     package = import_backend(backend)
     built = build_small_sudoku(data, 4, TRAIN_PUZZLES, TEST_PUZZLES, seed)
     click.echo(f"{built['train_puzzles']:,} train and {built['test_puzzles']:,} held-out 4x4 puzzles in {data}")
-    config = new_run(run, "demo", data, [], seed, backend, {})
-    click.echo(f"Training the demo model with {backend} in {run}")
+    config = new_run(run, PRESETS[family], data, [], seed, backend, {})
+    click.echo(f"Training the {family.upper()} demo model ({PRESETS[family]}) with {backend} in {run}")
     train(package, run, config, RunOptions(eval_interval=0, device=device), resume=False)
     tested = _final_test(run)
     model, _ = package.checkpoint.load_checkpoint(run / "last", device)
@@ -54,7 +56,7 @@ def run_demo(out: Path, backend: str, seed: int = 0, device: str | None = None) 
     text, _ = show_answer(puzzle, answer)
     click.echo(f"A held-out puzzle and the model's answer:\n{text}")
     result = {"exact_accuracy": tested["exact_accuracy"], "test_examples": tested["count"],
-              "seconds": round(time.monotonic() - begin, 1), "backend": backend}
+              "seconds": round(time.monotonic() - begin, 1), "backend": backend, "model": family}
     click.echo(f"Exact accuracy on {result['test_examples']:,} held-out puzzles: {result['exact_accuracy']:.1%} "
                f"({result['seconds']:.0f} s in all)")
     return result

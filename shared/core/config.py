@@ -274,6 +274,14 @@ PRESETS: dict[str, tuple[type[ModelConfig], dict, dict]] = {
         dict(global_batch_size=64, epochs=200, eval_interval=50, lr=1e-3, lr_warmup_steps=100, weight_decay=0.1,
              puzzle_emb_lr=1e-2, ema=True),
     ),
+    # `hrm demo --model trm`: trm-tiny (the size of `demo`) with the demo's training recipe and EMA.
+    "trm-demo": (
+        TRMConfig,
+        dict(hidden_size=64, num_heads=2, H_cycles=2, L_cycles=2, halt_max_steps=4, puzzle_emb_ndim=64,
+             puzzle_emb_len=2, forward_dtype="float32"),
+        dict(global_batch_size=64, epochs=29, eval_interval=29, lr=3e-3, lr_warmup_steps=200, lr_min_ratio=0.1,
+             weight_decay=0.1, puzzle_emb_lr=1e-2, ema=True),
+    ),
 }
 
 

@@ -62,14 +62,16 @@ def train_cmd(backend, data_dir, preset_name, overrides, out, resume, max_steps,
 @click.option("--out", type=PathType, default=Path("runs/demo"), show_default=True,
               help="Directory for the demo's dataset and run (replaced).")
 @click.option("--json", "json_path", type=PathType, default=None,
-              help="Write exact_accuracy, test_examples, seconds and backend to this JSON file.")
+              help="Write exact_accuracy, test_examples, seconds, backend and model to this JSON file.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
-def demo(backend, out, json_path, seed):
-    """Build a small 4x4 Sudoku set, train a small HRM on it, evaluate it and solve a held-out puzzle."""
+@click.option("--model", type=click.Choice(["hrm", "trm"]), default="hrm", show_default=True,
+              help="The model family: HRM (preset demo) or TRM (preset trm-demo, the same size).")
+def demo(backend, out, json_path, seed, model):
+    """Build a small 4x4 Sudoku set, train a small HRM (or TRM) on it, evaluate it and solve a held-out puzzle."""
     from hrm_shared.app.backend import default_backend
     from hrm_shared.app.demo import run_demo
 
-    result = run_demo(out, backend or default_backend(), seed)
+    result = run_demo(out, backend or default_backend(), seed, family=model)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=2) + "\n")
