@@ -4,6 +4,7 @@ import pytest
 
 from hrm_shared.core.config import PRESETS, HRMConfig, TrainConfig, apply_overrides, preset
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.init import count_parameters
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -72,3 +73,13 @@ def test_wrong_type_in_json_is_an_error(tmp_path):
         HRMConfig.load(tmp_path / "c.json")
     with pytest.raises(HRMError, match="unknown preset"):
         preset("nope")
+
+
+@pytest.mark.parametrize("name, vocab_size, seq_len, expected", [
+    ("trm-sudoku", 11, 81, 5_028_866), ("trm-sudoku-att", 11, 81, 6_828_034), ("trm-maze", 6, 900, 6_822_914),
+    ("trm-arc-agi-1", 12, 900, 6_829_058)])
+def test_trm_presets_have_the_reference_sizes(name, vocab_size, seq_len, expected):
+    """The trainable parameters shared/TRM.md section 1 counted by instantiating the reference."""
+    model, train = preset(name)
+    assert count_parameters(model.replace(vocab_size=vocab_size, seq_len=seq_len)) == expected
+    assert train.ema and train.ema_rate == 0.999 and model.puzzle_emb_len == 16 and model.L_layers == 2
