@@ -13,11 +13,13 @@ from hrm_shared.app.cli.common import (ExistingDir, PathType, backend_option, de
 @click.option("--preset", "preset_name", default="sudoku", show_default=True, help="Preset to start from.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field; repeatable.")
 def config_cmd(preset_name, overrides):
-    """Print the model and training config of a preset with overrides applied."""
+    """Print the model family, model and training config of a preset with overrides applied."""
     from hrm_shared.core.config import apply_overrides, preset
+    from hrm_shared.core.registry import family_of
 
     model, train = apply_overrides(*preset(preset_name), list(overrides))
-    click.echo(json.dumps({"model": model.to_dict(), "train": train.to_dict()}, indent=2))
+    click.echo(json.dumps({"family": family_of(model).name, "model": model.to_dict(), "train": train.to_dict()},
+                          indent=2))
 
 
 @click.command("init")
