@@ -240,8 +240,8 @@ PRESETS: dict[str, tuple[type[ModelConfig], dict, dict]] = {
     "sudoku-full": (
         HRMConfig,
         dict(L_cycles=8, halt_max_steps=8, pos_encodings="learned", loss_type="softmax_cross_entropy"),
-        dict(epochs=100, eval_interval=10, lr_min_ratio=0.1, global_batch_size=2304, lr=3e-4, weight_decay=0.1,
-             puzzle_emb_weight_decay=0.1),
+        dict(epochs=100, eval_interval=10, lr_min_ratio=0.1, global_batch_size=2304, lr=3e-4, puzzle_emb_lr=3e-4,
+             weight_decay=0.1, puzzle_emb_weight_decay=0.1),
     ),
     # For tests and the CPU demo: a few seconds per hundred steps on two cores.
     "tiny": (

@@ -1,7 +1,8 @@
 """Batch iterators over a puzzle dataset (shared/DESIGN.md section 5), yielding numpy batches.
 
-Train: per pass a Philox generator seeded with `seed + pass`, a permutation of the groups per epoch
-(concatenated), one random puzzle per group whose examples fill the batch, the last partial batch
+Train: per pass (of `epochs_per_pass` epochs: the training loop passes eval_interval, as the reference builds its
+iterator per evaluation interval) a Philox generator seeded with `seed + pass`, a permutation of the groups per
+epoch (concatenated), one random puzzle per group whose examples fill the batch, the last partial batch of the pass
 dropped. Test: every example once, in order, the last batch padded. Both slice the global batch by
 rank, and the train iterator's position can be saved and restored exactly.
 """
@@ -111,7 +112,8 @@ class TrainIterator:
                                s.puzzle_identifiers[puzzles], self.local_batch_size)
             if self._batches_in_pass == 0:
                 raise HRMError(f"{self._where} set '{self.set_name}' cannot fill one global batch of "
-                               f"{self.global_batch_size} in a pass; lower global_batch_size")
+                               f"{self.global_batch_size} in a pass of {self.epochs_per_pass} epochs; lower "
+                               f"global_batch_size or raise eval_interval")
             self._order = None
 
     @property
@@ -129,13 +131,16 @@ class TrainIterator:
             rng_state = {**state, "state": {k: v.tolist() for k, v in state["state"].items()},
                          "buffer": state["buffer"].tolist()}
         return {"passes": self.passes, "start": self.start, "in_pass": self._order is not None, "rng": rng_state,
-                "seed": self.seed, "global_batch_size": self.global_batch_size}
+                "seed": self.seed, "global_batch_size": self.global_batch_size,
+                "epochs_per_pass": self.epochs_per_pass}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from a position saved by `state_dict()` on an iterator with the same data, seed and batch."""
+        """Continue from a position saved by `state_dict()` on an iterator with the same data, seed and batch. The
+        saved epochs per pass are kept (positions saved before they were recorded had one epoch per pass)."""
         if (state["seed"], state["global_batch_size"]) != (self.seed, self.global_batch_size):
             raise HRMError(f"the saved data position is for seed {state['seed']} and batch "
                            f"{state['global_batch_size']}, not {self.seed} and {self.global_batch_size}")
+        self.epochs_per_pass = state.get("epochs_per_pass", 1)
         self.passes, self._order, self._rng = state["passes"] - 1, None, None
         if state["in_pass"]:
             self._begin_pass()
