@@ -34,6 +34,12 @@ ARCH_REQUIRED = ("hidden_size", "num_heads", "expansion", "L_layers", "H_cycles"
                  "halt_exploration_prob", "puzzle_emb_ndim", "pos_encodings")
 ARCH_IGNORED = ("name", "loss")  # the model class and the loss head (its loss_type is read)
 DATA_KEYS = ("vocab_size", "seq_len", "num_puzzle_identifiers")  # from the tensors and the dataset, not the yaml
+# The official ARC checkpoints' puzzle rows follow the order of the build on the authors' machine (its file listing
+# and global numpy stream), which a rebuild elsewhere does not reproduce: equal row counts do not prove equal rows.
+PUZZLE_ORDER_WARNING = ("the puzzle rows are matched to this dataset's identifiers by position only; a rebuild of "
+                        "the official data elsewhere orders them differently, and equal counts do not prove the rows "
+                        "fit. Check: hrm evaluate the import on this dataset and compare pass@2 with the published "
+                        "figure (near 0 means the rows belong to other puzzles)")
 
 
 def reference_family(arch: dict, tensors: dict) -> ModelFamily:
@@ -146,6 +152,10 @@ def import_official(step_file: Path, data_dir: Path, dst: Path, backend: str = "
     package.model.load_canonical(model, weights)
     config = CheckpointConfig(model=model_config, train=train, dataset=dataset_record(data_dir))
     package.checkpoint.save_checkpoint(Path(dst), model, config, read_identifiers(data_dir))
-    return {"from": str(step_file), "to": f"{dst} ({backend})", "family": family.name, "parameters": f"{count_parameters(model_config):,}",
-            "vocab_size": vocab_size, "seq_len": metadata.seq_len, "num_puzzle_identifiers": num_puzzles,
-            "dropped": ", ".join(dropped) or "none", "ignored arch keys": ", ".join(ignored) or "none"}
+    summary = {"from": str(step_file), "to": f"{dst} ({backend})", "family": family.name,
+               "parameters": f"{count_parameters(model_config):,}", "vocab_size": vocab_size,
+               "seq_len": metadata.seq_len, "num_puzzle_identifiers": num_puzzles,
+               "dropped": ", ".join(dropped) or "none", "ignored arch keys": ", ".join(ignored) or "none"}
+    if num_puzzles > 1:
+        summary["warning"] = PUZZLE_ORDER_WARNING
+    return summary

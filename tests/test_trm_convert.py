@@ -108,8 +108,25 @@ def test_official_trm_import(tmp_path, changes, with_name):
     step = write_official_trm(tmp_path / "run", config, weights, with_name)
     summary = import_official(step, dataset(tmp_path), tmp_path / "ours", "torch")
     assert summary["family"] == "trm" and summary["ignored arch keys"] == "H_layers"
+    assert "by position only" in summary["warning"] and "pass@2" in summary["warning"]  # 3 puzzle ids
     ours = read_checkpoint_config(tmp_path / "ours")
     assert ours.model == config and ours.train.ema and ours.train.epochs == 50000
     model, _ = import_backend("torch").checkpoint.load_checkpoint(tmp_path / "ours", "cpu")
     state = import_backend("torch").model.canonical_state(model)
     assert all(np.array_equal(state[k], weights[k]) for k in weights)
+
+
+def test_the_official_import_says_how_to_install_pyyaml(tmp_path, monkeypatch):
+    if not installed("torch"):
+        pytest.skip("reading the official pickle needs torch")
+    import sys
+
+    from helpers import invoke
+
+    config = trm_config()
+    step = write_official_trm(tmp_path / "run", config, weights_of(config))
+    monkeypatch.setitem(sys.modules, "yaml", None)  # as if PyYAML were not installed
+    r = invoke("convert", "--from-official", step, "--data", dataset(tmp_path), tmp_path / "ours")
+    assert r.exit_code == 1 and "needs PyYAML: pip install 'hrm[official]'" in r.output
+    assert not (tmp_path / "ours").exists()
+

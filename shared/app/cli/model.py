@@ -64,9 +64,14 @@ def convert_cmd(paths, to, step_file, data_dir, force):
         return
     if len(paths) != 1 or data_dir is None:
         raise click.UsageError("with --from-official give --data DATA and one DST")
+    from importlib.util import find_spec
+
     from hrm_shared.app.backend import import_backend
+    from hrm_shared.core.errors import HRMError
 
     import_backend("torch")  # the reference's step files are torch pickles
+    if find_spec("yaml") is None:  # beside them, all_config.yaml
+        raise HRMError("reading the official all_config.yaml needs PyYAML: pip install 'hrm[official]'")
     from hrm_convert.official import import_official
 
     summary(f"Official checkpoint imported to {paths[0]}",
