@@ -58,9 +58,10 @@ def test_errors_are_one_line(tmp_path):
 
 def test_config_overrides():
     r = run("config", "--preset", "tiny", "--set", "hidden_size=128")
-    assert r.exit_code == 0 and json.loads(r.output)["model"]["hidden_size"] == 128
+    assert r.exit_code == 0 and json.loads(r.stdout)["model"]["hidden_size"] == 128
+    assert "vocab_size" not in json.loads(r.stdout)["model"] and "come from the dataset" in r.stderr
     r = run("config", "--preset", "trm-sudoku", "--set", "L_cycles=4")
-    printed = json.loads(r.output)
+    printed = json.loads(r.stdout)
     assert r.exit_code == 0 and printed["family"] == "trm" and printed["model"]["L_cycles"] == 4
     assert printed["model"]["mlp_t"] and "H_layers" not in printed["model"]
     r = run("config", "--preset", "tiny", "--set", "hidden_size=x")

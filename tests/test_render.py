@@ -166,6 +166,11 @@ def test_render_example_arc_with_png(tmp_path):
     result = show(root, "--split", "train", "--index", 99)
     assert result.exit_code == 1 and "holds 9 examples" in result.output
     assert show(root, "--png", tmp_path / "q.png").exit_code == 0 and (tmp_path / "q.png").is_file()
+    # Through a pipe (the test runner's output is one) the grids are digits, as they are with --no-colour.
+    piped = show(root)
+    assert piped.exit_code == 0 and "\x1b[" not in piped.output
+    assert " ".join(str(c) for c in test_pairs[0]["input"][0]) in piped.output
+    assert show(root, "--no-colour").output == piped.output
 
 
 def test_arc_grid_finds_a_translated_grid():

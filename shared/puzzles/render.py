@@ -62,6 +62,12 @@ def arc_ansi(grid: np.ndarray) -> str:
     return "\n".join("".join(cells[v] for v in row) + "\x1b[0m" for row in grid.tolist())
 
 
+def arc_digits(grid: np.ndarray) -> str:
+    """An ARC grid [h, w] (colours 0..9) as plain text, one digit per cell: for output that is not a terminal."""
+    grid = _check_grid(grid)
+    return "\n".join(" ".join(str(v) for v in row) for row in grid.tolist())
+
+
 def _grid_pixels(grid: np.ndarray, cell: int) -> np.ndarray:
     """RGB uint8 [h*(cell+1)+1, w*(cell+1)+1, 3]: cells of `cell` pixels framed by one-pixel lines."""
     colours = ARC_PALETTE[grid] if grid.size else BACKGROUND[None, None]

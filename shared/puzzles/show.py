@@ -13,7 +13,7 @@ from hrm_shared.puzzles import maze
 from hrm_shared.puzzles.arc_augment import GRID_SIZE, PAD_TOKEN, crop_prediction
 from hrm_shared.core.format import load_split, read_identifiers
 from hrm_shared.puzzles.kinds import recognise
-from hrm_shared.puzzles.render import arc_ansi, arc_png, sudoku_text
+from hrm_shared.puzzles.render import arc_ansi, arc_digits, arc_png, sudoku_text
 from hrm_shared.core.errors import HRMError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -61,9 +61,10 @@ def _locate(sets: dict, index: int) -> tuple[np.ndarray, np.ndarray, int, int]:
     return np.asarray(s.inputs[row]), np.asarray(s.labels[row]), int(s.puzzle_identifiers[puzzle]), int(starts[-1])
 
 
-def render_example(root: Path, split: str, index: int, png: Path | None = None) -> str:
+def render_example(root: Path, split: str, index: int, png: Path | None = None, colour: bool = True) -> str:
     """Example `index` of `<root>/<split>` as text: a title line (example, count, puzzle name) and the input and
-    label pictures with titles. For ARC, also writes both grids to `png` when given."""
+    label pictures with titles; ARC grids as coloured blocks, or digits without `colour`. For ARC, also writes both
+    grids to `png` when given."""
     metadata, sets = load_split(Path(root), split)
     inputs, label, identifier, total = _locate(sets, index)
     names = read_identifiers(Path(root))
@@ -73,7 +74,8 @@ def render_example(root: Path, split: str, index: int, png: Path | None = None) 
         raise HRMError(f"--png draws ARC grids only; {root} holds {kind.name} puzzles")
     if kind.name == "arc":
         grids = [arc_grid(inputs), arc_grid(label)]
-        blocks = [(f"{title} {g.shape[0]}x{g.shape[1]}", arc_ansi(g) if g.size else "(empty)")
+        draw = arc_ansi if colour else arc_digits
+        blocks = [(f"{title} {g.shape[0]}x{g.shape[1]}", draw(g) if g.size else "(empty)")
                   for title, g in zip(("input", "label"), grids)]
         if png is not None:
             arc_png(grids, png)

@@ -5,6 +5,7 @@ from types import ModuleType
 
 import click
 
+from hrm_shared.core.config import PRESETS
 from hrm_shared.core.contract import BACKENDS
 from hrm_shared.core.errors import HRMError
 
@@ -49,7 +50,8 @@ backend_option = click.option("--backend", type=click.Choice(BACKENDS), default=
                               help="Backend to run on  [default: mlx on Apple silicon, else torch].")
 device_option = click.option("--device", default=None, help="torch: cpu, cuda, cuda:N or mps; mlx: cpu, gpu (or metal)  "
                                                            "[default: cuda or gpu when present].")
-preset_option = click.option("--preset", "preset_name", default="sudoku", show_default=True,
-                             help="Preset to start from.")
+PRESET_HELP = f"Preset to start from: {', '.join(PRESETS)} (`hrm config --preset NAME` prints one)."
+preset_option = click.option("--preset", "preset_name", default="sudoku", show_default=True, metavar="NAME",
+                             help=PRESET_HELP)
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a config field; repeatable.")

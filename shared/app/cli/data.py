@@ -148,8 +148,12 @@ def data_validate(root):
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--index", type=click.IntRange(0), default=0, show_default=True, help="Example index.")
 @click.option("--png", type=PathType, default=None, help="Also write the example as a PNG (ARC).")
-def data_show(root, split, index, png):
+@click.option("--colour/--no-colour", "colour", default=None,
+              help="ARC grids as coloured blocks or as digits  [default: colour on a terminal, digits otherwise].")
+def data_show(root, split, index, png, colour):
     """Print one example (input and label) of a dataset."""
     from hrm_shared.puzzles.show import render_example
 
-    click.echo(render_example(root, split, index, png))
+    if colour is None:  # click strips colour codes from output that is not a terminal: digits read there
+        colour = click.get_text_stream("stdout").isatty()
+    click.echo(render_example(root, split, index, png, colour), color=colour)

@@ -6,27 +6,32 @@ from pathlib import Path
 import click
 
 from hrm_shared.core.contract import BACKENDS
-from hrm_shared.app.cli.common import (ExistingDir, PathType, backend_option, device_option, load_backend, summary)
+from hrm_shared.app.cli.common import (ExistingDir, PathType, backend_option, device_option, load_backend,
+                                       preset_option, set_option, summary)
 
 
 @click.command("config")
-@click.option("--preset", "preset_name", default="sudoku", show_default=True, help="Preset to start from.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field; repeatable.")
+@preset_option
+@set_option
 def config_cmd(preset_name, overrides):
-    """Print the model family, model and training config of a preset with overrides applied."""
+    """Print the model family, model and training config of a preset with overrides applied (vocab_size, seq_len
+    and num_puzzle_identifiers come from a dataset, so they are not printed)."""
+    from hrm_shared.core.checkpoint import DATA_FIELDS
     from hrm_shared.core.config import apply_overrides, preset
     from hrm_shared.core.registry import family_of
 
     model, train = apply_overrides(*preset(preset_name), list(overrides))
-    click.echo(json.dumps({"family": family_of(model).name, "model": model.to_dict(), "train": train.to_dict()},
-                          indent=2))
+    fields = {k: v for k, v in model.to_dict().items() if k not in DATA_FIELDS}
+    click.echo(json.dumps({"family": family_of(model).name, "model": fields, "train": train.to_dict(),
+                           "from_the_dataset": list(DATA_FIELDS)}, indent=2))
+    click.echo(f"{', '.join(DATA_FIELDS)} come from the dataset a run or checkpoint is made for (--data)", err=True)
 
 
 @click.command("init")
 @click.argument("out", type=PathType)
 @click.option("--backend", type=click.Choice(BACKENDS), default=None,
               help="Backend that writes it  [default: mlx on Apple silicon, else torch].")
-@click.option("--preset", "preset_name", default="sudoku", show_default=True, help="Preset to start from.")
+@preset_option
 @click.option("--data", "data_dir", type=ExistingDir, required=True,
               help="Dataset the model is for (its vocab_size, seq_len and puzzle ids).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field; repeatable.")
@@ -98,14 +103,17 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
     import numpy as np
 
     from hrm_shared.puzzles.arc_vote import ArcVoter, arc_score, read_test_tasks, submission
-    from hrm_shared.puzzles.kinds import is_arc
+    from hrm_shared.puzzles.kinds import check_checkpoint_dataset, is_arc
     from hrm_shared.core.checkpoint import check_fits_dataset, read_checkpoint_config
-    from hrm_shared.core.format import read_identifiers, read_metadata
+    from hrm_shared.core.format import check_dataset, read_identifiers, read_metadata
     from hrm_shared.core.errors import HRMError
 
-    model_config = read_checkpoint_config(checkpoint).model
+    saved = read_checkpoint_config(checkpoint)
+    check_dataset(data_dir)
     metadata = read_metadata(data_dir, "test")
-    check_fits_dataset(model_config, metadata, f"{data_dir}/test")
+    check_fits_dataset(saved.model, metadata, f"{data_dir}/test")
+    if warning := check_checkpoint_dataset(saved.dataset, data_dir, checkpoint):
+        click.echo(f"warning: {warning}", err=True)
     voter = ArcVoter(read_identifiers(data_dir)) if is_arc(metadata) else None
     if submission_path is not None and voter is None:
         raise HRMError(f"--submission is for ARC datasets; {data_dir} holds vocab_size {metadata.vocab_size}, "

@@ -5,13 +5,14 @@ from pathlib import Path
 
 import click
 
-from hrm_shared.app.cli.common import ExistingDir, PathType, backend_option, device_option, set_option, summary
+from hrm_shared.app.cli.common import (PRESET_HELP, ExistingDir, PathType, backend_option, device_option, set_option,
+                                       summary)
 
 
 @click.command("train")
 @backend_option
 @click.option("--data", "data_dir", type=ExistingDir, default=None, help="Dataset to train on (a new run needs it).")
-@click.option("--preset", "preset_name", default=None, help="Preset to start from  [default: sudoku].")
+@click.option("--preset", "preset_name", default=None, metavar="NAME", help=f"{PRESET_HELP}  [default: sudoku]")
 @set_option
 @click.option("--out", type=PathType, default=None, help="New run directory.")
 @click.option("--resume", type=PathType, default=None, help="Continue the run in this directory from its last/.")
