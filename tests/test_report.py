@@ -73,7 +73,7 @@ def test_arc_page(arc_build, tmp_path):
     outputs = arc_outputs(ds, tmp_path / "out.npz")
     result = write_report(outputs, ds, tmp_path / "a.html")
     page = (tmp_path / "a.html").read_text()
-    assert result["pass@2"].startswith("0.6667 (2 of 3)") and result["cards"] == "the first 3 tasks, 2 solved (at pass@2)"
+    assert result["pass@2"].startswith("0.6667 (2 of 3)") and result["cards"] == "2 of 2 solved (at pass@2) and 1 of 1 unsolved tasks"
     assert sorted(cards(page)) == [("solved", False), ("solved", False), ("unsolved", False)]
     assert "http" not in page and "src=" not in page  # nothing fetched from anywhere
     for name, task in tasks.items():
@@ -92,7 +92,7 @@ def test_strict_build_asks_for_the_task_files(tmp_path):
     write_arc_tasks(tmp_path / "raw")
     build_arc_dataset([tmp_path / "raw"], tmp_path / "ds", num_aug=1, seed=0, strict=True)
     outputs = arc_outputs(tmp_path / "ds", tmp_path / "out.npz")
-    write_report(outputs, tmp_path / "ds", tmp_path / "a.html", limit=2)
+    write_report(outputs, tmp_path / "ds", tmp_path / "a.html", limit=1)
     page = (tmp_path / "a.html").read_text()
     assert len(cards(page)) == 2 and page.count("pass --tasks DIR") == 2 and "demonstrations" not in page
     write_report(outputs, tmp_path / "ds", tmp_path / "b.html", tasks_dirs=[tmp_path / "raw"])
@@ -110,7 +110,14 @@ def test_sudoku_page_marks_wrong_cells(tmp_path):
     result = write_report(tmp_path / "o.npz", tmp_path / "ds", limit=5)
     page = (tmp_path / "o.html").read_text()
     assert result["puzzles"] == "sudoku" and result["exact accuracy"] == "0.7143 (5 of 7)"
-    assert [s for s, _ in cards(page)] == ["solved", "unsolved", "solved", "solved", "unsolved"]
+    assert [s for s, _ in cards(page)] == ["solved", "unsolved", "solved", "solved", "unsolved", "solved", "solved"]
+    assert result["cards"] == "5 of 5 solved (every cell right) and 2 of 2 unsolved examples"
+    assert str(tmp_path) not in page  # names only: the page is for sharing
+    # A small limit keeps the unsolved examples from the whole split, not only from its start.
+    result = write_report(tmp_path / "o.npz", tmp_path / "ds", tmp_path / "small.html", limit=1)
+    small = (tmp_path / "small.html").read_text()
+    assert [s for s, _ in cards(small)] == ["solved", "unsolved"]
+    assert result["cards"] == "1 of 5 solved (every cell right) and 1 of 2 unsolved examples"
     assert "prediction, 3 cells wrong" in page and "prediction, 1 cells wrong" in page
     assert 'data-wrong="1110000000000000"' in page and 'data-box="2x2"' in page
 

@@ -160,12 +160,14 @@ def arc_report(outputs: Outputs, data_dir: Path, tasks_dirs: list[Path], limit: 
     summary += [(k, _fraction(v, n)) for k, v in score.items() if k.startswith("pass@")]
     summary += [("pass@2, each test input a fraction of its task", f"{score['fractional']['pass@2']:.4f}"),
                 ("predictions voted", f"{voter.rows:,} ({voter.empty:,} empty, no vote)")]
-    shown = list(tasks.values())[:limit]
+    ranks_of = {name: truth_ranks(voter, task) for name, task in tasks.items()}
+    solved_of = {name: all(r is not None and r <= ATTEMPTS for r in ranks) for name, ranks in ranks_of.items()}
+    shown = [tasks[name] for name in pick_cards(list(solved_of.values()), limit, list(solved_of))]
     demos = demonstrations(data_dir, {t.name for t in shown}, tasks_dirs)
     cards = []
     for task in shown:
-        ranks = truth_ranks(voter, task)
-        card = Card(task.name, all(r is not None and r <= ATTEMPTS for r in ranks))
+        ranks = ranks_of[task.name]
+        card = Card(task.name, solved_of[task.name])
         if task.name in demos:
             card.rows.append(("demonstrations", [
                 [arc_picture(g, f"demo {i + 1} {side} {g.shape[0]}x{g.shape[1]}") for side, g in
@@ -186,18 +188,19 @@ def arc_report(outputs: Outputs, data_dir: Path, tasks_dirs: list[Path], limit: 
             card.rows.append((f"test {index + 1} of {len(task.inputs)}: {len(candidates)} distinct answers, "
                               f"{found}", groups))
         cards.append(card)
-    solved = sum(c.solved for c in cards)
-    return summary + [("cards", f"the first {len(cards):,} tasks, {solved:,} solved (at pass@2)")], cards
+    shown_row = cards_row(list(solved_of.values()), cards, "tasks", "at pass@2")
+    return summary + [shown_row], cards
 
 
 def board_report(outputs: Outputs, data_dir: Path, limit: int) -> tuple[list[tuple[str, str]], list[Card]]:
     """The summary rows and the cards (the first `limit` examples) of a Sudoku or maze evaluation."""
     metadata, sets, identifiers = _test_split(data_dir, outputs)
-    inputs = np.concatenate([np.asarray(s.inputs[:limit]) for s in sets.values()])[:limit]
+    inputs = [s.inputs for s in sets.values()]
+    offsets = np.cumsum([0] + [len(x) for x in inputs])  # example index -> (set, row)
     label = np.asarray(next(iter(sets.values())).labels[0])  # one label row tells a 4x4 maze from a Sudoku
     kind = recognise(metadata.vocab_size, metadata.seq_len, label=label).name
     counted, exact_sum, accuracy_sum, start = 0, 0.0, 0.0, 0
-    cards = []
+    cards, solved = [], []
     for chunk in outputs.chunks():
         _check_rows(chunk, start, identifiers, outputs.path)
         labels, predictions = chunk["labels"], chunk["predictions"]
@@ -207,19 +210,44 @@ def board_report(outputs: Outputs, data_dir: Path, limit: int) -> tuple[list[tup
         counted += int(has.sum())
         exact_sum += float((~wrong.any(axis=1))[has].sum())
         accuracy_sum += float((1 - wrong.sum(axis=1)[has] / supervised.sum(axis=1)[has]).sum())
-        for row in range(max(0, min(len(labels), limit - start))):
+        before = len(solved)
+        solved += (~wrong.any(axis=1) & has).tolist()
+        for index in pick_cards(solved, limit, range(len(solved)), since=before):
+            row = index - start
+            which = int(np.searchsorted(offsets, index, side="right")) - 1
+            given = np.asarray(inputs[which][index - offsets[which]])
             mistakes = int(wrong[row].sum())
-            cards.append(Card(f"example {start + row}", mistakes == 0, [("", [[
-                board_picture(kind, inputs[start + row], "input"),
-                board_picture(kind, np.where(supervised[row], labels[row], inputs[start + row]), "answer"),
+            cards.append(Card(f"example {index}", mistakes == 0, [("", [[
+                board_picture(kind, given, "input"),
+                board_picture(kind, np.where(supervised[row], labels[row], given), "answer"),
                 board_picture(kind, predictions[row], f"prediction, {mistakes} cells wrong", wrong[row])]])]))
         start += len(labels)
     summary = [("puzzles", kind), ("examples", f"{counted:,} with a supervised cell ({outputs.rows:,} rows)"),
                ("exact accuracy", _fraction(exact_sum / max(counted, 1), counted)),
                ("cell accuracy", f"{accuracy_sum / max(counted, 1):.4f}"),
-               ("cards", f"the first {len(cards):,} examples, {sum(c.solved for c in cards):,} solved (every cell "
-                         f"right)")]
+               cards_row(solved, cards, "examples", "every cell right")]
     return summary, cards
+
+
+def pick_cards(solved: list[bool], limit: int, names, since: int = 0) -> list:
+    """Of items in order with their `solved` flags, those from position `since` on that get a card: the first
+    `limit` solved ones and the first `limit` unsolved ones (so the unsolved filter shows unsolved items from the
+    whole test set, not only from its start); `names[i]` names item i."""
+    names, picked = list(names), []
+    counts = {True: sum(solved[:since]), False: since - sum(solved[:since])}
+    for i in range(since, len(solved)):
+        if counts[solved[i]] < limit:
+            picked.append(names[i])
+        counts[solved[i]] += 1
+    return picked
+
+
+def cards_row(solved: list[bool], cards: list[Card], what: str, meaning: str) -> tuple[str, str]:
+    """The summary row saying how many of the solved and unsolved `what` the page shows."""
+    shown_solved = sum(c.solved for c in cards)
+    total_solved = sum(solved)
+    return ("cards", f"{shown_solved:,} of {total_solved:,} solved ({meaning}) and {len(cards) - shown_solved:,} of "
+                     f"{len(solved) - total_solved:,} unsolved {what}")
 
 
 def resolve_source(source: Path, data_dir: Path | None) -> tuple[Path, Path, Path]:
@@ -258,5 +286,6 @@ def write_report(source: Path, data_dir: Path | None = None, out: Path | None = 
         summary, cards = board_report(outputs, data_dir, limit)
     out = Path(out) if out is not None else default_out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page(f"hrm report: {outputs_path} on {data_dir}", summary, cards))
+    # Names, not absolute paths: the page is shared, and the paths say nothing to its readers.
+    out.write_text(page(f"hrm report: {outputs_path.name} on {Path(data_dir).name}", summary, cards))
     return {"report": str(out), **dict(summary)}

@@ -51,7 +51,8 @@ def arc_score_cmd(submission_path, solutions_dir, json_path):
               help="ARC: directory of task JSON files for the demonstration pairs; repeatable  "
                    "[default: the dataset's train split].")
 @click.option("--limit", type=click.IntRange(1), default=None,
-              help="Cards drawn: the first LIMIT tasks or examples; the summary counts all  [default: 400].")
+              help="Cards drawn: the first LIMIT solved and the first LIMIT unsolved tasks or examples of the whole "
+                   "test split; the summary counts all and says how many are shown  [default: 400].")
 @click.option("--out", type=PathType, default=None,
               help="HTML file to write  [default: RUN/report.html, or OUTPUTS with .html].")
 def report_cmd(source, data_dir, tasks_dirs, limit, out):
