@@ -53,6 +53,10 @@ def test_trm_trains_evaluates_and_resumes_exactly(tmp_path, name):
     evaluated = json.loads((tmp_path / "eval.json").read_text())["metrics"]
     logged = [r for r in train_records(whole) if r["split"] == "test" and r["step"] == 8][0]
     assert evaluated["accuracy"] == pytest.approx(logged["accuracy"], abs=1e-6)  # the loop scored the average too
+    # A run directory stands for its latest checkpoint.
+    from_run = run("evaluate", "--backend", name, whole, data, "--json", tmp_path / "run.json")
+    assert from_run.exit_code == 0, from_run.output
+    assert json.loads((tmp_path / "run.json").read_text())["metrics"] == evaluated
 
 
 def test_twenty_trm_steps_agree_across_backends(tmp_path):

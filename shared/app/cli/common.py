@@ -11,6 +11,21 @@ from hrm_shared.core.errors import HRMError
 
 PathType = click.Path(path_type=Path)
 ExistingDir = click.Path(path_type=Path, exists=True, file_okay=False)
+ExistingFile = click.Path(path_type=Path, exists=True, dir_okay=False)
+
+
+class StepFile(click.ParamType):
+    """An official step file: `hub:REPO`, kept as the string REPO (a Hugging Face model repo), or an existing file,
+    converted to its Path."""
+
+    name = "STEP_FILE|hub:REPO"
+
+    def convert(self, value, param, ctx):
+        from hrm_shared.app.hub import HUB_PREFIX
+
+        if isinstance(value, str) and value.startswith(HUB_PREFIX):
+            return value.removeprefix(HUB_PREFIX)
+        return ExistingFile.convert(value, param, ctx)
 
 
 class Group(click.Group):
@@ -28,6 +43,13 @@ def refuse_existing(out: Path, force: bool) -> None:
     from hrm_shared.core.format import check_output
 
     check_output(out, force)
+
+
+def checkpoint_argument(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    """A CHECKPOINT argument: a checkpoint directory, or a run directory, which stands for its latest checkpoint
+    (RUN/last), as `hrm report` and `--resume` take runs."""
+    last = Path(value) / "last"
+    return last if (last / "config.json").is_file() and not (Path(value) / "model.safetensors").is_file() else value
 
 
 def summary(title: str, values: dict) -> None:

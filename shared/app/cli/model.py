@@ -1,13 +1,12 @@
 """`hrm config`, `hrm init`, `hrm convert`, `hrm evaluate` and `hrm solve`: checkpoints and what uses them."""
 
 import json
-from pathlib import Path
 
 import click
 
 from hrm_shared.core.contract import BACKENDS
-from hrm_shared.app.cli.common import (ExistingDir, PathType, backend_option, device_option, load_backend,
-                                       preset_option, set_option, summary)
+from hrm_shared.app.cli.common import (ExistingDir, PathType, StepFile, backend_option, checkpoint_argument,
+                                       device_option, load_backend, preset_option, set_option, summary)
 
 
 @click.command("config")
@@ -50,8 +49,9 @@ def init_cmd(out, backend, preset_name, data_dir, overrides, seed, force):
 @click.argument("paths", nargs=-1, type=PathType, metavar="[SRC] DST")
 @click.option("--to", type=click.Choice(BACKENDS), default=None,
               help="Backend of the new checkpoint (needed with SRC DST; torch by default with --from-official).")
-@click.option("--from-official", "step_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              default=None, help="Import the reference's step_N file (all_config.yaml beside it) instead.")
+@click.option("--from-official", "step_file", type=StepFile(), default=None,
+              help="Import the reference's step_N file (all_config.yaml beside it) instead; hub:REPO downloads it "
+                   "from that Hugging Face model repo.")
 @click.option("--data", "data_dir", type=ExistingDir, default=None,
               help="With --from-official: the dataset the checkpoint was trained on.")
 @click.option("--force", is_flag=True, help="Replace an existing checkpoint in DST.")
@@ -77,6 +77,12 @@ def convert_cmd(paths, to, step_file, data_dir, force):
     import_backend("torch")  # the reference's step files are torch pickles
     if find_spec("yaml") is None:  # beside them, all_config.yaml
         raise HRMError("reading the official all_config.yaml needs PyYAML: pip install 'hrm[official]'")
+    if isinstance(step_file, str):  # hub:REPO; refuse a full DST before the download
+        from hrm_shared.app.hub import download_step_file
+        from hrm_shared.core.checkpoint import check_checkpoint_output
+
+        check_checkpoint_output(paths[0], force)
+        step_file = download_step_file(step_file)
     from hrm_convert.official import import_official
 
     summary(f"Official checkpoint imported to {paths[0]}",
@@ -84,7 +90,7 @@ def convert_cmd(paths, to, step_file, data_dir, force):
 
 
 @click.command("evaluate")
-@click.argument("checkpoint", type=PathType)
+@click.argument("checkpoint", type=PathType, callback=checkpoint_argument)
 @click.argument("data_dir", metavar="DATA", type=PathType)
 @backend_option
 @click.option("--batch-size", type=click.IntRange(1), default=None,
@@ -115,6 +121,7 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
     if warning := check_checkpoint_dataset(saved.dataset, data_dir, checkpoint):
         click.echo(f"warning: {warning}", err=True)
     voter = ArcVoter(read_identifiers(data_dir)) if is_arc(metadata) else None
+    tasks = read_test_tasks(data_dir) if voter is not None else {}  # before the evaluation: it may refuse the names
     if submission_path is not None and voter is None:
         raise HRMError(f"--submission is for ARC datasets; {data_dir} holds vocab_size {metadata.vocab_size}, "
                        f"seq_len {metadata.seq_len} puzzles")
@@ -128,7 +135,6 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
     record = {"metrics": metrics, "checkpoint": str(checkpoint), "data": str(data_dir), "backend": name,
               "batch_size": batch_size}
     if voter is not None:
-        tasks = read_test_tasks(data_dir)
         record["arc"] = arc_score(voter, tasks)
         summary(f"ARC score over {record['arc']['tasks']} tasks ({record['arc']['test_inputs']} test inputs; "
                 f"{voter.rows:,} predictions voted, {voter.empty:,} empty)",
@@ -146,7 +152,7 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
 
 
 @click.command("solve")
-@click.argument("checkpoint", type=PathType)
+@click.argument("checkpoint", type=PathType, callback=checkpoint_argument)
 @click.argument("puzzle")
 @backend_option
 @device_option
