@@ -28,6 +28,7 @@ from hrm_shared.core.checkpoint import (CONFIG_FILE, DATA_FIELDS, TRAIN_STATE_FI
 from hrm_shared.core.config import ModelConfig, TrainConfig, apply_overrides, preset
 from hrm_shared.core.distributed import launched_rank
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.progress import duration
 from hrm_shared.core.registry import family_of
 
 METRICS_FILE = "metrics.jsonl"
@@ -178,14 +179,6 @@ class MetricsLog:
 
     def close(self) -> None:
         self.file.close()
-
-
-def duration(seconds: float) -> str:
-    """'1h02m', '3m05s' or '42s'."""
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 class ProgressLine:

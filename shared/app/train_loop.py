@@ -35,8 +35,9 @@ from hrm_shared.core.distributed import Collective, describe_world, launched_ran
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import count_parameters
 from hrm_shared.app.plot import plot_run
-from hrm_shared.app.run import (LAST, METRICS_FILE, RUN_OUTPUTS, Budget, MetricsLog, ProgressLine, duration,
+from hrm_shared.app.run import (LAST, METRICS_FILE, RUN_OUTPUTS, Budget, MetricsLog, ProgressLine,
                                 mean_metrics, read_train_state, step_dir, write_train_state)
+from hrm_shared.core.progress import duration
 from hrm_shared.core.schedule import learning_rate, total_steps
 
 INTERRUPTED = "interrupted (Ctrl-C)"

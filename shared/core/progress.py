@@ -1,24 +1,55 @@
-"""Progress bars for long work, on stderr; a single line when stderr is not a terminal."""
+"""Progress for long work, on stderr: a bar on a terminal; elsewhere (CI logs, nohup, pipes) a line at least every
+`interval` seconds with the count, the rate and the time left."""
 
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 import click
 
 T = TypeVar("T")
+LINE_SECONDS = 30.0  # without a terminal, the longest silence
 
 
-def progress(items: Iterable[T], label: str, length: int | None = None) -> Iterator[T]:
-    """Yield `items` while drawing a progress bar labelled `label` on stderr.
+def duration(seconds: float) -> str:
+    """'1h02m', '3m05s' or '42s'."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
-    `length` is needed when `items` has no `len()`. Without a terminal, only the label is printed.
+
+def progress_line(label: str, done: int, total: int | None, seconds: float) -> str:
+    """'label: done/total (p%), r/s, ETA t' (without a total: 'label: done, r/s')."""
+    rate = done / max(seconds, 1e-9)
+    if total is None:
+        return f"{label}: {done:,}, {rate:,.1f}/s"
+    left = (total - done) / rate if rate > 0 else 0.0
+    return f"{label}: {done:,}/{total:,} ({done / max(total, 1):.0%}), {rate:,.1f}/s, ETA {duration(left)}"
+
+
+def progress(items: Iterable[T], label: str, length: int | None = None, interval: float = LINE_SECONDS
+             ) -> Iterator[T]:
+    """Yield `items` while showing progress labelled `label` on stderr.
+
+    `length` is needed when `items` has no `len()`. Without a terminal: the label and count first, then a
+    progress_line every `interval` seconds (checked as items arrive) and one at the end.
     """
-    if not sys.stderr.isatty():
-        count = length if length is not None else getattr(items, "__len__", lambda: None)()
-        print(label + (f" ({count:,})" if count is not None else ""), file=sys.stderr, flush=True)
-        yield from items
+    total = length if length is not None else getattr(items, "__len__", lambda: None)()
+    if sys.stderr.isatty():
+        with click.progressbar(items, length=total, label=label, file=sys.stderr, show_pos=True,
+                               show_eta=True) as bar:
+            yield from bar
         return
-    with click.progressbar(items, length=length, label=label, file=sys.stderr, show_pos=True,
-                           show_eta=True) as bar:
-        yield from bar
+    print(label + (f" ({total:,})" if total is not None else ""), file=sys.stderr, flush=True)
+    began = shown = time.monotonic()
+    done = 0
+    for item in items:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - shown >= interval:
+            print(progress_line(label, done, total, now - began), file=sys.stderr, flush=True)
+            shown = now
+    print(progress_line(label, done, total, time.monotonic() - began), file=sys.stderr, flush=True)
