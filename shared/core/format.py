@@ -44,11 +44,33 @@ class DatasetMetadata:
     sets: list[str]
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DatasetMetadata":
+    def from_dict(cls, d: dict, where: str = "dataset.json") -> "DatasetMetadata":
+        """The metadata of a parsed dataset.json (`where`: its path, for errors); HRMError naming the first missing
+        or mistyped field."""
+        if not isinstance(d, dict):
+            raise HRMError(f"{where} holds a {type(d).__name__}, not an object; rebuild the dataset with "
+                           f"`hrm data ...`")
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in d]
         if missing:
-            raise HRMError(f"dataset.json lacks {', '.join(missing)}; rebuild the dataset with `hrm data ...`")
+            raise HRMError(f"{where} lacks {', '.join(missing)}; rebuild the dataset with `hrm data ...`")
+        for f in dataclasses.fields(cls):
+            if expected := _field_type_problem(f.name, d[f.name]):
+                raise HRMError(f"{where} has {f.name}={d[f.name]!r}, expected {expected}; rebuild the dataset "
+                               f"with `hrm data ...`")
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+
+
+def _field_type_problem(name: str, value: object) -> str | None:
+    """None when `value` has the type DatasetMetadata declares for field `name`, else that type in words."""
+    if name == "sets":
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return None if ok else "a list of set names"
+    if name == "ignore_label_id" and value is None:
+        return None
+    number = (int, float) if name == "mean_puzzle_examples" else int
+    if isinstance(value, number) and not isinstance(value, bool):
+        return None
+    return "a number" if name == "mean_puzzle_examples" else "an integer"
 
 
 @dataclass
@@ -162,7 +184,7 @@ def read_metadata(root: Path, split: str) -> DatasetMetadata:
             raise HRMError(f"dataset directory {root} does not exist; build one with `hrm data ...`")
         raise HRMError(f"{path} is missing: {root} is not a dataset directory (expected train/ and test/)")
     try:
-        return DatasetMetadata.from_dict(json.loads(path.read_text()))
+        return DatasetMetadata.from_dict(json.loads(path.read_text()), str(path))
     except json.JSONDecodeError as e:
         raise HRMError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
 
@@ -179,51 +201,68 @@ def load_split(root: Path, split: str) -> tuple[DatasetMetadata, dict[str, Puzzl
                 raise HRMError(f"{path} is missing; rebuild the dataset")
             try:
                 arrays[name] = np.load(path, mmap_mode="r" if name in ("inputs", "labels") else None)
-            except ValueError as e:
-                raise HRMError(f"{path} is not a readable .npy file ({e})") from None
+            except EOFError:  # what numpy raises for a 0-byte file; click would print only "Aborted!"
+                raise HRMError(f"{path} is empty ({path.stat().st_size} bytes), not a .npy file; rebuild the "
+                               f"dataset") from None
+            except (ValueError, OSError) as e:
+                raise HRMError(f"{path} is not a readable .npy file ({e}); rebuild the dataset") from None
         sets[set_name] = PuzzleSet(**arrays)
     return metadata, sets
 
 
 def read_identifiers(root: Path) -> list[str]:
-    """Puzzle names by identifier from `<root>/identifiers.json` ('<blank>' at 0)."""
+    """Puzzle names by identifier from `<root>/identifiers.json` ('<blank>' at 0); HRMError when the file is
+    missing, not JSON or not a list of names."""
     path = Path(root) / "identifiers.json"
     if not path.is_file():
         raise HRMError(f"{path} is missing; rebuild the dataset")
-    return json.loads(path.read_text())
+    try:
+        names = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HRMError(f"{path} is not valid JSON ({getattr(e, 'msg', e)}); rebuild the dataset") from None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise HRMError(f"{path} must hold a list of puzzle names (strings); rebuild the dataset")
+    return names
 
 
-def check_arrays(s: PuzzleSet, vocab_size: int, seq_len: int, num_puzzle_identifiers: int) -> list[str]:
-    """Every way the arrays of one set disagree with each other or with the metadata (empty when consistent)."""
+def check_arrays(s: PuzzleSet, vocab_size: int, seq_len: int, num_puzzle_identifiers: int,
+                 tokens: bool = True) -> list[str]:
+    """Every way the arrays of one set disagree with each other or with the metadata (empty when consistent).
+
+    `tokens` False leaves out the one check that reads inputs and labels whole (every token in the vocabulary):
+    the others need only the arrays' headers and the index arrays."""
     problems = []
     for name in ARRAYS:
         a = getattr(s, name)
         if not np.issubdtype(a.dtype, np.integer):
             problems.append(f"{name} has dtype {a.dtype}, expected an integer type")
+        elif name in ("inputs", "labels") and (a.ndim != 2 or a.shape[1] != seq_len):
+            problems.append(f"{name} has shape {a.shape}, expected [N, {seq_len}] (seq_len in dataset.json)")
+        elif name not in ("inputs", "labels") and a.ndim != 1:
+            problems.append(f"{name} has shape {a.shape}, expected one dimension")
     if problems:
         return problems
-    for name in ("inputs", "labels"):
+    for name in ("inputs", "labels") if tokens else ():
         a = getattr(s, name)
-        if a.ndim != 2 or a.shape[1] != seq_len:
-            problems.append(f"{name} has shape {a.shape}, expected [N, {seq_len}] (seq_len in dataset.json)")
-        elif a.size and (a.min() < 0 or a.max() >= vocab_size):
+        if a.size and (a.min() < 0 or a.max() >= vocab_size):
             problems.append(f"{name} holds tokens in [{a.min()}, {a.max()}], outside the vocabulary 0..{vocab_size - 1}")
     if s.inputs.shape[0] != s.labels.shape[0]:
         problems.append(f"inputs has {s.inputs.shape[0]} rows but labels has {s.labels.shape[0]}")
     pi, gi, ids = s.puzzle_indices, s.group_indices, s.puzzle_identifiers
-    if pi.ndim != 1 or len(pi) != len(ids) + 1:
+    if len(pi) != len(ids) + 1:
         problems.append(f"puzzle_indices has {len(pi)} entries, expected puzzles + 1 = {len(ids) + 1}")
     elif pi[0] != 0 or pi[-1] != len(s.inputs) or np.any(np.diff(pi) <= 0):
         problems.append(f"puzzle_indices must rise strictly from 0 to the example count {len(s.inputs)}")
-    if gi.ndim != 1 or len(gi) < 2 or gi[0] != 0 or gi[-1] != len(ids) or np.any(np.diff(gi) <= 0):
+    if len(gi) < 2 or gi[0] != 0 or gi[-1] != len(ids) or np.any(np.diff(gi) <= 0):
         problems.append(f"group_indices must rise strictly from 0 to the puzzle count {len(ids)}")
     if ids.size and (ids.min() < 0 or ids.max() >= num_puzzle_identifiers):
         problems.append(f"puzzle_identifiers reach {ids.max()}, but num_puzzle_identifiers is {num_puzzle_identifiers}")
     return problems
 
 
-def validate_dataset(root: Path) -> list[str]:
-    """Check a dataset directory; returns one line per problem, each naming the file and what is wrong."""
+def validate_dataset(root: Path, tokens: bool = True) -> list[str]:
+    """Check a dataset directory; returns one line per problem, each naming the file and what is wrong. `tokens`
+    False skips the scan of every token (check_arrays), so only headers, metadata and index arrays are read."""
     root = Path(root)
     if not root.is_dir():
         return [f"{root}: no such directory"]
@@ -231,8 +270,8 @@ def validate_dataset(root: Path) -> list[str]:
     identifiers = None
     try:
         identifiers = read_identifiers(root)
-    except (HRMError, json.JSONDecodeError) as e:
-        problems.append(f"{root / 'identifiers.json'}: {e}")
+    except HRMError as e:
+        problems.append(str(e))
     for split in SPLITS:
         try:
             metadata, sets = load_split(root, split)
@@ -243,8 +282,12 @@ def validate_dataset(root: Path) -> list[str]:
         if identifiers is not None and len(identifiers) != metadata.num_puzzle_identifiers:
             problems.append(f"{where / 'dataset.json'}: num_puzzle_identifiers is {metadata.num_puzzle_identifiers} "
                             f"but identifiers.json lists {len(identifiers)}")
+        if not any(s.inputs.size for s in sets.values()):
+            problems.append(f"{where} holds no examples (sets {metadata.sets}); rebuild the dataset with a "
+                            f"non-empty {split} split")
+            continue
         for set_name, s in sets.items():
-            for p in check_arrays(s, metadata.vocab_size, metadata.seq_len, metadata.num_puzzle_identifiers):
+            for p in check_arrays(s, metadata.vocab_size, metadata.seq_len, metadata.num_puzzle_identifiers, tokens):
                 problems.append(f"{where}/{set_name}__*.npy: {p}")
         if problems:
             continue
@@ -256,6 +299,17 @@ def validate_dataset(root: Path) -> list[str]:
             problems.append(f"{where / 'dataset.json'}: mean_puzzle_examples is {metadata.mean_puzzle_examples}, "
                             f"the arrays give {expected.mean_puzzle_examples:.6g}")
     return problems
+
+
+def check_dataset(root: Path) -> None:
+    """Refuse a dataset that `hrm data validate` would reject, short of scanning every token: HRMError naming the
+    first problem. Cheap enough to run before every training run and evaluation (headers and index arrays)."""
+    if not Path(root).is_dir():
+        raise HRMError(f"dataset directory {root} does not exist; build one with `hrm data ...`")
+    problems = validate_dataset(root, tokens=False)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise HRMError(f"invalid dataset: {problems[0]}{more}; `hrm data validate {root}` lists every problem")
 
 
 def fingerprint(root: Path) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hrm_shared.puzzles.arc_augment import (GRID_SIZE, IDENTITY_MAPPING, NUM_COLORS, NUM_DIHEDRAL, SEQ_LEN, VOCAB_SIZE,
-                                     aug_name, dihedral, encode_grids, random_offsets)
+                                     aug_name, dihedral, encode_grids, parse_aug_name, random_offsets)
 from hrm_shared.core.format import PuzzleSet, write_dataset
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.progress import progress
@@ -25,7 +25,8 @@ EVALUATION_SUBDIR = "evaluation"
 RETRIES_FACTOR = 5  # augmentation trials per wanted augmentation before giving up on a symmetric task
 
 def load_arc_tasks(dirs: list[Path], rng: np.random.Generator) -> list[ArcTask]:
-    """Every task in the subdirectories of `dirs` (sorted), the tasks of each subdirectory shuffled by `rng`."""
+    """Every task in the subdirectories of `dirs` (sorted), the tasks of each subdirectory shuffled by `rng`.
+    HRMError on a task name seen twice or shaped like an augmented puzzle's name (`<task>_t<k>_<colour map>`)."""
     tasks: list[ArcTask] = []
     seen: dict[str, Path] = {}
     for root in map(Path, dirs):
@@ -39,6 +40,11 @@ def load_arc_tasks(dirs: list[Path], rng: np.random.Generator) -> list[ArcTask]:
         for sub, paths in files.items():
             for i in rng.permutation(len(paths)):
                 task = read_arc_task(paths[i], evaluation=sub.name == EVALUATION_SUBDIR)
+                base = parse_aug_name(task.name)[0]
+                if base != task.name:  # the scorer would take it for a view of task `base` and merge the two
+                    raise HRMError(f"{task.path}: the task name {task.name!r} has the form of an augmentation of "
+                                   f"task {base!r} (<task>_t<k>_<colour map>); rename the task (its file, or its "
+                                   f"\"name\" key)")
                 if task.name in seen:
                     raise HRMError(f"task {task.name} appears twice ({seen[task.name]} and {task.path}); "
                                    f"pass each dataset directory once and do not mix overlapping datasets")

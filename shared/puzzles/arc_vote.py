@@ -133,16 +133,24 @@ class ArcVoter:
 
 def read_test_tasks(data_dir: Path) -> dict[str, ArcTestTask]:
     """The test tasks of an ARC dataset in dataset order, de-augmented from the first view of each group (the
-    identity in our builds): test inputs and true outputs, from the test split's inputs and labels."""
+    identity in our builds): test inputs and true outputs, from the test split's inputs and labels. HRMError when
+    two groups' names parse as one task."""
     metadata, sets = load_split(Path(data_dir), "test")
     if not is_arc(metadata):
         raise HRMError(f"{data_dir} is not an ARC dataset (vocab_size {metadata.vocab_size}, seq_len "
                        f"{metadata.seq_len}; ARC has {ARC.vocab_size} and {ARC.seq_len})")
     names = read_identifiers(Path(data_dir))
     tasks: dict[str, ArcTestTask] = {}
+    first: dict[str, str] = {}  # task -> the name of its group's first puzzle
     for s in sets.values():
         for puzzle in s.group_indices[:-1].tolist():
-            name, k, mapping = parse_aug_name(names[int(s.puzzle_identifiers[puzzle])])
+            full_name = names[int(s.puzzle_identifiers[puzzle])]
+            name, k, mapping = parse_aug_name(full_name)
+            if name in first:  # views are told apart by their names, so these two tasks would vote as one
+                raise HRMError(f"{data_dir}: the test tasks {first[name]!r} and {full_name!r} both read as task "
+                               f"{name!r} (a name <task>_t<k>_<colour map> is an augmentation of <task>); rebuild "
+                               f"the dataset with the task renamed")
+            first[name] = full_name
             rows = range(int(s.puzzle_indices[puzzle]), int(s.puzzle_indices[puzzle + 1]))
             tasks[name] = ArcTestTask(name, [unaugment_grid(arc_grid(s.inputs[r]), k, mapping) for r in rows],
                                       [unaugment_grid(arc_grid(s.labels[r]), k, mapping) for r in rows])

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hrm_shared.core.errors import HRMError
-from hrm_shared.core.format import DatasetMetadata
+from hrm_shared.core.format import DatasetMetadata, fingerprint, load_split
 from hrm_shared.puzzles import arc_augment, maze
 
 SUDOKU_BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # side n -> (rows, columns) of one box
@@ -90,3 +90,27 @@ def recognise(vocab_size: int, seq_len: int, label: np.ndarray | None = None, ty
 def is_arc(metadata: DatasetMetadata) -> bool:
     """Whether a dataset split with this metadata holds ARC grids (vocab 12, seq_len 900)."""
     return ARC in _fitting(metadata.vocab_size, metadata.seq_len)
+
+
+def dataset_kind(root: Path, split: str = "train") -> str | None:
+    """The kind name ('sudoku', 'maze', 'arc') of the puzzles in `<root>/<split>`, from its metadata and, for the
+    shape a 4x4 Sudoku and a 4x4 maze share, its first label row (memory-mapped); None when no kind fits."""
+    metadata, sets = load_split(Path(root), split)
+    if not _fitting(metadata.vocab_size, metadata.seq_len):
+        return None
+    label = next((np.asarray(s.labels[0]) for s in sets.values() if len(s.labels)), None)
+    return recognise(metadata.vocab_size, metadata.seq_len, label=label).name
+
+
+def check_checkpoint_dataset(record: dict, root: Path, checkpoint: Path) -> str | None:
+    """Compare the dataset a checkpoint was trained on (`record`: its config.json's `dataset`, core/checkpoint.py
+    dataset_record) with dataset `root`, whose shapes fit the model: HRMError when both puzzle kinds are known and
+    differ; a warning line when the fingerprints differ; None when they agree or the record holds neither."""
+    kind = dataset_kind(root, "test")
+    if record.get("kind") and kind and record["kind"] != kind:
+        raise HRMError(f"{checkpoint} was trained on {record['kind']} puzzles but {root} holds {kind} puzzles (of "
+                       f"the same shape); give a {record['kind']} dataset")
+    if record.get("fingerprint") and record["fingerprint"] != (found := fingerprint(root)):
+        return (f"{root} (fingerprint {found}) is not the dataset {checkpoint} was trained on "
+                f"({record.get('path', '?')}, fingerprint {record['fingerprint']}); same shapes, other puzzles")
+    return None

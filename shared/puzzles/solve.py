@@ -18,7 +18,7 @@ from hrm_shared.core.iterator import IGNORE_LABEL_ID
 from hrm_shared.puzzles.kinds import SUDOKU_BOXES, recognise
 from hrm_shared.puzzles.render import sudoku_text
 from hrm_shared.puzzles.show import side_by_side
-from hrm_shared.puzzles.sudoku_solver import is_valid_solution, parse_puzzle
+from hrm_shared.puzzles.sudoku_solver import is_valid_solution, parse_puzzle, solve
 from hrm_shared.core.errors import HRMError
 
 MAZE_INPUT_CHARS = "# SG"
@@ -42,12 +42,36 @@ class Puzzle:
 
 
 def read_puzzle(config: HRMConfig, puzzle: str) -> Puzzle:
-    """Parse `puzzle` for a checkpoint with `config`: a Sudoku string or a maze file path (see the module doc)."""
+    """Parse `puzzle` for a checkpoint with `config`: a Sudoku string or a maze file path (see the module doc).
+    HRMError when it cannot be solved: a Sudoku whose givens clash or allow no solution, a maze without an S->G
+    path."""
     kind = recognise(config.vocab_size, config.seq_len, typed=puzzle, among=SOLVABLE, unknown=UNSOLVABLE)
     if kind.name == "maze":
-        return Puzzle("maze", read_maze(Path(puzzle), kind.side))
+        tokens = read_maze(Path(puzzle), kind.side)
+        if maze.solve_maze(tokens)[1] < 0:
+            raise HRMError(f"{puzzle}: no path leads from S to G (walls cut them apart); give a maze with a path")
+        return Puzzle("maze", tokens)
     grid = parse_puzzle(puzzle, kind.box)  # [n, n], 0 blank
+    if clash := _sudoku_clash(grid, kind.box):
+        raise HRMError(f"the puzzle has no solution: {clash}; correct the givens")
+    if not solve(grid, kind.box, max_solutions=1).solutions:
+        raise HRMError("the puzzle has no solution: no given repeats in a row, column or box, yet the blanks "
+                       "cannot be filled; correct the givens")
     return Puzzle("sudoku", grid.reshape(-1).astype(np.int32) + 1)
+
+
+def _sudoku_clash(grid: np.ndarray, box: tuple[int, int]) -> str | None:
+    """The first given digit of `grid` [n, n] (0 blank) repeated in a row, column or box (1-based, row-major), in
+    words, or None."""
+    br, bc = box
+    n = br * bc
+    boxes = grid.reshape(n // br, br, n // bc, bc).transpose(0, 2, 1, 3).reshape(n, n)
+    for unit, cells in (("row", grid), ("column", grid.T), ("box", boxes)):
+        for i, line in enumerate(cells):
+            digits, counts = np.unique(line[line > 0], return_counts=True)
+            if np.any(counts > 1):
+                return f"digit {digits[counts > 1][0]} appears {counts[counts > 1][0]} times in {unit} {i + 1}"
+    return None
 
 
 def read_maze(path: Path, size: int) -> np.ndarray:
