@@ -5,6 +5,7 @@ from types import ModuleType
 
 import click
 
+from hrm_shared.app.hub import HUB_PREFIX
 from hrm_shared.core.config import PRESETS
 from hrm_shared.core.contract import BACKENDS
 from hrm_shared.core.errors import HRMError
@@ -20,9 +21,7 @@ class StepFile(click.ParamType):
 
     name = "STEP_FILE|hub:REPO"
 
-    def convert(self, value, param, ctx):
-        from hrm_shared.app.hub import HUB_PREFIX
-
+    def convert(self, value: str | Path, param: click.Parameter | None, ctx: click.Context | None) -> str | Path:
         if isinstance(value, str) and value.startswith(HUB_PREFIX):
             return value.removeprefix(HUB_PREFIX)
         return ExistingFile.convert(value, param, ctx)

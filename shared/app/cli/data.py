@@ -2,11 +2,13 @@
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from hrm_shared.app.cli.common import ExistingDir, Group, PathType, refuse_existing, summary
+from hrm_shared.app.hub import MAZE_REPO, SUDOKU_REPO, download_csv_dir
 
 
 @click.group(cls=Group)
@@ -14,8 +16,27 @@ def data() -> None:
     """Build, inspect and validate puzzle datasets."""
 
 
+def hub_option(repo: str) -> Callable:
+    """The option `--hub [REPO]`: take train.csv and test.csv from a Hugging Face Hub dataset, `repo` by default."""
+    return click.option("--hub", "hub_repo", is_flag=False, flag_value=repo, default=None, metavar="[REPO]",
+                        help=f"Download train.csv and test.csv from this Hugging Face dataset instead of --csv-dir  "
+                             f"[REPO: {repo}].")
+
+
+def csv_source(csv_dir: Path | None, hub_repo: str | None) -> Path:
+    """The directory holding train.csv and test.csv: --csv-dir, or the cached snapshot of the --hub dataset."""
+    if (csv_dir is None) == (hub_repo is None):
+        raise click.UsageError("give one of --csv-dir DIR and --hub [REPO]")
+    if csv_dir is not None:
+        return csv_dir
+    folder = download_csv_dir(hub_repo)
+    click.echo(f"{hub_repo} (Hugging Face Hub): {folder}")
+    return folder
+
+
 @data.command("sudoku")
-@click.option("--csv-dir", type=ExistingDir, required=True, help="Directory holding train.csv and test.csv.")
+@click.option("--csv-dir", type=ExistingDir, default=None, help="Directory holding train.csv and test.csv.")
+@hub_option(SUDOKU_REPO)
 @click.option("--out", type=PathType, required=True, help="Output dataset directory.")
 @click.option("--subsample-size", type=click.IntRange(1), default=None, help="Keep this many train puzzles.")
 @click.option("--min-difficulty", type=int, default=None, help="Keep puzzles rated at least this.")
@@ -23,9 +44,10 @@ def data() -> None:
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--verify", is_flag=True, help="Solve every puzzle and refuse one without a unique solution.")
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
-def data_sudoku(csv_dir, out, subsample_size, min_difficulty, num_aug, seed, verify, force):
+def data_sudoku(csv_dir, hub_repo, out, subsample_size, min_difficulty, num_aug, seed, verify, force):
     """Build a Sudoku dataset from the official CSV format (source,question,answer,rating)."""
     refuse_existing(out, force)
+    csv_dir = csv_source(csv_dir, hub_repo)
     from hrm_shared.data.sudoku import build_sudoku_dataset
 
     summary(f"Sudoku dataset written to {out}",
@@ -85,12 +107,14 @@ def data_maze(out, n_train, n_test, size, min_path, seed, force):
 
 
 @data.command("maze-csv")
-@click.option("--csv-dir", type=ExistingDir, required=True, help="Directory holding train.csv and test.csv.")
+@click.option("--csv-dir", type=ExistingDir, default=None, help="Directory holding train.csv and test.csv.")
+@hub_option(MAZE_REPO)
 @click.option("--out", type=PathType, required=True, help="Output dataset directory.")
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
-def data_maze_csv(csv_dir, out, force):
+def data_maze_csv(csv_dir, hub_repo, out, force):
     """Build a maze dataset from the official CSV format (e.g. a downloaded maze-30x30-hard-1k)."""
     refuse_existing(out, force)
+    csv_dir = csv_source(csv_dir, hub_repo)
     from hrm_shared.data.maze import build_maze_dataset
 
     summary(f"Maze dataset written to {out}", build_maze_dataset(csv_dir, out, force))
