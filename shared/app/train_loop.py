@@ -185,10 +185,7 @@ class TrainingRun:
         self.model_config, self.train_config = config.model, config.train
         self.batch_size, self.writer = self.train_config.global_batch_size, collective.rank == 0
         local = local_batch_size(self.batch_size, collective.size)
-        # One shuffled pass covers eval_interval epochs, as the reference's iterator does: at most one partial
-        # batch is dropped per pass, and a train split smaller than a batch still trains.
-        iterator = TrainIterator(self.data_dir, self.batch_size, seed=self.train_config.seed,
-                                 epochs_per_pass=self.train_config.eval_interval, rank=collective.rank,
+        iterator = TrainIterator(self.data_dir, self.batch_size, seed=self.train_config.seed, rank=collective.rank,
                                  world_size=collective.size)
         self.total = _run_length(self.train_config, iterator.metadata)
         rng = np.random.default_rng(self.train_config.seed)  # exploration draws (shared/core/act.py)
