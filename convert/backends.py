@@ -11,9 +11,11 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from hrm_shared.core.contract import BACKENDS
-from hrm_shared.core.checkpoint import (IDENTIFIERS_FILE, MODEL_FILE, TRAIN_STATE_FILE, check_stored, checkpoint_directory,
-                               read_checkpoint_config, write_checkpoint_config)
+from hrm_shared.core.checkpoint import (IDENTIFIERS_FILE, MODEL_FILE, TRAIN_STATE_FILE, check_finite, check_stored,
+                                        checkpoint_directory, read_checkpoint_config, write_checkpoint_config)
 from hrm_shared.core.errors import HRMError
 
 # safetensors dtype codes -> (our dtype name, bytes per element)
@@ -21,11 +23,36 @@ DTYPES = {"F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "
           "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1), "U8": ("uint8", 1),
           "BOOL": ("bool", 1)}
 _MAX_HEADER = 100 << 20
+# A float is NaN or infinite exactly when all its exponent bits are set: (the unsigned view, its exponent mask).
+EXPONENT_BITS = {"float64": ("<u8", 0x7FF0000000000000), "float32": ("<u4", 0x7F800000),
+                 "float16": ("<u2", 0x7C00), "bfloat16": ("<u2", 0x7F80)}
+_CHUNK = 1 << 24  # elements checked at a time
 
 
 def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     """{tensor name: (dtype name, shape)} from a safetensors file's header, after checking that the header is
     well formed and the tensors' byte ranges tile the data section exactly."""
+    return _read_header(path)[0]
+
+
+def finite_tensors(path: Path) -> dict[str, bool]:
+    """{tensor name: whether every value is finite} of a safetensors file (checked as read_safetensors_header
+    checks it), read from the bits, so bfloat16 needs no framework; tensors of integers count as finite."""
+    tensors, spans, start = _read_header(path)
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    finite = {}
+    for name, (dtype, _) in tensors.items():
+        finite[name] = True
+        if dtype in EXPONENT_BITS:
+            unsigned, mask = EXPONENT_BITS[dtype]
+            bits = data[start + spans[name][0]:start + spans[name][1]].view(unsigned)
+            finite[name] = not any(np.any((bits[i:i + _CHUNK] & mask) == mask) for i in range(0, len(bits), _CHUNK))
+    return finite
+
+
+def _read_header(path: Path) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, tuple[int, int]], int]:
+    """({name: (dtype name, shape)}, {name: (begin, end) in the data section}, where the data section begins) of a
+    safetensors file; HRMError unless read_safetensors_header's checks pass."""
     path = Path(path)
     broken = f"{path} is not a valid safetensors file"
     size = path.stat().st_size
@@ -40,7 +67,7 @@ def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]
     if not isinstance(header, dict):
         raise HRMError(f"{broken} (its header is not a JSON object); write the checkpoint again")
     header.pop("__metadata__", None)
-    tensors, spans = {}, []
+    tensors, spans = {}, {}
     for name, entry in header.items():
         try:
             dtype, itemsize = DTYPES[entry["dtype"]]
@@ -51,15 +78,15 @@ def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]
         if min(shape, default=0) < 0 or end - begin != math.prod(shape) * itemsize:
             raise HRMError(f"{broken} (tensor {name!r}: its byte range does not match its shape and dtype)")
         tensors[name] = (dtype, shape)
-        spans.append((begin, end))
+        spans[name] = (begin, end)
     position = 0
-    for begin, end in sorted(spans):
+    for begin, end in sorted(spans.values()):
         if begin != position:
             raise HRMError(f"{broken} (tensor data overlaps or leaves gaps); write the checkpoint again")
         position = end
     if position != size - 8 - n:
         raise HRMError(f"{broken} (the file is {size} bytes; the header describes {8 + n + position})")
-    return tensors
+    return tensors, spans, 8 + n
 
 
 def convert_checkpoint(src: Path, dst: Path, to: str, force: bool = False) -> dict:
@@ -73,6 +100,7 @@ def convert_checkpoint(src: Path, dst: Path, to: str, force: bool = False) -> di
     config = read_checkpoint_config(src)
     tensors = read_safetensors_header(src / MODEL_FILE)
     check_stored(config.model, tensors, str(src / MODEL_FILE))
+    check_finite(finite_tensors(src / MODEL_FILE), str(src / MODEL_FILE))
     with checkpoint_directory(dst, force) as tmp:
         shutil.copyfile(src / MODEL_FILE, tmp / MODEL_FILE)
         config.backend, source_backend = to, config.backend

@@ -4,7 +4,8 @@ directories (shared/DESIGN.md section 7, shared/TRM.md section 5).
 
 The model family comes from the yaml's `arch.name` (core/registry.py), or, without one, from the tensors (no
 `H_level` keys: TRM); the model's shapes from `arch`, the tensors (vocab_size, num_puzzle_identifiers) and the
-dataset (seq_len); each is checked against the others. Reading the pickle needs PyTorch.
+dataset (seq_len); each is checked against the others, the dataset's seq_len against the position tables (learned
+positions, or the rotary caches some reference versions save). Reading the pickle needs PyTorch.
 """
 
 import dataclasses
@@ -16,12 +17,14 @@ import yaml
 
 from hrm_shared.app.backend import import_backend
 from hrm_shared.core.contract import BACKENDS
-from hrm_shared.core.checkpoint import CheckpointConfig, check_checkpoint_output, check_stored, dataset_record
-from hrm_shared.core.config import TrainConfig
-from hrm_shared.core.format import read_identifiers, read_metadata
+from hrm_shared.core.checkpoint import (CheckpointConfig, check_checkpoint_output, check_finite, check_stored,
+                                        dataset_record)
+from hrm_shared.core.config import ModelConfig, TrainConfig
+from hrm_shared.core.format import check_dataset, read_identifiers, read_metadata
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import count_parameters
 from hrm_shared.core.registry import FAMILIES, ModelFamily
+from hrm_shared.puzzles.kinds import dataset_kind
 
 REFERENCE_CONFIG = "all_config.yaml"
 # torch.compile's wrapper, the loss head's `model`, the ACT wrapper's `inner`: stripped in this order.
@@ -34,6 +37,8 @@ ARCH_REQUIRED = ("hidden_size", "num_heads", "expansion", "L_layers", "H_cycles"
                  "halt_exploration_prob", "puzzle_emb_ndim", "pos_encodings")
 ARCH_IGNORED = ("name", "loss")  # the model class and the loss head (its loss_type is read)
 DATA_KEYS = ("vocab_size", "seq_len", "num_puzzle_identifiers")  # from the tensors and the dataset, not the yaml
+# Tensors with a row per position (puzzle prefix + seq_len): the one record of seq_len a checkpoint may hold.
+POSITION_TABLES = ("embed_pos.embedding_weight", "rotary_emb.cos_cached", "rotary_emb.sin_cached")
 # The official ARC checkpoints' puzzle rows follow the order of the build on the authors' machine (its file listing
 # and global numpy stream), which a rebuild elsewhere does not reproduce: equal row counts do not prove equal rows.
 PUZZLE_ORDER_WARNING = ("the puzzle rows are matched to this dataset's identifiers by position only; a rebuild of "
@@ -88,9 +93,9 @@ def model_fields(arch: dict, family: ModelFamily) -> tuple[dict, list[str]]:
     return fields, sorted(set(arch) - names - set(ARCH_IGNORED))
 
 
-def read_reference_state(step_file: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """(canonical name -> tensor in its stored dtype, the reference-only keys dropped) of a reference `step_N`
-    file; prefixes are stripped."""
+def read_reference_state(step_file: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(canonical name -> tensor in its stored dtype, the dropped reference-only tensors by their keys) of a
+    reference `step_N` file; prefixes are stripped."""
     try:
         state = torch.load(step_file, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -99,18 +104,29 @@ def read_reference_state(step_file: Path) -> tuple[dict[str, torch.Tensor], list
         raise HRMError(f"{step_file} is not a torch.save'd state dict ({str(e).splitlines()[0]})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise HRMError(f"{step_file} does not hold a state dict (name -> tensor); pass the reference's step_N file")
-    tensors, dropped = {}, []
+    tensors, dropped = {}, {}
     for key, value in state.items():
         name = key
         for prefix in PREFIXES:
             name = name.removeprefix(prefix)
         if name in REFERENCE_ONLY:
-            dropped.append(key)
+            dropped[key] = value
         elif name in tensors:
             raise HRMError(f"{step_file} holds {name!r} twice (with and without a prefix); pass one model's state")
         else:
             tensors[name] = value
     return tensors, dropped
+
+
+def check_positions(model: ModelConfig, tensors: dict[str, torch.Tensor], step_file: Path, data_dir: Path) -> None:
+    """Refuse a dataset whose sequences are not as long as the ones the checkpoint was trained on, where `tensors`
+    (the step file's, by any key) hold a table of positions: rows = puzzle prefix + seq_len."""
+    prefix = model.puzzle_emb_len
+    for key, value in tensors.items():
+        if key.endswith(POSITION_TABLES) and value.shape[0] != prefix + model.seq_len:
+            raise HRMError(f"{step_file}: {key} covers {value.shape[0]} positions, {value.shape[0] - prefix} after "
+                           f"the puzzle prefix of {prefix}, but the dataset {data_dir} has seq_len={model.seq_len}; "
+                           f"pass the dataset the checkpoint was trained on")
 
 
 def import_official(step_file: Path, data_dir: Path, dst: Path, backend: str = "torch", force: bool = False) -> dict:
@@ -122,6 +138,7 @@ def import_official(step_file: Path, data_dir: Path, dst: Path, backend: str = "
     if backend not in BACKENDS:
         raise HRMError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     check_checkpoint_output(Path(dst), force)
+    check_dataset(data_dir)
     arch, train = read_reference_config(step_file.parent / REFERENCE_CONFIG)
     tensors, dropped = read_reference_state(step_file)
     family = reference_family(arch, tensors)
@@ -144,13 +161,16 @@ def import_official(step_file: Path, data_dir: Path, dst: Path, backend: str = "
                                      num_puzzle_identifiers=num_puzzles, **fields)
     except HRMError as e:
         raise HRMError(f"{step_file.parent / REFERENCE_CONFIG}: {e}") from None
+    check_positions(model_config, {**tensors, **dropped}, step_file, data_dir)
     check_stored(model_config, {k: (str(v.dtype).removeprefix("torch."), tuple(v.shape)) for k, v in tensors.items()},
                  str(step_file), REFERENCE_CONFIG)
+    check_finite({k: bool(torch.isfinite(v).all()) for k, v in tensors.items()}, str(step_file))
     weights = {k: v.to(torch.float32).numpy() for k, v in tensors.items()}  # bfloat16 widens in torch, not numpy
     package = import_backend(backend)
     model = package.model.build_model(model_config)
     package.model.load_canonical(model, weights)
-    config = CheckpointConfig(model=model_config, train=train, dataset=dataset_record(data_dir))
+    record = dataset_record(data_dir, dataset_kind(data_dir))
+    config = CheckpointConfig(model=model_config, train=train, dataset=record)
     package.checkpoint.save_checkpoint(Path(dst), model, config, read_identifiers(data_dir))
     summary = {"from": str(step_file), "to": f"{dst} ({backend})", "family": family.name,
                "parameters": f"{count_parameters(model_config):,}", "vocab_size": vocab_size,

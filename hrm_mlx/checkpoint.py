@@ -8,8 +8,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from hrm_shared.core.checkpoint import (MODEL_FILE, CheckpointConfig, check_stored, checkpoint_directory,
-                               read_checkpoint_config, write_checkpoint_config, write_identifiers)
+from hrm_shared.core.checkpoint import (MODEL_FILE, CheckpointConfig, check_finite, check_stored,
+                                        checkpoint_directory, read_checkpoint_config, write_checkpoint_config,
+                                        write_identifiers)
 from hrm_shared.core.errors import HRMError
 from hrm_mlx.device import place
 from hrm_mlx.model import build_model
@@ -24,7 +25,10 @@ def save_checkpoint(directory: Path, model: nn.Module, config: CheckpointConfig,
     tensors = dict(tree_flatten(model.inner.parameters()))
     mx.eval(tensors)
     with checkpoint_directory(Path(directory)) as tmp:
-        mx.save_safetensors(str(tmp / MODEL_FILE), tensors)
+        try:
+            mx.save_safetensors(str(tmp / MODEL_FILE), tensors)
+        except RuntimeError as e:  # how MLX reports a failed write (a full disk): made the OSError it is
+            raise OSError(str(e)) from None
         write_checkpoint_config(tmp, dataclasses.replace(config, backend="mlx"))
         if identifiers is not None:
             write_identifiers(tmp, identifiers)
@@ -32,7 +36,8 @@ def save_checkpoint(directory: Path, model: nn.Module, config: CheckpointConfig,
 
 def load_checkpoint(directory: Path, device: str | None = None) -> tuple[nn.Module, CheckpointConfig]:
     """Build the model of config.model's family and load `directory`'s tensors strictly (float32 in the model; bfloat16 tensors
-    widen exactly); H_init, L_init and the puzzle table stay frozen. `device`: see `place`. Any missing, unexpected, misshapen or wrongly typed tensor is an HRMError that names it."""
+    widen exactly); H_init, L_init and the puzzle table stay frozen. `device`: see `place`. Any missing, unexpected,
+    misshapen, wrongly typed or non-finite tensor is an HRMError that names it."""
     directory = Path(directory)
     config = read_checkpoint_config(directory)
     path = directory / MODEL_FILE
@@ -42,6 +47,7 @@ def load_checkpoint(directory: Path, device: str | None = None) -> tuple[nn.Modu
         raise HRMError(f"{path} is not a readable safetensors file ({e}); write the checkpoint again") from None
     check_stored(config.model, {k: (str(v.dtype).removeprefix("mlx.core."), tuple(v.shape))
                                 for k, v in tensors.items()}, str(path))
+    check_finite({k: bool(mx.isfinite(v).all()) for k, v in tensors.items()}, str(path))
     model = build_model(config.model)
     model.inner.load_weights([(k, v.astype(mx.float32)) for k, v in tensors.items()], strict=True)
     mx.eval(model.parameters())

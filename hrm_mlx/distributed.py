@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import mlx.core as mx
 import numpy as np
 
-from hrm_shared.core.distributed import RESUME_HINT, SOLO, TIMEOUT_ENV, Solo, Watchdog, launched_by_mlx, timeout_seconds, \
-    torchrun_world
+from hrm_shared.core.distributed import RESUME_HINT, SOLO, TIMEOUT_ENV, PeerWatch, Solo, Watchdog, launched_by_mlx, \
+    ring_hosts, timeout_seconds, torchrun_world
 from hrm_shared.core.errors import HRMError
 
 
@@ -18,13 +18,18 @@ class Collective:
     """This process's place among the training processes and the collectives a train step needs.
 
     The collectives are lazy MLX operations (they run where the graph is evaluated, inside a compiled step too) on
-    the backend's communication stream. MLX's ring backend has no timeout: the Watchdog ends a process that waited
-    longer than HRM_DIST_TIMEOUT_S, and a lost peer is an HRMError naming this rank.
+    the backend's communication stream. MLX's ring backend has no timeout, and on a dead peer its collectives fail,
+    return garbage (all_gather) or wait forever: with the ring, the PeerWatch ends this process within seconds of a
+    neighbour's end; the Watchdog ends one that waited longer than HRM_DIST_TIMEOUT_S (a peer that hangs); a
+    collective that fails is an HRMError naming this rank.
     """
 
     def __init__(self, group: mx.distributed.Group, timeout: float) -> None:
         self.group, self.rank, self.size, self.timeout = group, group.rank(), group.size(), timeout
         self.watchdog = Watchdog(self.rank, timeout)
+        hosts = ring_hosts(self.size)
+        self.peers = PeerWatch(self.rank, hosts, lambda port: self.all_gather_numpy(np.array([port])).tolist()
+                               ) if hosts else None
 
     @contextmanager
     def guard(self, what: str) -> Iterator[None]:
@@ -62,8 +67,10 @@ class Collective:
         self.watchdog.beat()
 
     def close(self) -> None:
-        """Wait for every process (a sum of one number), then stop the watchdog."""
+        """Wait for every process (a sum of one number), then stop watching them."""
         self.all_sum_numpy(np.zeros(1, np.float32))
+        if self.peers is not None:
+            self.peers.close()
         self.watchdog.close()
 
 

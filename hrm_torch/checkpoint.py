@@ -4,12 +4,14 @@ config.json."""
 import dataclasses
 from pathlib import Path
 
+import torch
 from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from hrm_shared.core.checkpoint import (MODEL_FILE, CheckpointConfig, check_stored, checkpoint_directory,
-                               read_checkpoint_config, write_checkpoint_config, write_identifiers)
+from hrm_shared.core.checkpoint import (MODEL_FILE, CheckpointConfig, check_finite, check_stored,
+                                        checkpoint_directory, read_checkpoint_config, write_checkpoint_config,
+                                        write_identifiers)
 from hrm_shared.core.errors import HRMError
 from hrm_torch.device import place
 from hrm_torch.model import build_model
@@ -32,8 +34,8 @@ def save_checkpoint(directory: Path, model: nn.Module, config: CheckpointConfig,
 
 def load_checkpoint(directory: Path, device: str | None = None) -> tuple[nn.Module, CheckpointConfig]:
     """Build the model of config.model's family and load `directory`'s tensors strictly (float32 in the model; bfloat16 tensors
-    widen exactly), on `device` (default: default_device()). Any missing, unexpected, misshapen or wrongly typed
-    tensor is an HRMError that names it."""
+    widen exactly), on `device` (default: default_device()). Any missing, unexpected, misshapen, wrongly typed or
+    non-finite tensor is an HRMError that names it."""
     directory = Path(directory)
     config = read_checkpoint_config(directory)
     path = directory / MODEL_FILE
@@ -43,6 +45,7 @@ def load_checkpoint(directory: Path, device: str | None = None) -> tuple[nn.Modu
         raise HRMError(f"{path} is not a readable safetensors file ({e}); write the checkpoint again") from None
     check_stored(config.model, {k: (str(v.dtype).removeprefix("torch."), tuple(v.shape)) for k, v in tensors.items()},
                  str(path))
+    check_finite({k: bool(torch.isfinite(v).all()) for k, v in tensors.items()}, str(path))
     model = build_model(config.model)
     model.inner.load_state_dict(tensors, strict=True)
     return place(model, device), config

@@ -258,6 +258,25 @@ def test_official_import_refuses_a_bad_arch(tmp_path):
     _import_error(tmp_path, "arch lacks H_cycles", damage=damage)
 
 
+@pytest.mark.parametrize("section, key, value, message", [
+    ("arch", "H_cycles", 10**20, r"H_cycles=\d+ must be in \[1, "), (None, "lr", -1.0, r"lr=-1.0 must be >= 0"),
+    (None, "beta2", 1.5, r"beta2=1.5 must be in \[0, 1\)")])
+def test_official_import_refuses_out_of_range_values(tmp_path, section, key, value, message):
+    def damage(step):
+        path = step.parent / "all_config.yaml"
+        d = yaml.safe_load(path.read_text())
+        (d[section] if section else d)[key] = value
+        path.write_text(yaml.safe_dump(d))
+    _import_error(tmp_path, f"all_config.yaml: {message}", damage=damage)
+
+
+def test_official_import_refuses_non_finite_weights(tmp_path):
+    config = tiny_config()
+    weights = tiny_weights(config)
+    weights["lm_head.weight"][0, 0] = np.nan
+    _import_error(tmp_path, r"step_10: tensor 'lm_head.weight' holds NaN or infinite values", weights=weights)
+
+
 # ---- the CLI ----
 
 def test_cli_init_then_convert(tmp_path):

@@ -6,6 +6,7 @@ of processes, and bad launches (a batch that does not split, a dead or hung proc
 one-line message instead of a traceback or a hang.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -48,12 +49,18 @@ def torchrun(*args, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=child_env())
 
 
+def hrm_launch(*command) -> list[str]:
+    """`hrm launch -n 2 --backend ring` (mlx.launch with an exit status) on two free localhost ports, then `command`."""
+    if not HRM.is_file():
+        pytest.skip(f"the hrm script is not installed beside {sys.executable}")
+    launch = [str(HRM), "launch", "-n", "2", "--backend", "ring", "--starting-port", str(free_port()), "--"]
+    return launch + [str(c) for c in command]
+
+
 def mlx_launch(*command, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`mlx.launch -n 2 --backend ring` on two free localhost ports."""
-    port = free_port()
-    launch = [str(MLX_LAUNCH), "-n", "2", "--backend", "ring", "--starting-port", str(port), "--"]
-    return subprocess.run(launch + [str(c) for c in command], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, env=child_env(**(env or {})))
+    """Run hrm_launch(*command) to its end."""
+    return subprocess.run(hrm_launch(*command), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env=child_env(**(env or {})))
 
 
 def checkpoint(run_dir: Path) -> tuple[dict, dict, list[dict]]:
@@ -234,20 +241,98 @@ def test_two_mlx_processes_train_the_weights_of_one(tmp_path, mlx_ring):
     args = ["--backend", "mlx", "--data", data, *TINY, "--max-steps", STEPS, "--eval-interval", 3]
     assert run("train", *args, "--out", one).exit_code == 0
     result = mlx_launch(HRM, "train", *args, "--out", two)
+    assert result.returncode == 0, result.stderr[-3000:]
     assert "Error" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert_equivalent(one, two)
 
 
-def test_a_hung_mlx_process_ends_the_other_with_a_message(tmp_path, mlx_ring):
+def test_an_mlx_process_whose_slice_of_the_last_test_batch_is_empty_evaluates_as_one_process(tmp_path, mlx_ring):
+    # 72 test examples in global batches of 16: the last batch holds 8, all of them rank 0's, none rank 1's.
     data = make_dataset(tmp_path / "ds")
-    port = free_port()
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = ["--backend", "mlx", "--data", data, *TINY, "--set", "global_batch_size=16", "--max-steps", 2,
+            "--eval-interval", 0]
+    assert run("train", *args, "--out", one).exit_code == 0
+    result = mlx_launch(HRM, "train", *args, "--out", two, env={"HRM_DIST_TIMEOUT_S": "60"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    tests = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if '"test"' in line]
+             for d in (one, two)]
+    assert tests[0][0]["count"] == 72
+    assert_same_records(*tests)
+    outputs_a, outputs_b = np.load(one / "eval_outputs.npz"), np.load(two / "eval_outputs.npz")
+    for name in ("predictions", "labels", "puzzle_identifiers"):
+        assert np.array_equal(outputs_a[name], outputs_b[name]), f"gathered evaluation {name} differs"
+
+
+def mlx_ranks(tmp_path: Path, **env: str) -> list[subprocess.Popen]:
+    """Two `hrm train --backend mlx` processes started by hand as mlx.launch starts them (MLX_HOSTFILE, MLX_RANK), on
+    the default dataset, writing to tmp_path/run, with the environment variables `env` besides."""
+    data = make_dataset(tmp_path / "ds")
     hosts = tmp_path / "hosts.json"
-    hosts.write_text(json.dumps([[f"127.0.0.1:{port}"], [f"127.0.0.1:{free_port()}"]]))
+    hosts.write_text(json.dumps([[f"127.0.0.1:{free_port()}"], [f"127.0.0.1:{free_port()}"]]))
     command = [str(HRM), "train", "--backend", "mlx", "--data", str(data), *map(str, TINY), "--out",
                str(tmp_path / "run"), "--eval-interval", "0"]
-    env = child_env(MLX_HOSTFILE=str(hosts), HRM_DIST_TIMEOUT_S="8")
-    ranks = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                              env={**env, "MLX_RANK": str(r)}) for r in range(2)]
+    env = child_env(MLX_HOSTFILE=str(hosts), **env)
+    return [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                             env={**env, "MLX_RANK": str(r)}) for r in range(2)]
+
+
+@pytest.mark.parametrize("victim", [1, 0])
+def test_a_killed_mlx_process_ends_the_other_within_seconds(tmp_path, mlx_ring, victim):
+    ranks = mlx_ranks(tmp_path, HRM_DIST_TIMEOUT_S="600")  # the watchdog is not what ends it
+    survivor = ranks[1 - victim]
+    try:
+        wait_for_lines(tmp_path / "run" / "metrics.jsonl", 3, ranks[0])
+        ranks[victim].kill()
+        began = time.monotonic()
+        output, _ = survivor.communicate(timeout=60)
+        assert time.monotonic() - began < 15, output[-2000:]
+    finally:
+        for process in ranks:
+            process.kill()
+            process.wait()
+    assert survivor.returncode == 1
+    message = output.strip().splitlines()[-1]
+    assert message.startswith(f"Error: rank {1 - victim}: ") and "another process died" in message, output[-2000:]
+    assert "hrm train --resume" in message
+
+
+@pytest.mark.parametrize("name", ["torch", "mlx"])
+def test_a_killed_process_ends_the_launch_with_a_failing_status(tmp_path, request, name):
+    # torchrun ends the other processes and exits with status 1; so does hrm launch, where mlx.launch exits with 0.
+    pytest.importorskip("torch" if name == "torch" else "mlx.core")
+    data = make_dataset(tmp_path / "ds")
+    args = ["train", "--backend", name, "--data", data, *TINY, "--out", tmp_path / "run", "--eval-interval", 0]
+    if name == "mlx":
+        request.getfixturevalue("mlx_ring")
+        command = hrm_launch(HRM, *args)
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(HRM),
+                   *map(str, args)]
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                                env=child_env(HRM_DIST_TIMEOUT_S="600"), start_new_session=True)
+    try:
+        wait_for_lines(tmp_path / "run" / "metrics.jsonl", 3, launcher)
+        children = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 2, children
+        os.kill(int(children[-1]), signal.SIGKILL)
+        began = time.monotonic()
+        output, _ = launcher.communicate(timeout=90)
+        assert time.monotonic() - began < 20, output[-2000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and what it started
+        launcher.wait()
+    assert launcher.returncode == 1, output[-2000:]
+    assert "SIGKILL" in output, output[-2000:]
+    if name == "mlx":
+        message = output.strip().splitlines()[-1]
+        assert message.startswith("Error: processes of the run did not finish: ") and "killed by SIGKILL" in message
+
+
+def test_a_hung_mlx_process_ends_the_other_with_a_message(tmp_path, mlx_ring):
+    ranks = mlx_ranks(tmp_path, HRM_DIST_TIMEOUT_S="8")
     try:
         wait_for_lines(tmp_path / "run" / "metrics.jsonl", 3, ranks[0])
         ranks[1].send_signal(signal.SIGSTOP)
@@ -276,6 +361,35 @@ def test_the_watchdog_ends_a_process_without_progress():
         time.sleep(0.05)
     watchdog.close()
     assert exits == [1]
+
+
+@pytest.mark.parametrize("says_bye", [True, False], ids=["finishes", "dies"])
+def test_the_peer_watch_ends_a_process_whose_neighbour_ends_without_finishing(says_bye):
+    from hrm_shared.core.distributed import BYE, PeerWatch
+
+    # Rank 0 is the PeerWatch; rank 1 is played by hand over plain sockets, as a second PeerWatch would.
+    listener, dialled = socket.create_server(("127.0.0.1", 0)), []
+
+    def share(port: int) -> list[int]:
+        dialled.append(socket.create_connection(("127.0.0.1", port)))
+        dialled[0].sendall((1).to_bytes(4, "big"))
+        return [port, listener.getsockname()[1]]
+
+    exits: list[int] = []
+    watch = PeerWatch(0, ["127.0.0.1", "127.0.0.1"], share, exit=exits.append, grace=0.2)
+    accepted, _ = listener.accept()
+    assert int.from_bytes(accepted.recv(4, socket.MSG_WAITALL), "big") == 0
+    assert sorted(watch.peers.values()) == [1, 1]
+    for connection in (accepted, dialled[0]):
+        if says_bye:
+            connection.sendall(BYE)
+        connection.close()
+    listener.close()
+    deadline = time.monotonic() + (1 if says_bye else 5)  # grace is 0.2 s
+    while not exits and time.monotonic() < deadline:
+        time.sleep(0.05)
+    watch.close()
+    assert exits == ([] if says_bye else [1])
 
 
 def test_the_feed_saves_the_position_of_the_batches_taken_not_of_those_drawn_ahead(tmp_path):

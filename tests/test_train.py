@@ -6,9 +6,12 @@ went to 2N in one go (weights, optimizer moments, carry, metrics), in float32 on
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ from backends import tiny_config, tiny_weights
 from helpers import TINY, make_dataset, run, wait_for_lines
 from hrm_shared.core.act import draw_exploration
 from hrm_shared.app.backend import import_backend
+from hrm_shared.app.train_loop import QUIT_STATUS
 from hrm_shared.core.config import TrainConfig
 from hrm_shared.core.contract import BACKENDS
 from hrm_shared.core.iterator import TrainIterator
@@ -169,3 +173,34 @@ def test_ctrl_c_saves_and_the_run_resumes_exactly(tmp_path):
     assert 2 <= stopped < 40, "the interrupt came too late to test anything"
     assert run("train", "--resume", parts, "--max-steps", 40).exit_code == 0
     assert_same_run(whole, parts)
+
+
+# Per backend, one C++ call that lasts well over 10 s on any CPU: the main thread is inside it when both Ctrl-Cs
+# arrive, so Python runs no signal handler of its own until the call returns.
+LONG_CALL = {"torch": "import torch\na = torch.randn(4096, 4096) / 64\nready()\n"
+                      "torch.linalg.matrix_power(a, 2 ** 62 - 1)",
+             "mlx": "import mlx.core as mx\nmx.set_default_device(mx.cpu)\na = mx.random.normal((512, 512)) / 23\n"
+                    "x = a\nfor _ in range(20000):\n    x = x @ a\nready()\nmx.eval(x)"}
+
+
+def test_a_second_ctrl_c_inside_a_long_step_quits_within_seconds(backend):
+    script = ("from hrm_shared.app.train_loop import interrupt_flag\n"
+              "def ready():\n    print('ready', flush=True)\n"
+              "with interrupt_flag():\n" + textwrap.indent(LONG_CALL[backend.name], "    ")
+              + "\nprint('the call ended')")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        assert process.stdout.readline() == "ready\n", process.communicate()
+        time.sleep(1.0)  # inside the call
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        output, errors = process.communicate(timeout=30)
+        waited = time.monotonic() - sent
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == QUIT_STATUS and waited < 5, (process.returncode, waited, errors)
+    assert "Ctrl-C again: quitting without saving" in errors and "the call ended" not in output

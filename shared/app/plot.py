@@ -1,9 +1,9 @@
 """`<run>/curves.png`: the training curves of a run (needs matplotlib, the optional `plot` extra)."""
 
-import json
 from pathlib import Path
 
-from hrm_shared.app.run import METRICS_FILE
+from hrm_shared.app.run import METRICS_FILE, read_metrics
+from hrm_shared.core.atomic import replace_file
 
 PLOT_FILE = "curves.png"
 SMOOTHING = 50  # train records per plotted point
@@ -22,7 +22,8 @@ def _mean_by_window(records: list[dict], key: str) -> tuple[list[int], list[floa
 
 def plot_run(run: Path) -> Path | None:
     """Draw train loss, train and test exact accuracy against the step from `<run>/metrics.jsonl` into
-    `<run>/curves.png`; returns its path, or None when matplotlib is not installed or nothing was logged."""
+    `<run>/curves.png`; returns its path, or None when matplotlib is not installed or nothing was logged. A failed
+    write is a WriteError (core/atomic.py)."""
     try:
         import matplotlib
     except ImportError:
@@ -30,8 +31,7 @@ def plot_run(run: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(run) / METRICS_FILE
-    records = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    records = read_metrics(Path(run) / METRICS_FILE)
     train = [r for r in records if r["split"] == "train"]
     test = [r for r in records if r["split"] == "test"]
     if not train:
@@ -46,6 +46,9 @@ def plot_run(run: Path) -> Path | None:
     accuracy_axis.legend()
     figure.tight_layout()
     out = Path(run) / PLOT_FILE
-    figure.savefig(out, dpi=100)
-    plt.close(figure)
+    try:
+        with replace_file(out) as tmp:
+            figure.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(figure)
     return out

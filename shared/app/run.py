@@ -13,6 +13,7 @@ the number of processes that wrote it (a run resumes on any number: every piece 
 """
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,8 +23,9 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from hrm_shared.core.atomic import newest_version, write_file, writing
 from hrm_shared.core.checkpoint import (CONFIG_FILE, DATA_FIELDS, TRAIN_STATE_FILE, CheckpointConfig,
-                                        check_checkpoint_output, check_fits_dataset, dataset_record,
+                                        check_checkpoint_output, check_finite, check_fits_dataset, dataset_record,
                                         read_checkpoint_config)
 from hrm_shared.core.config import ModelConfig, TrainConfig, apply_overrides, preset
 from hrm_shared.core.distributed import launched_rank
@@ -44,17 +46,26 @@ def step_dir(run: Path, step: int) -> Path:
     return Path(run) / f"step_{step}"
 
 
+def last_checkpoint(run: Path) -> Path:
+    """The checkpoint `hrm train --resume` continues: the newest complete version of `<run>/last`, which a kill while
+    it was being replaced leaves under a hidden name (core/atomic.py newest_version); `<run>/last` when none."""
+    return newest_version(Path(run) / LAST) or Path(run) / LAST
+
+
 def run_config(model: ModelConfig, train: TrainConfig, data_dir: Path, overrides: list[str],
                seed: int | None = None) -> CheckpointConfig:
-    """`model` and `train` with `overrides` and `seed`, and the sizes of dataset `data_dir` (refused in
-    `overrides`: they come from the data). HRMError when the dataset's test split does not fit the model."""
-    from hrm_shared.core.format import read_metadata
+    """`model` and `train` with `overrides` and `seed`, and the sizes and puzzle kind of dataset `data_dir` (sizes
+    refused in `overrides`: they come from the data). HRMError when the dataset is invalid (format.check_dataset)
+    or its test split does not fit the model."""
+    from hrm_shared.core.format import check_dataset, read_metadata
+    from hrm_shared.puzzles.kinds import dataset_kind
 
     data_keys = [item for item in overrides if item.partition("=")[0].rpartition(".")[2] in DATA_FIELDS]
     if data_keys:
         raise HRMError(f"{data_keys[0]!r}: {', '.join(DATA_FIELDS)} come from the dataset; leave them out of --set")
     model, train = apply_overrides(model, train, overrides)
-    record = dataset_record(Path(data_dir).resolve())
+    check_dataset(data_dir)
+    record = dataset_record(Path(data_dir).resolve(), dataset_kind(data_dir))
     model = model.replace(**{name: record[name] for name in DATA_FIELDS})
     check_fits_dataset(model, read_metadata(data_dir, "test"), f"{data_dir}/test")
     return CheckpointConfig(model=model, train=train.replace(seed=train.seed if seed is None else seed),
@@ -73,15 +84,14 @@ def new_run(run: Path, preset_name: str, data_dir: Path, overrides: list[str], s
     config = run_config(*preset(preset_name), data_dir, overrides, seed)
     config.backend = backend
     if writer:
-        run.mkdir(parents=True, exist_ok=True)
         write_run_config(run, config, options)
     return config
 
 
 def write_run_config(run: Path, config: CheckpointConfig, options: dict) -> None:
-    """Write `<run>/config.json`: config.to_dict() plus the invocation `options` (its OPTIONS keys)."""
+    """Write `<run>/config.json` (and `run`): config.to_dict() plus the invocation `options` (its OPTIONS keys)."""
     d = {**config.to_dict(), "options": {k: options.get(k) for k in OPTIONS}}
-    (Path(run) / CONFIG_FILE).write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+    write_file(Path(run) / CONFIG_FILE, json.dumps(d, indent=2, sort_keys=True) + "\n")
 
 
 def read_run_config(run: Path) -> tuple[CheckpointConfig, dict]:
@@ -91,12 +101,15 @@ def read_run_config(run: Path) -> tuple[CheckpointConfig, dict]:
         raise HRMError(f"{run} is not a training run: {path} is missing (start one with `hrm train --out {run}`)")
     try:
         d = json.loads(path.read_text())
-        if missing := [key for key in ("model", "train", "dataset") if key not in d]:
-            raise KeyError(missing[0])
-        config = CheckpointConfig.from_dict(d)
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise HRMError(f"{path} is not a run config ({e!r}); start the run again") from None
-    return config, d.get("options", {})
+        config = CheckpointConfig.from_dict(d, str(path))
+        options = d.get("options", {})
+        if not isinstance(config.dataset.get("path"), str) or not isinstance(options, dict):
+            raise HRMError(f"{path} needs the dataset's path and an options object")
+    except json.JSONDecodeError as e:
+        raise HRMError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); start the run again") from None
+    except HRMError as e:
+        raise HRMError(f"{e}; it is not the run config hrm wrote: start the run again") from None
+    return config, options
 
 
 def config_difference(a: CheckpointConfig, b: CheckpointConfig) -> str | None:
@@ -126,7 +139,7 @@ def resume_run(run: Path, preset_name: str | None, data_dir: Path | None, overri
     if diff:
         raise HRMError(f"the options given with --resume differ from the run in {run} ({diff}); resume with the "
                        f"run's own config, or start a new run with --out")
-    last = Path(run) / LAST
+    last = last_checkpoint(run)
     if not (last / TRAIN_STATE_FILE).is_file():
         raise HRMError(f"{run} has no checkpoint to resume ({last / TRAIN_STATE_FILE} is missing); start the run "
                        f"again")
@@ -144,14 +157,17 @@ def write_train_state(directory: Path, tensors: dict[str, np.ndarray], info: dic
 
 
 def read_train_state(directory: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """(tensors, info) as write_train_state wrote them; HRMError when the file is missing or unreadable."""
+    """(tensors, info) as write_train_state wrote them; HRMError when the file is missing or unreadable, or a float
+    tensor holds a NaN or an infinity."""
     path = Path(directory) / TRAIN_STATE_FILE
     try:
         with safe_open(str(path), framework="np") as f:
             info = json.loads((f.metadata() or {})[STATE_KEY])
-            return {k: f.get_tensor(k) for k in f.keys()}, info
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
         raise HRMError(f"{path} is not a readable training state ({e!r}); start the run again") from None
+    check_finite({k: bool(np.isfinite(v).all()) for k, v in tensors.items() if v.dtype.kind == "f"}, str(path))
+    return tensors, info
 
 
 def mean_metrics(sums: dict[str, float]) -> dict[str, float]:
@@ -162,23 +178,55 @@ def mean_metrics(sums: dict[str, float]) -> dict[str, float]:
     return {**{k: v for k, v in sums.items() if k not in ROW_METRICS}, "count": int(count), **means}
 
 
+def _metric_lines(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) for each line of a metrics.jsonl, leaving out a torn last line (a write cut short by a kill or a
+    full disk); HRMError naming any other line that is not a JSON object."""
+    lines = Path(path).read_text(errors="replace").splitlines()
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            kept.append((line, record))
+        elif number < len(lines):
+            raise HRMError(f"{path} line {number} is not a JSON record; delete that line and try again")
+    return kept
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl in order (none when there is no file); a torn last line is left out."""
+    return [record for _, record in _metric_lines(path)] if Path(path).is_file() else []
+
+
 class MetricsLog:
-    """`<run>/metrics.jsonl`, one JSON object a line, flushed at once; a resume first drops the lines written
-    after the step it resumes from."""
+    """`<run>/metrics.jsonl`, one JSON object a line, each written whole: a write that fails (a full disk) is cut
+    back off and raised as WriteError. A resume first drops a torn last line and the lines after the step it resumes
+    from, replacing the file whole (core/atomic.py), never truncating it in place."""
 
     def __init__(self, path: Path, resume_step: int | None = None) -> None:
         self.path = Path(path)
         if resume_step is not None and self.path.is_file():
-            lines = self.path.read_text().splitlines(keepends=True)
-            self.path.write_text("".join(line for line in lines if json.loads(line).get("step", 0) <= resume_step))
-        self.file = self.path.open("a")
+            write_file(self.path, "".join(f"{line}\n" for line, record in _metric_lines(self.path)
+                                          if record.get("step", 0) <= resume_step))
+        with writing(self.path):
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, record: dict) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        """Append `record` as one line."""
+        data = (json.dumps(record) + "\n").encode()
+        size = os.fstat(self.fd).st_size
+        with writing(self.path):
+            try:
+                while data:
+                    data = data[os.write(self.fd, data):]
+            except OSError:
+                os.ftruncate(self.fd, size)  # a full disk may take part of the line: leave none of it
+                raise
 
     def close(self) -> None:
-        self.file.close()
+        os.close(self.fd)
 
 
 class ProgressLine:

@@ -13,6 +13,7 @@ import math
 import os
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -32,15 +33,17 @@ from hrm_shared.puzzles.arc_vote import ArcVoter, arc_score, is_arc, read_test_t
 from hrm_shared.core.format import DatasetMetadata, read_identifiers, read_metadata
 from hrm_shared.core.iterator import TestIterator, TrainIterator, local_batch_size
 from hrm_shared.core.distributed import Collective, describe_world, launched_rank, rank_rows
-from hrm_shared.core.errors import HRMError
+from hrm_shared.core.atomic import replace_file
+from hrm_shared.core.errors import HRMError, WriteError
 from hrm_shared.core.init import count_parameters
 from hrm_shared.app.plot import plot_run
 from hrm_shared.app.run import (LAST, METRICS_FILE, RUN_OUTPUTS, Budget, MetricsLog, ProgressLine,
-                                mean_metrics, read_train_state, step_dir, write_train_state)
+                                last_checkpoint, mean_metrics, read_train_state, step_dir, write_train_state)
 from hrm_shared.core.progress import duration
 from hrm_shared.core.schedule import learning_rate, total_steps
 
 INTERRUPTED = "interrupted (Ctrl-C)"
+QUIT_STATUS = 130  # 128 + SIGINT: what a shell reports for a process that Ctrl-C ended
 # The last evaluation writes every prediction to <run>/eval_outputs.npz (for `hrm report`) up to this many tokens.
 MAX_KEPT_TOKENS = 50_000_000
 
@@ -61,26 +64,46 @@ class RunOptions:
 @contextmanager
 def interrupt_flag() -> Iterator[Callable[[], bool]]:
     """Within the block a first Ctrl-C (SIGINT) only sets the flag the loop checks between steps, so the state it
-    saves is whole; a second one raises KeyboardInterrupt as usual. SIGTERM (a scheduler's stop, or torchrun passing
-    on a Ctrl-C) only sets the flag. Outside the main thread: no handler."""
+    saves is whole; a second one ends the process within a moment, with exit status QUIT_STATUS and nothing saved,
+    even inside a long step. SIGTERM (a scheduler's stop, or torchrun passing on a Ctrl-C) only sets the flag. Outside
+    the main thread: no handler."""
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
     hits: list[int] = []
+    # Python runs a handler only when the main thread is between bytecodes, and a step can keep it in one C++ call
+    # for minutes; the C-level handler writes each signal's number to the wakeup socket at once, for `watch` to act.
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    caught = (signal.SIGINT, signal.SIGTERM)
 
-    def handler(signum, frame) -> None:
-        if hits and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        if not hits and launched_rank() == 0:
-            print("\nCtrl-C: saving a checkpoint after this step (press again to quit without saving)", file=sys.stderr)
-        hits.append(signum)
+    def watch() -> None:
+        while (numbers := reader.recv(64)) and 0 not in numbers:  # 0: the block ended
+            for number in numbers:
+                if number not in caught:  # another signal with a Python handler
+                    continue
+                if hits and number == signal.SIGINT:
+                    print("\nCtrl-C again: quitting without saving", file=sys.stderr, flush=True)
+                    os._exit(QUIT_STATUS)
+                if not hits and launched_rank() == 0:
+                    print("\nCtrl-C: saving a checkpoint after this step (press again to quit without saving)",
+                          file=sys.stderr, flush=True)
+                hits.append(number)
 
-    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: signal.signal(number, lambda signum, frame: None) for number in caught}
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    watcher = threading.Thread(target=watch, name="hrm-signals", daemon=True)
+    watcher.start()
     try:
         yield lambda: bool(hits)
     finally:
+        signal.set_wakeup_fd(previous_fd)
         for number, action in previous.items():
             signal.signal(number, action)
+        writer.send(b"\0")
+        watcher.join()
+        reader.close()
+        writer.close()
 
 
 @dataclass
@@ -197,9 +220,10 @@ class TrainingRun:
 
         self.last = run_dir / LAST
         if resume:
-            self.model, _ = package.checkpoint.load_checkpoint(self.last, device)
+            source = last_checkpoint(run_dir)  # <run>/last, or the newer version a kill while replacing it left
+            self.model, _ = package.checkpoint.load_checkpoint(source, device)
             self.trainer = package.train.Trainer(self.model, self.train_config, options.compile, collective)
-            tensors, info = read_train_state(self.last)
+            tensors, info = read_train_state(source)
             self.trainer.load_state_dict(tensors)
             iterator.load_state_dict(info["iterator"])
             rng.bit_generator.state = info["rng"]
@@ -244,15 +268,16 @@ class TrainingRun:
     def save(self, directory: Path, with_state: bool) -> None:
         """Write a checkpoint of the model to `directory` (rank 0), with the training state when `with_state`; with
         train.ema the checkpoint holds the averaged weights and the state the raw ones. HRMError on every process
-        when a weight is not finite or rank 0 could not write."""
+        when a weight or a float of the state is not finite or rank 0 could not write."""
         state = self.trainer.state_dict() if with_state else None  # a collective: every process takes part
         problem = None
         with self.trainer.averaged():
             weights = self.package.model.canonical_state(self.model)
-            bad = next((name for name, w in weights.items() if not np.isfinite(w).all()), None)
+            bad = next((name for name, w in {**weights, **(state or {})}.items()
+                        if w.dtype.kind == "f" and not np.isfinite(w).all()), None)
             if bad is not None:
-                raise HRMError(f"weight {bad!r} is not finite at step {self.step}: training diverged; lower lr "
-                               f"({self.last_good()})")
+                raise HRMError(f"{'weight' if bad in weights else 'training state'} {bad!r} is not finite at step "
+                               f"{self.step}: training diverged; lower lr ({self.last_good()})")
             if self.writer:
                 try:
                     with checkpoint_directory(directory) as tmp:
@@ -261,9 +286,9 @@ class TrainingRun:
                             where = self.feed.position
                             write_train_state(tmp, state, {"step": self.step, "iterator": where.iterator,
                                                            "rng": where.rng, "world_size": self.collective.size})
-                except OSError as e:
-                    problem = (f"could not write the checkpoint {directory} at step {self.step} "
-                               f"({e.strerror or e}); {self.last_good()}; free space and continue with "
+                except WriteError as e:
+                    problem = (f"could not write the checkpoint {directory} at step {self.step} ({e.reason}; "
+                               f"{e.free} free on its disk); {self.last_good()}; free space and continue with "
                                f"`hrm train --resume {self.run_dir}`")
         if self.collective.all_sum_numpy(np.array([problem is not None], np.float64))[0]:
             raise HRMError(problem or f"rank {self.collective.rank}: rank 0 could not write the checkpoint "
@@ -293,7 +318,7 @@ class TrainingRun:
                        + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "count"))
         self.save(step_dir(self.run_dir, self.step), with_state=False)
         if outputs is not None:
-            with (self.run_dir / RUN_OUTPUTS).open("wb") as f:
+            with replace_file(self.run_dir / RUN_OUTPUTS) as tmp, tmp.open("wb") as f:
                 np.savez(f, **outputs)
         return metrics
 
@@ -345,11 +370,14 @@ class TrainingRun:
         self.paused += time.monotonic() - clock
 
     def close(self) -> None:
-        """Stop the Feed; on rank 0 close the metrics and plot them."""
+        """Stop the Feed; on rank 0 close the metrics and plot them (a plot that cannot be written is a warning)."""
         self.feed.close()
         if self.writer:
             self.log.close()
-            plot_run(self.run_dir)
+            try:
+                plot_run(self.run_dir)
+            except WriteError as e:  # the curves are a convenience: never hide why the run stopped
+                self.line.note(f"warning: {e}")
 
     def summary(self, reason: str, train_seconds: float) -> dict:
         """What `hrm train` prints at the end: the stop `reason`, steps, time, speed over `train_seconds`, the last

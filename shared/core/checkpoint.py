@@ -19,7 +19,7 @@ from hrm_shared.core.atomic import check_replaceable, replace_directory
 from hrm_shared.core.config import ModelConfig, TrainConfig
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import canonical_shapes
-from hrm_shared.core.registry import DEFAULT_FAMILY, family_of, model_config_from_dict
+from hrm_shared.core.registry import DEFAULT_FAMILY, family_named, family_of
 
 FORMAT = "hrm-checkpoint-1"
 CONFIG_FILE = "config.json"
@@ -31,6 +31,13 @@ CHECKPOINT_FILES = (CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE, IDENTIFIERS_FILE)
 DATA_FIELDS = ("vocab_size", "seq_len", "num_puzzle_identifiers")
 # Stored tensor dtypes; bfloat16 is how the reference keeps H_init/L_init, and widens to float32 exactly.
 STORED_DTYPES = ("float32", "bfloat16")
+# config.json's keys besides "format" and the optional "family".
+SECTIONS = ("backend", "model", "train", "dataset")
+# The train fields that checkpoints written before there was a second model family (no "family" key) lack, with the
+# values they were trained with.
+LEGACY_TRAIN = {"ema": False, "ema_rate": 0.999}
+# The model fields that checkpoints written before the gradient mode existed lack: they were trained one-step.
+LEGACY_MODEL = {"grad": "one_step"}
 
 
 @dataclass
@@ -40,7 +47,7 @@ class CheckpointConfig:
 
     model: ModelConfig
     train: TrainConfig = field(default_factory=TrainConfig)
-    dataset: dict = field(default_factory=dict)  # path, fingerprint and DATA_FIELDS of the dataset build
+    dataset: dict = field(default_factory=dict)  # path, fingerprint, DATA_FIELDS and kind of the dataset build
     backend: str = ""
 
     def to_dict(self) -> dict:
@@ -48,12 +55,24 @@ class CheckpointConfig:
                 "model": self.model.to_dict(), "train": self.train.to_dict(), "dataset": self.dataset}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CheckpointConfig":
-        """The config a `to_dict` wrote; "family" names the model config's class (HRM when absent, as in
-        checkpoints written before there was a second family)."""
-        return cls(model=model_config_from_dict(d.get("family", DEFAULT_FAMILY), d["model"]),
-                   train=TrainConfig.from_dict(d.get("train", {})), dataset=d.get("dataset", {}),
-                   backend=d.get("backend", ""))
+    def from_dict(cls, d: dict, where: str = CONFIG_FILE) -> "CheckpointConfig":
+        """The config a `to_dict` wrote, read as strictly as the tensors: every SECTIONS key, `model` and `train`
+        with every field of their configs in its JSON type (ModelConfig.from_json), `dataset` an object, `backend` a
+        string. "family" names the model config's class; HRM when absent, as in checkpoints written before there was
+        a second family (which also lack LEGACY_TRAIN); LEGACY_MODEL fills in what older checkpoints lack. HRMError
+        naming `where` and the first problem."""
+        if not isinstance(d, dict):
+            raise HRMError(f"{where} holds {type(d).__name__}, not a JSON object")
+        if missing := [key for key in SECTIONS if key not in d]:
+            raise HRMError(f"{where} lacks {', '.join(map(repr, missing))}")
+        family = d.get("family", DEFAULT_FAMILY)
+        for key, value, kind in (("family", family, str), ("backend", d["backend"], str),
+                                 ("dataset", d["dataset"], dict)):
+            if not isinstance(value, kind):
+                raise HRMError(f"{where}: {key}={value!r} must be a JSON {'string' if kind is str else 'object'}")
+        model = family_named(family).config.from_json(d["model"], f"{where}: model", LEGACY_MODEL)
+        train = TrainConfig.from_json(d["train"], f"{where}: train", None if "family" in d else LEGACY_TRAIN)
+        return cls(model=model, train=train, dataset=d["dataset"], backend=d["backend"])
 
 
 def write_checkpoint_config(directory: Path, config: CheckpointConfig) -> None:
@@ -74,9 +93,13 @@ def read_checkpoint_config(directory: Path) -> CheckpointConfig:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise HRMError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
-    if d.get("format") != FORMAT or "model" not in d:
-        raise HRMError(f"{path} is not an hrm checkpoint config (format {d.get('format')!r}, expected {FORMAT!r})")
-    return CheckpointConfig.from_dict(d)
+    stored = d.get("format") if isinstance(d, dict) else None
+    if stored != FORMAT:
+        raise HRMError(f"{path} is not an hrm checkpoint config (format {stored!r}, expected {FORMAT!r})")
+    try:
+        return CheckpointConfig.from_dict(d, str(path))
+    except HRMError as e:
+        raise HRMError(f"{e}; write the checkpoint again (hrm writes every field of its config)") from None
 
 
 def check_stored(model: ModelConfig, tensors: dict[str, tuple[str, tuple[int, ...]]], where: str,
@@ -101,6 +124,14 @@ def check_stored(model: ModelConfig, tensors: dict[str, tuple[str, tuple[int, ..
                            f"{' or '.join(STORED_DTYPES)} tensors (re-save it from a float32 model)")
 
 
+def check_finite(finite: dict[str, bool], where: str) -> None:
+    """Refuse stored tensors that hold a NaN or an infinity, given {name: whether all its values are finite}; the
+    error names the first such tensor."""
+    if bad := [name for name, ok in finite.items() if not ok]:
+        raise HRMError(f"{where}: tensor {bad[0]!r} holds NaN or infinite values ({len(bad)} such tensors): the "
+                       f"weights diverged; use an earlier checkpoint")
+
+
 def write_identifiers(directory: Path, identifiers: list[str]) -> None:
     """Write `<directory>/identifiers.json`: puzzle names by identifier."""
     (Path(directory) / IDENTIFIERS_FILE).write_text(json.dumps(identifiers))
@@ -115,13 +146,16 @@ def check_fits_dataset(model: ModelConfig, metadata, where: str) -> None:
                            f"use a checkpoint trained on this dataset (or a dataset built the same way)")
 
 
-def dataset_record(root: Path) -> dict:
-    """config.json's `dataset`: path, fingerprint and DATA_FIELDS (from the train split) of a dataset directory."""
+def dataset_record(root: Path, kind: str | None = None) -> dict:
+    """config.json's `dataset`: path, fingerprint and DATA_FIELDS (from the train split) of a dataset directory, and
+    the puzzle `kind` ('sudoku', 'maze', 'arc'; puzzles/kinds.py dataset_kind) when known: a 4x4 Sudoku and a 4x4
+    maze share every DATA_FIELDS value."""
     from hrm_shared.core.format import fingerprint, read_metadata
 
     metadata = read_metadata(Path(root), "train")
-    return {"path": str(root), "fingerprint": fingerprint(Path(root)),
-            **{name: getattr(metadata, name) for name in DATA_FIELDS}}
+    record = {"path": str(root), "fingerprint": fingerprint(Path(root)),
+              **{name: getattr(metadata, name) for name in DATA_FIELDS}}
+    return record if kind is None else {**record, "kind": kind}
 
 
 def check_checkpoint_output(directory: Path, force: bool) -> None:

@@ -7,13 +7,51 @@ import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
+from hrm_shared.core.atomic import write_file
 from hrm_shared.core.errors import HRMError
+
+# Upper bounds (ours). Every integer fits int32, the dtype of the puzzle indices and a seed every framework takes. A
+# model runs each of its nested loops (layers per stack, H_cycles, L_cycles, halt_max_steps) at most MAX_DEPTH times,
+# far beyond the papers' 1 to 16, so that a slip such as H_cycles=10**20 is refused instead of running forever.
+MAX_INT = 2**31 - 1
+MAX_DEPTH = 256
+MAX_EXPANSION = 64.0  # the SwiGLU width over hidden_size; the reference's is 4
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric config field may take: `low` to `high` (None: unbounded above), each end included
+    unless open."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low or (value == self.low and not self.low_open)
+        below = self.high is None or value < self.high or (value == self.high and not self.high_open)
+        return above and below
+
+    def __str__(self) -> str:
+        low = str(self.low) if isinstance(self.low, int) else f"{self.low:g}"
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        high = str(self.high) if isinstance(self.high, int) else f"{self.high:g}"
+        return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+
+# The JSON type of each field type, for stored configs (a Literal's choices are strings).
+_JSON_TYPES = {int: ((int,), "an integer"), float: ((int, float), "a number"), bool: ((bool,), "true or false"),
+               str: ((str,), "a string")}
 
 
 class _ConfigBase:
-    """from_dict / to_dict / JSON and type checking shared by both configs."""
+    """from_dict / to_dict / JSON, type and range checking shared by both configs."""
+
+    RANGES: ClassVar[dict[str, Range]] = {}  # every numeric field's allowed values, checked in __post_init__
 
     @classmethod
     def from_dict(cls, d: dict):
@@ -24,11 +62,33 @@ class _ConfigBase:
             warnings.warn(f"{cls.__name__}: ignoring unknown keys {', '.join(unknown)}", stacklevel=2)
         return cls(**{k: v for k, v in d.items() if k in names})
 
+    @classmethod
+    def from_json(cls, d: object, where: str, defaults: dict | None = None):
+        """Build from a stored config (a section of a config.json), as strictly as tensors are loaded: every field
+        must be there with its JSON type (`defaults` stand in for fields that older versions did not write); unknown
+        keys are ignored with a warning. HRMError naming `where` and the first missing or mistyped field."""
+        if not isinstance(d, dict):
+            raise HRMError(f"{where} is {type(d).__name__}, not a JSON object")
+        d = {**(defaults or {}), **d}
+        hints = typing.get_type_hints(cls)
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d]
+        if missing:
+            raise HRMError(f"{where} lacks {', '.join(missing)}")
+        for f in dataclasses.fields(cls):
+            hint = str if typing.get_origin(hints[f.name]) is Literal else hints[f.name]
+            types, kind = _JSON_TYPES[hint]
+            if type(d[f.name]) not in types:
+                raise HRMError(f"{where}: {f.name}={d[f.name]!r} must be {kind}")
+        try:
+            return cls.from_dict(d)
+        except HRMError as e:
+            raise HRMError(f"{where}: {e}") from None
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_file(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: Path):
@@ -45,8 +105,12 @@ class _ConfigBase:
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            setattr(self, f.name, _coerce(type(self).__name__, f.name, value, hints[f.name]))
+            value = _coerce(type(self).__name__, f.name, getattr(self, f.name), hints[f.name])
+            setattr(self, f.name, value)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise HRMError(f"{f.name}={value!r} must be a finite number")
+            if f.name in self.RANGES and value not in self.RANGES[f.name]:
+                raise HRMError(f"{f.name}={value!r} must be {self.RANGES[f.name]}")
 
 
 def _coerce(owner: str, name: str, value, hint):
@@ -63,7 +127,10 @@ def _coerce(owner: str, name: str, value, hint):
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise HRMError(f"{name}={value!r} is too large for a float") from None
     if hint is str and isinstance(value, str):
         return value
     raise HRMError(f"{name}={value!r} must be of type {hint.__name__} (in {owner})")
@@ -104,19 +171,26 @@ class ModelConfig(_ConfigBase):
     rms_norm_eps: float = 1e-5
     forward_dtype: Literal["bfloat16", "float32"] = "bfloat16"
     loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = "stablemax_cross_entropy"
+    # "one_step": the papers' gradient (HRM: the last L and H updates; TRM: the last recursion). "bptt": backprop
+    # through every cycle of the segment, the ablation the one-step gradient replaces (memory grows with cycles).
+    grad: Literal["one_step", "bptt"] = "one_step"
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "vocab_size": Range(0, MAX_INT), "seq_len": Range(0, MAX_INT), "num_puzzle_identifiers": Range(1, MAX_INT),
+        "hidden_size": Range(1, MAX_INT), "num_heads": Range(1, MAX_INT),
+        "expansion": Range(0, MAX_EXPANSION, low_open=True), "L_layers": Range(1, MAX_DEPTH),
+        "H_cycles": Range(1, MAX_DEPTH), "L_cycles": Range(1, MAX_DEPTH), "halt_max_steps": Range(1, MAX_DEPTH),
+        "halt_exploration_prob": Range(0, 1), "puzzle_emb_ndim": Range(0, MAX_INT),
+        "rope_theta": Range(0, low_open=True), "rms_norm_eps": Range(0, low_open=True)}
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "halt_max_steps"):
-            if getattr(self, name) < 1:
-                raise HRMError(f"{name}={getattr(self, name)} must be at least 1")
         if self.hidden_size % self.num_heads or self.head_dim % 2:
             raise HRMError(f"hidden_size={self.hidden_size} must split into num_heads={self.num_heads} "
                            f"heads of an even size")
-        if not 0.0 <= self.halt_exploration_prob <= 1.0:
-            raise HRMError(f"halt_exploration_prob={self.halt_exploration_prob} must lie in [0, 1]")
-        if self.puzzle_emb_ndim < 0 or self.expansion <= 0:
-            raise HRMError("puzzle_emb_ndim must be >= 0 and expansion > 0")
+        if self.intermediate_size < 1:
+            raise HRMError(f"expansion={self.expansion} leaves hidden_size={self.hidden_size} no SwiGLU width; "
+                           f"raise expansion")
 
     @property
     def head_dim(self) -> int:
@@ -139,10 +213,7 @@ class HRMConfig(ModelConfig):
 
     H_layers: int = 4
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.H_layers < 1:
-            raise HRMError(f"H_layers={self.H_layers} must be at least 1")
+    RANGES: ClassVar[dict[str, Range]] = {**ModelConfig.RANGES, "H_layers": Range(1, MAX_DEPTH)}
 
     @property
     def puzzle_emb_len(self) -> int:
@@ -167,10 +238,10 @@ class TRMConfig(ModelConfig):
     mlp_t: bool = False
     no_ACT_continue: bool = True  # halt on q_halt > 0 alone, no Q-continue target
 
+    RANGES: ClassVar[dict[str, Range]] = {**ModelConfig.RANGES, "puzzle_emb_len": Range(0, MAX_INT)}
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.puzzle_emb_len < 0:
-            raise HRMError(f"puzzle_emb_len={self.puzzle_emb_len} must be >= 0")
         if self.puzzle_emb_ndim == 0 and self.puzzle_emb_len != 0:
             raise HRMError(f"puzzle_emb_len={self.puzzle_emb_len} needs a puzzle embedding; with puzzle_emb_ndim=0 "
                            f"set puzzle_emb_len=0")
@@ -208,15 +279,17 @@ class TrainConfig(_ConfigBase):
     ema_rate: float = 0.999  # shadow = rate * shadow + (1 - rate) * parameter after each step
     seed: int = 0
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "global_batch_size": Range(1, MAX_INT), "epochs": Range(1, MAX_INT), "eval_interval": Range(1, MAX_INT),
+        "lr": Range(0), "lr_min_ratio": Range(0, 1), "lr_warmup_steps": Range(0, MAX_INT),
+        "beta1": Range(0, 1, high_open=True), "beta2": Range(0, 1, high_open=True), "weight_decay": Range(0),
+        "puzzle_emb_lr": Range(0), "puzzle_emb_weight_decay": Range(0),
+        "ema_rate": Range(0, 1, low_open=True, high_open=True), "seed": Range(0, MAX_INT)}
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("global_batch_size", "epochs", "eval_interval"):
-            if getattr(self, name) < 1:
-                raise HRMError(f"{name}={getattr(self, name)} must be at least 1")
         if self.epochs % self.eval_interval:
             raise HRMError(f"eval_interval={self.eval_interval} must divide epochs={self.epochs}")
-        if not 0.0 < self.ema_rate < 1.0:
-            raise HRMError(f"ema_rate={self.ema_rate} must lie in (0, 1)")
 
 
 _SUDOKU_1K = dict(epochs=20000, eval_interval=2000, lr=1e-4, puzzle_emb_lr=1e-4, weight_decay=1.0,
@@ -228,15 +301,19 @@ _TRM_ARC = dict(epochs=100000, eval_interval=10000, lr=1e-4, puzzle_emb_lr=1e-2,
 
 PRESETS: dict[str, tuple[type[ModelConfig], dict, dict]] = {
     "sudoku": (HRMConfig, {}, _SUDOKU_1K),
+    # The laptop presets (ours) fit a 16 GB Mac (Metal's working set about 10.7 GiB) with the memory model's 30%
+    # tolerance to spare: predicted peaks, shared/app/memory.py, at most 75% of it. Sudoku at batch 256 (6.2 GiB;
+    # batch 768 needs 17.6), lr following the batch down (square-root scaling from 1e-4 at 768).
+    "sudoku-laptop": (HRMConfig, {}, {**_SUDOKU_1K, "global_batch_size": 256, "lr": 6e-5, "puzzle_emb_lr": 6e-5}),
     "maze": (HRMConfig, {}, _SUDOKU_1K),
     # ARC (reference recipe): ARC-AGI-1 + ConceptARC or ARC-AGI-2 data with 1000 augmentations; the recipes differ
     # only in the data they are trained on.
     "arc": (HRMConfig, {}, dict(epochs=100000, eval_interval=10000)),
     "arc-agi-1": (HRMConfig, {}, dict(epochs=100000, eval_interval=10000)),
     "arc-agi-2": (HRMConfig, {}, dict(epochs=100000, eval_interval=10000)),
-    # ARC on a laptop (ours): build with --num-aug 300; batch 32 keeps the activations of the one-step gradient
-    # within 16 GB of unified memory, and the lr follows the batch down (square-root scaling from 1e-4 at 768).
-    "arc-laptop": (HRMConfig, {}, dict(global_batch_size=32, lr=2e-5, epochs=2000, eval_interval=200, lr_warmup_steps=2000)),
+    # ARC on a laptop (ours), on a --num-aug 300 build: batch 12 (7.9 GiB; batch 32 needs 19.4), lr scaled as above.
+    "arc-laptop": (HRMConfig, {}, dict(global_batch_size=12, lr=1.25e-5, epochs=2000, eval_interval=200,
+                                       lr_warmup_steps=2000)),
     "sudoku-full": (
         HRMConfig,
         dict(L_cycles=8, halt_max_steps=8, pos_encodings="learned", loss_type="softmax_cross_entropy"),
@@ -283,6 +360,15 @@ PRESETS: dict[str, tuple[type[ModelConfig], dict, dict]] = {
              weight_decay=0.1, puzzle_emb_lr=1e-2, ema=True),
     ),
 }
+
+# Baselines (the paper's): the direct-prediction Transformer of the same size as the HRM preset it is named after.
+# One cycle of each level and one segment is one pass through L_level then H_level, L_layers + H_layers post-norm
+# blocks with the same parameters: no recurrence, no ACT, nothing cut from the gradient. It differs from a plain
+# Transformer only by the fixed H_init and L_init vectors added as the two injections, and its Q head is trained by
+# the q_halt loss though it never halts anything. The BPTT ablation is `--set grad=bptt` on any preset.
+_DIRECT = dict(H_cycles=1, L_cycles=1, halt_max_steps=1)
+PRESETS.update({f"{name}-direct": (HRMConfig, {**PRESETS[name][1], **_DIRECT}, PRESETS[name][2])
+                for name in ("sudoku", "demo")})
 
 
 def preset(name: str) -> tuple[ModelConfig, TrainConfig]:

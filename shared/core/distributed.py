@@ -7,11 +7,15 @@ metrics and checkpoints. A backend's `distributed.connect` returns a Collective 
 mx.distributed under `mlx.launch`) or SOLO when the process was started alone.
 """
 
+import json
 import os
+import select
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -21,6 +25,9 @@ from hrm_shared.core.errors import HRMError
 TIMEOUT_ENV = "HRM_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 1800.0
 RESUME_HINT = "when RUN/last holds a checkpoint, continue with `hrm train --resume RUN`"
+PEER_GRACE_S = 2.0  # how long a process that lost a neighbour leaves its own error, if it has one, to come first
+HANDSHAKE_S = 60.0  # how long the neighbours have to connect their PeerWatch
+BYE = b"B"  # what a process that finished says to its neighbours before it closes
 
 
 class Collective(Protocol):
@@ -89,6 +96,18 @@ def launched_by_mlx() -> bool:
     return "MLX_RANK" in os.environ or int(mpi_size) > 1
 
 
+def ring_hosts(size: int) -> list[str] | None:
+    """Each rank's host address in the ring hostfile mlx.launch writes (MLX_HOSTFILE: a JSON list, in rank order, of
+    lists of "ip:port"), or None without one of `size` ranks (MLX's other backends)."""
+    path = os.environ.get("MLX_HOSTFILE")
+    try:
+        nodes = json.loads(Path(path).read_text()) if path else None
+        hosts = [str(node[0]).rsplit(":", 1)[0].strip("[]") for node in nodes] if nodes else None
+    except (OSError, ValueError, LookupError, TypeError):
+        return None
+    return hosts if hosts and len(hosts) == size else None
+
+
 def launched_rank() -> int:
     """This process's rank as its launcher (torchrun, mlx.launch, mpirun) set it; 0 for a process started alone.
     Readable before any process group exists, so a run directory is created by rank 0 only."""
@@ -152,3 +171,89 @@ class Watchdog:
                       f"({TIMEOUT_ENV} sets this limit); {RESUME_HINT}", file=sys.stderr, flush=True)
                 self._exit(1)
                 return
+
+
+def _keep_alive(connection: socket.socket) -> None:
+    """TCP keepalive probes after 5 s of silence, every 2 s, 3 of them: a peer machine that lost power or its network
+    is found in about 11 s (its kernel answers the probes while the process computes)."""
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))  # TCP_KEEPALIVE on macOS
+    for option, value in ((idle, 5), (getattr(socket, "TCP_KEEPINTVL", None), 2),
+                          (getattr(socket, "TCP_KEEPCNT", None), 3)):
+        if option is not None:
+            connection.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+class PeerWatch:
+    """Ends this process within seconds when a neighbour in the ring of processes ends without finishing (it crashed,
+    failed or was killed), where a collective of the backend would wait for it forever or, as MLX's ring all_gather
+    does, return garbage.
+
+    Each process holds one TCP connection to the next rank and one from the previous, on the hosts of `hosts` (the
+    addresses the ring itself connects), beside the backend's own. The kernel closes a process's sockets however it
+    ends, so its neighbours see the end at once, and each in turn ends after `grace` seconds; keepalive probes find a
+    neighbour machine that lost power or its network. A process that finishes says so first (`close`). A process that
+    hangs but lives is the Watchdog's business. `share` gathers one number from every process in rank order (a
+    collective); `exit` ends the process.
+    """
+
+    def __init__(self, rank: int, hosts: list[str], share: Callable[[int], list[int]],
+                 exit: Callable[[int], None] = os._exit, grace: float = PEER_GRACE_S) -> None:
+        self.rank, self.grace, self._exit = rank, grace, exit
+        size, host = len(hosts), hosts[rank]
+        right = (rank + 1) % size
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            with socket.create_server((host, 0), family=family, backlog=2) as listener:
+                listener.settimeout(HANDSHAKE_S)
+                ports = share(listener.getsockname()[1])  # every listener is up before anyone connects
+                outbound = socket.create_connection((hosts[right], ports[right]), timeout=HANDSHAKE_S)
+                outbound.sendall(rank.to_bytes(4, "big"))
+                inbound, _ = listener.accept()
+                inbound.settimeout(HANDSHAKE_S)
+                left = int.from_bytes(inbound.recv(4, socket.MSG_WAITALL), "big")
+        except OSError as e:
+            raise HRMError(f"rank {rank}: could not connect to the neighbouring processes to watch them "
+                           f"({e.strerror or e}); check that the hosts of the ring accept TCP connections on any "
+                           f"port") from None
+        self.peers = {outbound: right, inbound: left}
+        for connection in self.peers:
+            connection.settimeout(None)
+            _keep_alive(connection)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="hrm-peer-watch", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """This process finished: tell the neighbours, stop watching and close the connections."""
+        for connection in self.peers:
+            try:
+                connection.sendall(BYE)
+            except OSError:
+                pass  # the neighbour finished and closed first
+        self._stop.set()
+        self._thread.join()
+        for connection in self.peers:
+            connection.close()
+
+    def _watch(self) -> None:
+        watched = dict(self.peers)
+        while watched and not self._stop.is_set():
+            ready, _, _ = select.select(list(watched), [], [], 0.5)
+            for connection in ready:
+                try:
+                    said = connection.recv(1)
+                except OSError:  # reset, or keepalive gave up
+                    said = b""
+                if said == BYE:
+                    del watched[connection]
+                elif not said:
+                    self._lost(watched[connection])
+                    return
+
+    def _lost(self, peer: int) -> None:
+        if self._stop.wait(self.grace):
+            return  # this process finished meanwhile
+        print(f"Error: rank {self.rank}: rank {peer} ended without finishing: another process died, was killed or "
+              f"failed (the first to end says why); {RESUME_HINT}", file=sys.stderr, flush=True)
+        self._exit(1)

@@ -45,8 +45,3 @@ def family_named(name: str) -> ModelFamily:
     if name not in FAMILIES:
         raise HRMError(f"unknown model family {name!r}; choose one of {', '.join(FAMILIES)}")
     return FAMILIES[name]
-
-
-def model_config_from_dict(family: str, fields: dict) -> ModelConfig:
-    """The config of family `family` from its config.json fields (unknown keys are ignored with a warning)."""
-    return family_named(family).config.from_dict(fields)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hrm_shared.core.atomic import write_file
 from hrm_shared.puzzles.kinds import SUDOKU_BOXES
 
 # The standard ARC colours 0..9: black, blue, red, green, yellow, grey, magenta, orange, sky, maroon.
@@ -112,6 +113,4 @@ def arc_png(grids: list[np.ndarray], path: Path, cell: int = 16) -> None:
         h, w = picture.shape[:2]
         canvas[gap:gap + h, x:x + w] = picture
         x += w + gap
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png_bytes(canvas))
+    write_file(Path(path), png_bytes(canvas))

@@ -39,8 +39,9 @@ def arc_score_cmd(submission_path, solutions_dir, json_path):
     values["problems"] = f"{len(problems):,}"
     summary(f"{submission_path} against {solutions_dir}", values)
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        from hrm_shared.core.atomic import write_file
+
+        write_file(json_path, json.dumps(result, indent=2) + "\n")
 
 
 @click.command("report")
@@ -55,7 +56,10 @@ def arc_score_cmd(submission_path, solutions_dir, json_path):
                    "test split; the summary counts all and says how many are shown  [default: 400].")
 @click.option("--out", type=PathType, default=None,
               help="HTML file to write  [default: RUN/report.html, or OUTPUTS with .html].")
-def report_cmd(source, data_dir, tasks_dirs, limit, out):
+@click.option("--trajectory", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="Also show every segment's answer from this .npz of `hrm evaluate --save-trajectory` (the same "
+                   "evaluation).")
+def report_cmd(source, data_dir, tasks_dirs, limit, out, trajectory):
     """Write a self-contained HTML page of an evaluation: per ARC task the demonstrations, test inputs, expected
     outputs and the two most voted answers; per Sudoku or maze example input, answer and prediction.
 
@@ -63,5 +67,5 @@ def report_cmd(source, data_dir, tasks_dirs, limit, out):
     `hrm evaluate --save-outputs` (then give --data)."""
     from hrm_shared.app.report import DEFAULT_LIMIT, write_report
 
-    result = write_report(source, data_dir, out, list(tasks_dirs), limit or DEFAULT_LIMIT)
+    result = write_report(source, data_dir, out, list(tasks_dirs), limit or DEFAULT_LIMIT, trajectory)
     summary(f"Report written to {result.pop('report')}", result)
