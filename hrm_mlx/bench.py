@@ -1,5 +1,5 @@
-"""Benchmark hooks in MLX for shared/app/bench.py: the device's name, waiting for queued work, and the allocator's
-peak-memory counter."""
+"""Benchmark hooks in MLX for shared/app/bench.py and shared/app/memory.py: the device's name, waiting for queued work,
+the allocator's peak-memory counter and the memory a run can use."""
 
 import mlx.core as mx
 
@@ -30,6 +30,15 @@ def memory(device: str) -> tuple[int, int, str] | None:
     """(bytes held by live arrays now, peak bytes since reset_peak_memory, how they were read)."""
     return (mx.get_active_memory(), mx.get_peak_memory(),
             "mx.get_peak_memory after mx.reset_peak_memory (live arrays)")
+
+
+def usable_memory(device: str) -> tuple[int, str] | None:
+    """(bytes a run can allocate on `device`, how they were read): on the GPU Metal's recommended working set
+    (mx.device_info()'s max_recommended_working_set_size); None on the CPU (the caller reads the machine's RAM)."""
+    if device == "cpu":
+        return None
+    size = mx.device_info().get("max_recommended_working_set_size")
+    return None if size is None else (int(size), "Metal's recommended working set (mx.device_info)")
 
 
 def is_out_of_memory(error: BaseException | None) -> bool:

@@ -1,5 +1,5 @@
-"""Benchmark hooks in PyTorch for shared/app/bench.py: the device's name, waiting for queued work, and the allocator's
-peak-memory counter."""
+"""Benchmark hooks in PyTorch for shared/app/bench.py and shared/app/memory.py: the device's name, waiting for queued
+work, the allocator's peak-memory counter and the memory a run can use."""
 
 import torch
 
@@ -37,6 +37,16 @@ def memory(device: str) -> tuple[int, int, str] | None:
         return None
     return (torch.cuda.memory_allocated(device), torch.cuda.max_memory_allocated(device),
             "torch.cuda.max_memory_allocated after torch.cuda.reset_peak_memory_stats (live tensors)")
+
+
+def usable_memory(device: str) -> tuple[int, str] | None:
+    """(bytes a run can allocate on `device`, how they were read): CUDA's free memory (torch.cuda.mem_get_info),
+    MPS's recommended maximum; None on the CPU (the caller reads the machine's RAM)."""
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info(device)[0], f"torch.cuda.mem_get_info: free memory of {device_name(device)}"
+    if device == "mps":
+        return torch.mps.recommended_max_memory(), "torch.mps.recommended_max_memory"
+    return None
 
 
 def is_out_of_memory(error: BaseException | None) -> bool:

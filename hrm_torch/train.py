@@ -61,6 +61,7 @@ class Trainer:
         compile = cuda if compile is None else compile
         self._loss = torch.compile(self._segment_loss) if compile else self._segment_loss
         self.read_every = 1 if self.device.type == "cpu" else 10  # a read waits for the GPU: not every step there
+        self.pin_memory = cuda  # page-locked batches copy to the GPU without a wait; the CPU path is the same unpinned
         self.eval_batch_size = train.global_batch_size * (4 if cuda else 1)  # inference keeps no activations
         self.keys: tuple[str, ...] = ()
 
@@ -74,10 +75,11 @@ class Trainer:
 
     def prepare(self, batch: dict[str, np.ndarray], draws: ExplorationDraws) -> dict[str, torch.Tensor]:
         """This process's batch rows (int32 [B_local, seq_len] and [B_local]) and exploration draws as host tensors,
-        pinned on CUDA so the copy in `launch` does not wait; safe to call from a background thread."""
+        pinned with `pin_memory` (on CUDA) so the copy in `launch` does not wait; safe to call from a background
+        thread."""
         arrays = {**batch, "explore": draws.explore, "min_halt_steps": draws.min_halt_steps}
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
-        return {k: t.pin_memory() for k, t in tensors.items()} if self.device.type == "cuda" else tensors
+        return {k: t.pin_memory() for k, t in tensors.items()} if self.pin_memory else tensors
 
     def launch(self, prepared: dict[str, torch.Tensor], lr: float, puzzle_lr: float) -> torch.Tensor:
         """One optimizer step on the next segment of every row (the batch fills the rows that halted), queued on the

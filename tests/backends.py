@@ -7,12 +7,15 @@ backend through the backend contract (core/contract.py): `package`, `layers`, `m
 modules that `import_backend` loads.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from hrm_shared.app.backend import import_backend
 from hrm_shared.core.act import ExplorationDraws
-from hrm_shared.core.config import HRMConfig, ModelConfig
+from hrm_shared.core.config import HRMConfig, ModelConfig, TRMConfig
+from hrm_shared.core.format import read_metadata
 from hrm_shared.core.contract import installed
 from hrm_shared.core.init import init_weights
 
@@ -23,6 +26,18 @@ def tiny_config(**changes) -> HRMConfig:
                        expansion=2.0, H_layers=1, L_layers=2, halt_max_steps=4, puzzle_emb_ndim=64,
                        forward_dtype="float32")
     return config.replace(**changes)
+
+
+def data_config(data: Path, family: str = "hrm", **changes) -> ModelConfig:
+    """A tiny float32 config of `family` ("hrm" or "trm") for the dataset `data`: hidden 32, 1 head, 1 layer per
+    level, halt_max_steps 3 (TRM: 2 recursions of 2 latent updates, P = 1); `changes` on top."""
+    m = read_metadata(data, "test")
+    shared = dict(vocab_size=m.vocab_size, seq_len=m.seq_len, num_puzzle_identifiers=m.num_puzzle_identifiers,
+                  hidden_size=32, num_heads=1, expansion=2.0, L_layers=1, halt_max_steps=3, puzzle_emb_ndim=32,
+                  forward_dtype="float32")
+    if family == "trm":
+        return TRMConfig(**{**shared, "H_cycles": 2, "L_cycles": 2, "puzzle_emb_len": 1, **changes})
+    return HRMConfig(**{**shared, "H_layers": 1, **changes})
 
 
 def tiny_weights(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
@@ -76,6 +91,21 @@ class Adapter:
         data = {k: self.array(state[k]) for k in ("inputs", "labels", "puzzle_identifiers")}
         return self.model.Carry(inner, self.array(state["steps"]), self.array(state["halted"]), data)
 
+    def segments(self, m, batch: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
+        """`count` segments of the inner network on a numpy batch from one reset carry, without the ACT wrapper ->
+        each segment's argmax predictions [B, count, seq_len], q_halt_logits and q_continue_logits [B, count], and
+        the final z_H, z_L [B, T, H]."""
+        inner, data = m.inner, self.batch(batch)
+        B = len(batch["inputs"])
+        carry = inner.reset_carry(self.array(np.ones(B, bool)), inner.empty_carry(B))
+        steps = []
+        for _ in range(count):
+            carry, logits, (q_halt, q_continue) = self.inner_call(m, carry, data)
+            steps.append((self.numpy(logits).argmax(-1), self.numpy(q_halt), self.numpy(q_continue)))
+        predictions, q_halt, q_continue = (np.stack(s, axis=1) for s in zip(*steps))
+        return {"predictions": predictions, "q_halt_logits": q_halt, "q_continue_logits": q_continue,
+                "z_H": self.numpy(carry.z_H), "z_L": self.numpy(carry.z_L)}
+
     def loss(self, outputs: dict[str, np.ndarray], labels, halted, steps, loss_type: str):
         total, metrics = self.losses.act_loss({k: self.array(v) for k, v in outputs.items()}, self.array(labels),
                                             self.array(halted), self.array(steps), loss_type)
@@ -107,6 +137,11 @@ class TorchAdapter(Adapter):
         with self.torch.no_grad():
             carry, outputs = m(carry, batch, training, draws)
         return carry, {k: self.numpy(v) for k, v in outputs.items()}
+
+    def inner_call(self, m, carry, batch: dict):
+        """One segment of the inner network -> (carry, logits, (q_halt, q_continue))."""
+        with self.torch.no_grad():
+            return m.inner(carry, batch)
 
     def block(self, m, level: str, index: int, x: np.ndarray) -> np.ndarray:
         """Block `index` of `level` on x [B, T, H] (cast to the forward dtype) with the model's RoPE tables."""
@@ -151,6 +186,9 @@ class MLXAdapter(Adapter):
     def step(self, m, carry, batch: dict, training: bool, draws: ExplorationDraws | None):
         carry, outputs = m(carry, batch, training, draws)
         return carry, {k: self.numpy(v) for k, v in outputs.items()}
+
+    def inner_call(self, m, carry, batch: dict):
+        return m.inner(carry, batch)
 
     def block(self, m, level: str, index: int, x: np.ndarray) -> np.ndarray:
         inner = m.inner

@@ -4,13 +4,15 @@ Each measurement runs in a fresh Python process (`python -m hrm_shared.app.bench
 pools and the process's peak resident memory start clean. The worker builds a preset's model on synthetic random
 batches of the preset's data shape, warms up (compilation), times training steps (their median), times `predict`
 over halt_max_steps segments, and reads the peak memory: the backend's allocator counter where it has one (torch
-CUDA, MLX), else the process's peak resident set (ru_maxrss) minus its value after the imports.
+CUDA, MLX), else the process's peak resident set (VmHWM on Linux, ru_maxrss on macOS) minus its value after the
+imports.
 """
 
 import dataclasses
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from hrm_shared.core.act import draw_exploration
+from hrm_shared.core.atomic import write_file
 from hrm_shared.core.contract import BACKENDS, installed
 from hrm_shared.core.config import ModelConfig, TrainConfig, apply_overrides, preset
 from hrm_shared.core.errors import HRMError
@@ -39,8 +42,8 @@ ACCELERATOR_BATCH = 768
 CPU_BATCH = {"tiny": 64, "trm-tiny": 64}  # other presets: 4 on the CPU (a few seconds a step with torch)
 CPU_SKIP_SEQ_LEN = 900  # seq 900 on the CPU takes minutes a step: only when its preset is asked for by name
 CYCLES = ((2, 2), (2, 4), (4, 4), (4, 8))
-RSS_METHOD = ("resource.getrusage(RUSAGE_SELF).ru_maxrss of a fresh process minus its value after the imports "
-              "(resident memory: weights, optimizer state, activations, allocator caches)")
+RSS_METHOD = ("the peak resident set of a fresh process (Linux: VmHWM of /proc/self/status; macOS: ru_maxrss) minus "
+              "its value after the imports (resident memory: weights, optimizer state, activations, allocator caches)")
 
 
 @dataclass
@@ -93,9 +96,15 @@ def synthetic_batch(rng: np.random.Generator, config: ModelConfig, batch: int) -
 
 
 def _max_rss() -> int:
-    """The process's peak resident set in bytes (ru_maxrss is in KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024
+    """The process's peak resident set in bytes: on Linux VmHWM of /proc/self/status, this process's own (its
+    ru_maxrss starts at the resident set of the parent it was spawned from, which exec carries over); elsewhere
+    ru_maxrss (bytes on macOS). VmHWM may read a few pages below an earlier reading: the kernel updates it lazily."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss if sys.platform == "darwin" else rss * 1024
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1)) * 1024
 
 
 def measure(spec: Spec) -> dict:
@@ -169,7 +178,7 @@ def _train_and_eval(package, spec: Spec, device: str, config: ModelConfig, train
     record.update(warmup_steps=warmup, timed_steps=len(times), step_seconds=seconds, steps_per_s=1 / seconds,
                   tokens_per_s=B * config.seq_len / seconds, peak_flops=peak,
                   mfu=None if peak is None else record["flops_per_step"] / seconds / peak,
-                  peak_memory_bytes=counted[1] if counted else _max_rss() - rss_baseline,
+                  peak_memory_bytes=counted[1] if counted else max(0, _max_rss() - rss_baseline),
                   state_memory_bytes=held[0] if held else None,
                   peak_memory_method=counted[2] if counted else RSS_METHOD)
     if spec.evaluate:
@@ -306,9 +315,7 @@ def format_tables(result: dict) -> str:
 
 def write_json(result: dict, path: Path) -> None:
     """Write run_benchmark's result to `path` (its folder made if missing)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_file(Path(path), json.dumps(result, indent=2) + "\n")
 
 
 def _worker(argv: list[str]) -> None:

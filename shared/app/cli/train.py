@@ -28,15 +28,24 @@ from hrm_shared.app.cli.common import (PRESET_HELP, ExistingDir, PathType, backe
 @device_option
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="torch.compile / mx.compile the step  [default: mx.compile on, torch.compile on CUDA only].")
+@click.option("--dry-run", is_flag=True,
+              help="Print the predicted peak memory, the device's usable memory, whether the run fits and the "
+                   "largest global batch that does; start nothing (--out is not needed).")
+@click.option("--json", "json_path", type=PathType, default=None,
+              help="With --dry-run: write its figures to this JSON file.")
 def train_cmd(backend, data_dir, preset_name, overrides, out, resume, max_steps, max_minutes, eval_interval,
-              checkpoint_every, seed, device, compile_):
-    """Train HRM: start a run with --data and --out, or continue one with --resume RUN."""
+              checkpoint_every, seed, device, compile_, dry_run, json_path):
+    """Train HRM: start a run with --data and --out, or continue one with --resume RUN; --dry-run predicts the run's
+    peak memory instead."""
     from hrm_shared.app.backend import default_backend, import_backend
     from hrm_shared.core.distributed import launched_rank
-    from hrm_shared.app.run import new_run, read_run_config, resume_run
+    from hrm_shared.app.run import new_run, read_run_config, resume_run, run_config
     from hrm_shared.app.train_loop import RunOptions, train
+    from hrm_shared.core.config import preset
 
-    if (out is None) == (resume is None):
+    if json_path is not None and not dry_run:
+        raise click.UsageError("--json goes with --dry-run")
+    if (out is None) == (resume is None) and not (dry_run and resume is None):
         raise click.UsageError("give either --out RUN (a new run) or --resume RUN")
     given = {"eval_interval": eval_interval, "checkpoint_every": checkpoint_every}
     if resume is None:
@@ -44,18 +53,47 @@ def train_cmd(backend, data_dir, preset_name, overrides, out, resume, max_steps,
             raise click.UsageError("a new run needs --data DATASET")
         name = backend or default_backend()
         package = import_backend(name)
-        config = new_run(out, preset_name or "sudoku", data_dir, list(overrides), seed, name, given)
+        if dry_run:  # the run's config without creating its directory
+            config = run_config(*preset(preset_name or "sudoku"), data_dir, list(overrides), seed)
+        else:
+            config = new_run(out, preset_name or "sudoku", data_dir, list(overrides), seed, name, given)
         run, options = out, given
     else:
         config = resume_run(resume, preset_name, data_dir, list(overrides), seed)
         _, saved = read_run_config(resume)
         package = import_backend(backend or config.backend or default_backend())
         run, options = resume, {k: saved.get(k) if v is None else v for k, v in given.items()}
+    if dry_run:
+        _dry_run(package, config, device, json_path)
+        return
+    if launched_rank() == 0:
+        _warn_unless_it_fits(package, config, device)
     run_options = RunOptions(max_steps=max_steps, max_minutes=max_minutes, eval_interval=options["eval_interval"],
                              checkpoint_every=options["checkpoint_every"] or 1000, device=device, compile=compile_)
     result = train(package, run, config, run_options, resume is not None)
     if launched_rank() == 0:
         summary("Training stopped", result)
+
+
+def _dry_run(package, config, device: str | None, json_path: Path | None) -> None:
+    """Print (and write to `json_path`) the memory prediction of `config` on `package`'s `device`."""
+    from hrm_shared.app.memory import format_report, memory_record
+    from hrm_shared.core.atomic import write_file
+
+    record = memory_record(package, config.model, config.train, device)
+    click.echo(format_report(record))
+    if json_path is not None:
+        write_file(json_path, json.dumps(record, indent=2) + "\n")
+        click.echo(f"Wrote {json_path}")
+
+
+def _warn_unless_it_fits(package, config, device: str | None) -> None:
+    """Warn on stderr when the predicted peak memory of `config` exceeds what the device can give."""
+    from hrm_shared.app.memory import memory_record, warning
+
+    record = memory_record(package, config.model, config.train, device)
+    if record["fits"] is False:
+        click.echo(click.style(warning(record), fg="yellow"), err=True)
 
 
 @click.command()
@@ -74,5 +112,6 @@ def demo(backend, out, json_path, seed, model):
 
     result = run_demo(out, backend or default_backend(), seed, family=model)
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        from hrm_shared.core.atomic import write_file
+
+        write_file(json_path, json.dumps(result, indent=2) + "\n")

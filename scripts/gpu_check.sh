@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The first hour on an NVIDIA GPU, in at most 9 minutes: the CUDA tests, `hrm bench` on the sudoku and arc presets
+# (bf16, torch.compile), a 5-minute training run on a Sudoku-Extreme-equivalent 1k build with its accuracy curve.
+# Writes scripts/results/<device>.json and prints one table (scripts/device_check.py says how).
+#   bash scripts/gpu_check.sh               # after `bash scripts/setup.sh`
+#   bash scripts/gpu_check.sh --cpu-smoke   # the same stages on the CPU at toy sizes
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python="${HRM_PYTHON:-.venv/bin/python}"  # the set-up's virtualenv
+[ -x "$python" ] || { echo "run 'bash scripts/setup.sh' first (it makes .venv)" >&2; exit 2; }
+exec "$python" scripts/device_check.py cuda "$@"
