@@ -134,7 +134,7 @@ class HRMInner(nn.Module):
     def recursion(self, z_H: mx.array, z_L: mx.array, x: mx.array,
                   cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
         """The H/L recurrence of one segment from z_H, z_L [B, T, H] with input embedding x [B, T, H] -> new
-        (z_H, z_L), differentiable through the last L and H updates only."""
+        (z_H, z_L), differentiable through the last L and H updates only (grad="bptt": through every update)."""
         H_cycles, L_cycles = self.config.H_cycles, self.config.L_cycles
         for i in range(H_cycles):
             for j in range(L_cycles):
@@ -143,7 +143,8 @@ class HRMInner(nn.Module):
             if i != H_cycles - 1:
                 z_H = self.H_level(z_H, z_L, cos_sin)
         # The one-step gradient: only the last L and H updates are differentiated.
-        z_H, z_L = mx.stop_gradient(z_H), mx.stop_gradient(z_L)
+        if self.config.grad == "one_step":
+            z_H, z_L = mx.stop_gradient(z_H), mx.stop_gradient(z_L)
         z_L = self.L_level(z_L, z_H + x, cos_sin)
         z_H = self.H_level(z_H, z_L, cos_sin)
         return z_H, z_L

@@ -32,10 +32,12 @@ class TRMInner(HRMInner):
     def recursion(self, z_H: mx.array, z_L: mx.array, x: mx.array,
                   cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
         """H_cycles recursions from (y, z) = (z_H, z_L) [B, T, H] with input embedding x -> new (y, z): the first
-        H_cycles - 1 without gradient, the last differentiated throughout, into x at each of its latent updates."""
+        H_cycles - 1 without gradient (grad="bptt": with it), the last differentiated throughout, into x at each of
+        its latent updates."""
         for _ in range(self.config.H_cycles - 1):
             z_H, z_L = self.latent_recursion(z_H, z_L, x, cos_sin)
-        z_H, z_L = mx.stop_gradient(z_H), mx.stop_gradient(z_L)
+        if self.config.grad == "one_step":
+            z_H, z_L = mx.stop_gradient(z_H), mx.stop_gradient(z_L)
         return self.latent_recursion(z_H, z_L, x, cos_sin)
 
 

@@ -8,6 +8,7 @@ subclasses HRMInner and HRM, overriding `build_levels`, `recursion` and `q_halti
 
 import importlib
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,9 +134,10 @@ class HRMInner(nn.Module):
     def recursion(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor,
                   cos_sin: CosSin | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The H/L recurrence of one segment from z_H, z_L [B, T, H] with input embedding x [B, T, H] -> new
-        (z_H, z_L), differentiable through the last L and H updates only."""
+        (z_H, z_L), differentiable through the last L and H updates only (grad="bptt": through every update)."""
         H_cycles, L_cycles = self.config.H_cycles, self.config.L_cycles
-        with torch.no_grad():
+        # nullcontext for bptt, not set_grad_enabled(True): an enclosing no_grad (the Q-target segment) must hold.
+        with torch.no_grad() if self.config.grad == "one_step" else nullcontext():
             for i in range(H_cycles):
                 for j in range(L_cycles):
                     if (i, j) != (H_cycles - 1, L_cycles - 1):

@@ -8,6 +8,8 @@ whole last recursion, and training halts on q_halt > 0 alone, so the ACT loss (s
 Q-continue term.
 """
 
+from contextlib import nullcontext
+
 import torch
 
 from hrm_shared.core.config import TRMConfig
@@ -32,8 +34,9 @@ class TRMInner(HRMInner):
     def recursion(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor,
                   cos_sin: CosSin | None) -> tuple[torch.Tensor, torch.Tensor]:
         """H_cycles recursions from (y, z) = (z_H, z_L) [B, T, H] with input embedding x -> new (y, z): the first
-        H_cycles - 1 without gradient, the last differentiated throughout, into x at each of its latent updates."""
-        with torch.no_grad():
+        H_cycles - 1 without gradient (grad="bptt": with it), the last differentiated throughout, into x at each of
+        its latent updates."""
+        with torch.no_grad() if self.config.grad == "one_step" else nullcontext():
             for _ in range(self.config.H_cycles - 1):
                 z_H, z_L = self.latent_recursion(z_H, z_L, x, cos_sin)
         return self.latent_recursion(z_H, z_L, x, cos_sin)

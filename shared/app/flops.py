@@ -22,6 +22,7 @@ TRM (shared/TRM.md section 2) has one network of L_layers blocks (a block with m
 width J over the S = P + seq_len positions, 2*B*H*3*J*S, in place of attention). A segment runs
 H_cycles * (L_cycles + 1) network calls and the heads; a training step runs the first H_cycles - 1 recursions
 without gradient and the last one, L_cycles + 1 calls and the heads, forward and backward (3x); no Q-target segment.
+With grad="bptt" (either family) the no-gradient part is differentiated too: the whole segment counts 3x.
 """
 
 from hrm_shared.core.config import ModelConfig, TRMConfig
@@ -73,8 +74,12 @@ def segment_flops(config: ModelConfig, batch: int) -> int:
 def train_step_flops(config: ModelConfig, batch: int) -> int:
     """FLOPs of one training step of `batch` rows. HRM: the no-gradient cycles, the one-step gradient's forward and
     backward (3x its forward) and, with halt_max_steps > 1, the Q-target segment's forward. TRM: the no-gradient
-    recursions and the full-gradient last recursion with the heads, forward and backward."""
+    recursions and the full-gradient last recursion with the heads, forward and backward. With grad="bptt": the
+    whole segment forward and backward, and HRM's Q-target segment."""
     block = block_flops(config, batch)
+    q_target = segment_flops(config, batch) if config.halt_max_steps > 1 and not isinstance(config, TRMConfig) else 0
+    if config.grad == "bptt":
+        return 3 * segment_flops(config, batch) + q_target
     if isinstance(config, TRMConfig):
         net = config.L_layers * block
         recursion = (config.L_cycles + 1) * net
@@ -82,7 +87,6 @@ def train_step_flops(config: ModelConfig, batch: int) -> int:
     L_level, H_level = config.L_layers * block, config.H_layers * block
     no_grad = (config.H_cycles * config.L_cycles - 1) * L_level + (config.H_cycles - 1) * H_level
     one_step = 3 * (L_level + H_level + heads_flops(config, batch))
-    q_target = segment_flops(config, batch) if config.halt_max_steps > 1 else 0
     return no_grad + one_step + q_target
 
 

@@ -5,8 +5,11 @@ predictions, labels, q_halt_logits, puzzle_identifiers) and reads the dataset th
 with its demonstration pairs, each test input, the expected output and the two most voted answers with their votes
 (shared/puzzles/arc_vote.py), solved at pass@2; Sudoku and mazes: a card per example with input, answer and prediction,
 wrong cells highlighted, solved when exact. A run directory holds the outputs as RUN_OUTPUTS beside config.json.
+With a trajectory (`hrm evaluate --save-trajectory`, the same rows) each card also shows every segment's answer,
+wrong cells and the cells the segment changed highlighted; for ARC, that of each test input's first view.
 """
 
+import itertools
 import json
 import math
 import zipfile
@@ -16,7 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from hrm_shared.puzzles.arc_vote import ATTEMPTS, ArcVoter, arc_score, read_test_tasks, truth_ranks
+from hrm_shared.core.atomic import write_file
 from hrm_shared.core.checkpoint import CONFIG_FILE
+from hrm_shared.app.trajectory import TRAJECTORY_KEYS
+from hrm_shared.puzzles.arc_augment import crop_prediction, parse_aug_name, unaugment_grid
 from hrm_shared.puzzles.arc_task import Pair, read_arc_task
 from hrm_shared.core.format import load_split, read_identifiers, read_metadata
 from hrm_shared.core.iterator import IGNORE_LABEL_ID
@@ -33,34 +39,37 @@ REPORT_FILE = "report.html"
 CHUNK_ROWS = 4096
 DEFAULT_LIMIT = 400
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+TRAJECTORY_ROW = "segment by segment (red: wrong; yellow: changed by that segment)"
 
 
 class Outputs:
-    """An outputs .npz read as a stream: `rows` from the array headers, then chunks of rows (a full ARC
+    """An outputs .npz read as a stream: `rows` and `shapes` from the array headers, then chunks of rows (a full ARC
     evaluation's predictions need not fit in memory)."""
+
+    KEYS, OPTION, WHAT = OUTPUT_KEYS, "--save-outputs", "an outputs"  # the arrays, and who writes them
 
     def __init__(self, path: Path):
         self.path = Path(path)
         with self._open() as archive:
-            shapes = {key: shape for key, (shape, _) in self._headers(archive).items()}
+            self.shapes = shapes = {key: shape for key, (shape, _) in self._headers(archive).items()}
         self.rows = shapes["predictions"][0]
         if any(shape[0] != self.rows for shape in shapes.values()):
             raise HRMError(f"{path}: the arrays have different row counts ({shapes}); write it again with "
-                           f"`hrm evaluate ... --save-outputs`")
+                           f"`hrm evaluate ... {self.OPTION}`")
 
     def _open(self) -> zipfile.ZipFile:
         try:
             return zipfile.ZipFile(self.path)
         except (OSError, zipfile.BadZipFile) as e:
-            raise HRMError(f"{self.path} is not an outputs .npz from `hrm evaluate --save-outputs` ({e})") from None
+            raise HRMError(f"{self.path} is not {self.WHAT} .npz from `hrm evaluate {self.OPTION}` ({e})") from None
 
     def _headers(self, archive: zipfile.ZipFile, streams: dict | None = None) -> dict[str, tuple]:
         """{key: (shape, dtype)} of each array, leaving each stream (kept in `streams`) at its data."""
-        missing = [k for k in OUTPUT_KEYS if f"{k}.npy" not in archive.namelist()]
+        missing = [k for k in self.KEYS if f"{k}.npy" not in archive.namelist()]
         if missing:
-            raise HRMError(f"{self.path} lacks {', '.join(missing)}; write it with `hrm evaluate ... --save-outputs`")
+            raise HRMError(f"{self.path} lacks {', '.join(missing)}; write it with `hrm evaluate ... {self.OPTION}`")
         headers = {}
-        for key in OUTPUT_KEYS:
+        for key in self.KEYS:
             stream = archive.open(f"{key}.npy")
             reader = _HEADER_READERS.get(np.lib.format.read_magic(stream))
             shape, fortran, dtype = reader(stream) if reader else ((), True, None)
@@ -86,6 +95,13 @@ class Outputs:
                 yield chunk
 
 
+class Trajectory(Outputs):
+    """A trajectory .npz (`hrm evaluate --save-trajectory`: predictions [N, M, seq_len], Q logits [N, M],
+    puzzle_identifiers [N]) read as a stream, as Outputs."""
+
+    KEYS, OPTION, WHAT = tuple(TRAJECTORY_KEYS), "--save-trajectory", "a trajectory"
+
+
 def _test_split(data_dir: Path, outputs: Outputs) -> tuple:
     """(metadata, sets, puzzle identifier per example [N]) of the test split, checked against `outputs`."""
     metadata, sets = load_split(data_dir, "test")
@@ -102,20 +118,81 @@ def _check_rows(chunk: dict[str, np.ndarray], start: int, identifiers: np.ndarra
                        f"outputs are from another dataset")
 
 
-def arc_picture(grid: np.ndarray, caption: str, expected: np.ndarray | None = None) -> Grid:
-    """An ARC grid uint8 [h, w] as a Grid; cells differing from `expected` highlighted when the shapes agree."""
+def arc_picture(grid: np.ndarray, caption: str, expected: np.ndarray | None = None,
+                previous: np.ndarray | None = None) -> Grid:
+    """An ARC grid uint8 [h, w] as a Grid; cells differing from `expected` highlighted as wrong, and from
+    `previous` (the segment before) as changed, where the shapes agree."""
     wrong = grid != expected if expected is not None and expected.shape == grid.shape else None
-    return Grid("arc", "".join(map(str, grid.reshape(-1).tolist())), grid.shape, caption, wrong)
+    changed = grid != previous if previous is not None and previous.shape == grid.shape else None
+    return Grid("arc", "".join(map(str, grid.reshape(-1).tolist())), grid.shape, caption, wrong, changed=changed)
 
 
-def board_picture(kind: str, tokens: np.ndarray, caption: str, wrong: np.ndarray | None = None) -> Grid:
-    """A Sudoku or maze sequence of dataset tokens [n*n] as a square Grid; `wrong` bool [n*n] to highlight."""
+def board_picture(kind: str, tokens: np.ndarray, caption: str, wrong: np.ndarray | None = None,
+                  changed: np.ndarray | None = None) -> Grid:
+    """A Sudoku or maze sequence of dataset tokens [n*n] as a square Grid; `wrong` and `changed` bool [n*n] to
+    highlight."""
     tokens = np.asarray(tokens).reshape(-1)
     n = math.isqrt(tokens.size)
     chars = np.array(list(".." + SYMBOLS) if kind == "sudoku" else list("?" + maze.CHARSET))
     cells = "".join(chars[np.clip(tokens, 0, len(chars) - 1)].tolist())
     return Grid(kind, cells, (n, n), caption, None if wrong is None else np.asarray(wrong).reshape(n, n),
-                SUDOKU_BOXES.get(n) if kind == "sudoku" else None)
+                SUDOKU_BOXES.get(n) if kind == "sudoku" else None,
+                None if changed is None else np.asarray(changed).reshape(n, n))
+
+
+def board_steps(kind: str, predictions: np.ndarray, q_halt: np.ndarray, given: np.ndarray, expected: np.ndarray,
+                supervised: np.ndarray) -> list[list[Grid]]:
+    """One example's trajectory, predictions [M, seq_len] and q_halt [M], as one picture per segment: the cells
+    wrong against `expected` [seq_len] where `supervised`, and those changed since the segment before (the first:
+    since the input `given`)."""
+    pictures, previous = [], given
+    for m, tokens in enumerate(predictions):
+        wrong, changed = supervised & (tokens != expected), tokens != previous
+        pictures.append([board_picture(kind, tokens, f"segment {m + 1}: {int(wrong.sum())} wrong, "
+                                                     f"{int(changed.sum())} changed, q_halt {q_halt[m]:+.2f}",
+                                       wrong, changed)])
+        previous = tokens
+    return pictures
+
+
+def arc_steps(predictions: np.ndarray, q_halt: np.ndarray, k: int, mapping: np.ndarray,
+              expected: np.ndarray) -> list[list[Grid]]:
+    """A test input's trajectory in one view, predictions [M, 900] and q_halt [M], as one picture per segment:
+    cropped and de-augmented (dihedral `k`, colour `mapping`) as the vote does, wrong and changed cells marked."""
+    pictures, previous = [], None
+    for m, tokens in enumerate(predictions):
+        grid = unaugment_grid(crop_prediction(tokens), k, mapping)
+        size = f"{grid.shape[0]}x{grid.shape[1]}" if grid.size else "no grid (empty crop)"
+        pictures.append([arc_picture(grid, f"segment {m + 1}: {size}, q_halt {q_halt[m]:+.2f}", expected,
+                                     previous)])
+        previous = grid
+    return pictures
+
+
+def first_views(data_dir: Path) -> dict[str, tuple[list[int], int, np.ndarray]]:
+    """Per test task of an ARC dataset: the rows (dataset order) of its first view's test inputs, the view
+    read_test_tasks de-augments, with that view's dihedral id and colour map."""
+    _, sets = load_split(data_dir, "test")
+    names = read_identifiers(data_dir)
+    views, offset = {}, 0
+    for s in sets.values():
+        for puzzle in s.group_indices[:-1].tolist():
+            task, k, mapping = parse_aug_name(names[int(s.puzzle_identifiers[puzzle])])
+            start, end = int(s.puzzle_indices[puzzle]), int(s.puzzle_indices[puzzle + 1])
+            views[task] = (list(range(offset + start, offset + end)), k, mapping)
+        offset += s.num_examples
+    return views
+
+
+def pick_rows(steps: Trajectory, rows: set[int]) -> dict[int, dict[str, np.ndarray]]:
+    """{row: that row's arrays} of the trajectory `steps` for the wanted `rows`, streamed."""
+    picked, start = {}, 0
+    for chunk in steps.chunks():
+        count = len(chunk["predictions"])
+        for row in sorted(r for r in rows if start <= r < start + count):
+            picked[row] = {key: value[row - start] for key, value in chunk.items()}
+        start += count
+    return picked
 
 
 def demonstrations(data_dir: Path, names: set[str], tasks_dirs: list[Path]) -> dict[str, list[Pair]]:
@@ -143,9 +220,10 @@ def _fraction(value: float, of: int) -> str:
     return f"{value:.4f} ({round(value * of):,} of {of:,})"
 
 
-def arc_report(outputs: Outputs, data_dir: Path, tasks_dirs: list[Path], limit: int
+def arc_report(outputs: Outputs, data_dir: Path, tasks_dirs: list[Path], limit: int, steps: Trajectory | None = None
                ) -> tuple[list[tuple[str, str]], list[Card]]:
-    """The summary rows and the cards (the first `limit` tasks) of an ARC evaluation."""
+    """The summary rows and the cards (the first `limit` tasks) of an ARC evaluation, with the trajectory `steps`
+    of each test input's first view when given."""
     _, _, identifiers = _test_split(data_dir, outputs)
     voter = ArcVoter(read_identifiers(data_dir))
     start = 0
@@ -164,6 +242,8 @@ def arc_report(outputs: Outputs, data_dir: Path, tasks_dirs: list[Path], limit: 
     solved_of = {name: all(r is not None and r <= ATTEMPTS for r in ranks) for name, ranks in ranks_of.items()}
     shown = [tasks[name] for name in pick_cards(list(solved_of.values()), limit, list(solved_of))]
     demos = demonstrations(data_dir, {t.name for t in shown}, tasks_dirs)
+    views = first_views(data_dir) if steps is not None else {}
+    trajectories = pick_rows(steps, {r for t in shown for r in views[t.name][0]}) if steps is not None else {}
     cards = []
     for task in shown:
         ranks = ranks_of[task.name]
@@ -187,13 +267,21 @@ def arc_report(outputs: Outputs, data_dir: Path, tasks_dirs: list[Path], limit: 
             found = f"the right answer is voted #{rank}" if rank else "the right answer got no vote"
             card.rows.append((f"test {index + 1} of {len(task.inputs)}: {len(candidates)} distinct answers, "
                               f"{found}", groups))
+            if trajectories:
+                rows, k, mapping = views[task.name]
+                steps_row = trajectories[rows[index]]
+                card.rows.append((f"test {index + 1}, its first view {TRAJECTORY_ROW}",
+                                  arc_steps(steps_row["predictions"], steps_row["q_halt_logits"], k, mapping,
+                                            expected)))
         cards.append(card)
     shown_row = cards_row(list(solved_of.values()), cards, "tasks", "at pass@2")
     return summary + [shown_row], cards
 
 
-def board_report(outputs: Outputs, data_dir: Path, limit: int) -> tuple[list[tuple[str, str]], list[Card]]:
-    """The summary rows and the cards (the first `limit` examples) of a Sudoku or maze evaluation."""
+def board_report(outputs: Outputs, data_dir: Path, limit: int, steps: Trajectory | None = None
+                 ) -> tuple[list[tuple[str, str]], list[Card]]:
+    """The summary rows and the cards (the first `limit` examples) of a Sudoku or maze evaluation, with each
+    example's trajectory from `steps` when given."""
     metadata, sets, identifiers = _test_split(data_dir, outputs)
     inputs = [s.inputs for s in sets.values()]
     offsets = np.cumsum([0] + [len(x) for x in inputs])  # example index -> (set, row)
@@ -201,8 +289,10 @@ def board_report(outputs: Outputs, data_dir: Path, limit: int) -> tuple[list[tup
     kind = recognise(metadata.vocab_size, metadata.seq_len, label=label).name
     counted, exact_sum, accuracy_sum, start = 0, 0.0, 0.0, 0
     cards, solved = [], []
-    for chunk in outputs.chunks():
+    for chunk, steps_chunk in zip(outputs.chunks(), steps.chunks() if steps is not None else itertools.repeat(None)):
         _check_rows(chunk, start, identifiers, outputs.path)
+        if steps_chunk is not None:
+            _check_rows(steps_chunk, start, identifiers, steps.path)
         labels, predictions = chunk["labels"], chunk["predictions"]
         supervised = labels != IGNORE_LABEL_ID  # [rows, seq_len]
         wrong = supervised & (predictions != labels)
@@ -221,6 +311,10 @@ def board_report(outputs: Outputs, data_dir: Path, limit: int) -> tuple[list[tup
                 board_picture(kind, given, "input"),
                 board_picture(kind, np.where(supervised[row], labels[row], given), "answer"),
                 board_picture(kind, predictions[row], f"prediction, {mistakes} cells wrong", wrong[row])]])]))
+            if steps_chunk is not None:
+                cards[-1].rows.append((TRAJECTORY_ROW, board_steps(
+                    kind, steps_chunk["predictions"][row], steps_chunk["q_halt_logits"][row], given, labels[row],
+                    supervised[row])))
         start += len(labels)
     summary = [("puzzles", kind), ("examples", f"{counted:,} with a supervised cell ({outputs.rows:,} rows)"),
                ("exact accuracy", _fraction(exact_sum / max(counted, 1), counted)),
@@ -273,19 +367,30 @@ def resolve_source(source: Path, data_dir: Path | None) -> tuple[Path, Path, Pat
 
 
 def write_report(source: Path, data_dir: Path | None = None, out: Path | None = None,
-                 tasks_dirs: list[Path] | None = None, limit: int = DEFAULT_LIMIT) -> dict:
-    """Write the HTML report of `source` (see resolve_source) to `out` (default: beside the source); returns the
-    report's path and the page's summary table as a dict."""
+                 tasks_dirs: list[Path] | None = None, limit: int = DEFAULT_LIMIT,
+                 trajectory: Path | None = None) -> dict:
+    """Write the HTML report of `source` (see resolve_source) to `out` (default: beside the source), with every
+    segment's answer from the `trajectory` .npz of the same evaluation when given; returns the report's path and
+    the page's summary table as a dict."""
     outputs_path, data_dir, default_out = resolve_source(source, data_dir)
     outputs = Outputs(outputs_path)
+    steps = None if trajectory is None else Trajectory(trajectory)
+    if steps is not None and len(steps.shapes["predictions"]) != 3:
+        raise HRMError(f"{trajectory}: predictions {steps.shapes['predictions']} is not [N, M, seq_len]; write it "
+                       f"with `hrm evaluate ... --save-trajectory`")
+    if steps is not None and steps.rows != outputs.rows:
+        raise HRMError(f"{trajectory} has {steps.rows:,} rows but {outputs_path} has {outputs.rows:,}: give the "
+                       f"trajectory of the same evaluation")
     if is_arc(read_metadata(data_dir, "test")):
-        summary, cards = arc_report(outputs, data_dir, list(tasks_dirs or []), limit)
+        summary, cards = arc_report(outputs, data_dir, list(tasks_dirs or []), limit, steps)
     elif tasks_dirs:
         raise HRMError(f"--tasks is for ARC; {data_dir} is not an ARC dataset")
     else:
-        summary, cards = board_report(outputs, data_dir, limit)
+        summary, cards = board_report(outputs, data_dir, limit, steps)
+    if steps is not None:
+        summary.append(("trajectory", f"{steps.shapes['predictions'][1]} segments per example "
+                                      f"({Path(trajectory).name})"))
     out = Path(out) if out is not None else default_out
-    out.parent.mkdir(parents=True, exist_ok=True)
     # Names, not absolute paths: the page is shared, and the paths say nothing to its readers.
-    out.write_text(page(f"hrm report: {outputs_path.name} on {Path(data_dir).name}", summary, cards))
+    write_file(out, page(f"hrm report: {outputs_path.name} on {Path(data_dir).name}", summary, cards))
     return {"report": str(out), **dict(summary)}

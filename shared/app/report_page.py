@@ -20,7 +20,8 @@ DRAWN_AT_LOAD = 60  # grids drawn before the first paint; the rest as they scrol
 class Grid:
     """One picture: `cells` one character per cell, row-major, of a [rows, cols] grid of `kind` 'arc' (colour
     digits), 'sudoku' (digits, '.' blank) or 'maze' (`# SGo`, '?' other tokens); `wrong` bool [rows, cols] marks
-    cells to highlight; `box` (rows, cols) of a Sudoku box."""
+    cells to highlight; `box` (rows, cols) of a Sudoku box; `changed` bool [rows, cols] marks the cells a segment
+    changed (a trajectory)."""
 
     kind: str
     cells: str
@@ -28,6 +29,7 @@ class Grid:
     caption: str
     wrong: np.ndarray | None = None
     box: tuple[int, int] | None = None
+    changed: np.ndarray | None = None
 
 
 @dataclass
@@ -75,10 +77,12 @@ table.arc td{width:12px;height:12px;border:1px solid #555}
 table.sudoku td{width:20px;height:20px;border:1px solid #bbb;text-align:center;font:13px monospace}
 table.sudoku td.bl{border-left:2px solid #222}
 table.sudoku td.bt{border-top:2px solid #222}
-table.sudoku td.x{background:#f8c4c4;color:#a00;font-weight:bold}
 table.maze td{width:8px;height:8px}
 table.maze .mw{background:#333}table.maze .mo{background:#fff}table.maze .ms{background:#2ecc40}
 table.maze .mg{background:#e74c3c}table.maze .mp{background:#3498db}table.maze .mu{background:#f0f}
+table.sudoku td.d{background:#fff1a8}
+table.arc td.d,table.maze td.d{box-shadow:inset 0 0 0 2px #ffd400}
+table.sudoku td.x{background:#f8c4c4;color:#a00;font-weight:bold}
 table.arc td.x,table.maze td.x{outline:2px solid #ff2d55;outline-offset:-2px}
 """ + _COLOURS
 
@@ -89,6 +93,7 @@ function draw(el) {
   el.dataset.drawn = "1";
   const [h, w] = el.dataset.shape.split("x").map(Number);
   const kind = el.dataset.kind, cells = el.dataset.cells, wrong = el.dataset.wrong || "";
+  const changed = el.dataset.changed || "";
   const [bh, bw] = (el.dataset.box || "0x0").split("x").map(Number);
   const out = [`<table class="g ${kind}">`];
   for (let r = 0; r < h; r++) {
@@ -99,6 +104,7 @@ function draw(el) {
       if (kind === "maze") cls.push(MAZE[ch] || "mu");
       if (kind === "sudoku" && bw && c && c % bw === 0) cls.push("bl");
       if (kind === "sudoku" && bh && r && r % bh === 0) cls.push("bt");
+      if (changed[i] === "1") cls.push("d");
       if (wrong[i] === "1") cls.push("x");
       out.push(`<td class="${cls.join(" ")}">${kind === "sudoku" && ch !== "." ? ch : ""}</td>`);
     }
@@ -146,6 +152,8 @@ def grid_html(grid: Grid) -> str:
         attrs["wrong"] = "".join("1" if x else "0" for x in grid.wrong.reshape(-1).tolist())
     if grid.box is not None:
         attrs["box"] = f"{grid.box[0]}x{grid.box[1]}"
+    if grid.changed is not None and grid.changed.any():
+        attrs["changed"] = "".join("1" if x else "0" for x in grid.changed.reshape(-1).tolist())
     data = " ".join(f'data-{k}="{_e(v)}"' for k, v in attrs.items())
     px = CELL_PX[grid.kind]
     return (f'<figure><div class="grid" {data} style="width:{w * px + 1}px;height:{h * px + 1}px"></div>'

@@ -78,16 +78,20 @@ class CheckpointModule(Protocol):
 
 
 class EvaluateModule(Protocol):
-    """evaluate.py: halt_max_steps segments per example, the last one scored."""
+    """evaluate.py: halt_max_steps segments per example (or `segments`, any M >= 1), the last one scored; with
+    `trajectory` every segment's predictions and Q logits, with `states` the final z_H, z_L."""
 
-    def predict(self, model: Model, batch: Arrays) -> tuple[Any, Arrays]: ...
+    def predict(self, model: Model, batch: Arrays, segments: int | None = None, trajectory: bool = False
+                ) -> tuple[Any, Arrays]: ...
 
-    def predict_numpy(self, model: Model, batch: dict[str, np.ndarray], device: Any = None
+    def predict_numpy(self, model: Model, batch: dict[str, np.ndarray], device: Any = None,
+                      segments: int | None = None, trajectory: bool = False, states: bool = False
                       ) -> dict[str, np.ndarray]: ...
 
     def evaluate(self, model: Model, data_dir: Path, batch_size: int, device: Any = None,
                  keep_outputs: bool = False, on_batch: Callable[[dict[str, np.ndarray]], None] | None = None,
-                 collective: Collective = ...) -> tuple[dict, dict[str, np.ndarray] | None]: ...
+                 collective: Collective = ..., segments: int | None = None, trajectory: bool = False
+                 ) -> tuple[dict, dict[str, np.ndarray] | None]: ...
 
 
 class DistributedModule(Protocol):
@@ -97,7 +101,8 @@ class DistributedModule(Protocol):
 
 
 class BenchModule(Protocol):
-    """bench.py: what the benchmark needs from a backend: the device, waiting for it, its memory counter."""
+    """bench.py: what the benchmark and the memory model need from a backend: the device, waiting for it, its memory
+    counter, the memory a run can use."""
 
     def resolve_device(self, device: str | None) -> str: ...
 
@@ -108,6 +113,8 @@ class BenchModule(Protocol):
     def reset_peak_memory(self, device: str) -> None: ...
 
     def memory(self, device: str) -> tuple[int, int, str] | None: ...
+
+    def usable_memory(self, device: str) -> tuple[int, str] | None: ...
 
     def is_out_of_memory(self, error: BaseException | None) -> bool: ...
 

@@ -99,6 +99,39 @@ def read_maze(path: Path, size: int) -> np.ndarray:
     return maze.text_to_tokens(text).astype(np.int32)
 
 
+def _marked_board(puzzle: Puzzle, tokens: np.ndarray, changed: np.ndarray) -> str:
+    """The board of `tokens` [seq_len] as text with '*' after each cell where `changed` [seq_len] is true: Sudoku
+    in its boxed layout (the space after the digit), a maze with a mark column after every cell."""
+    n = math.isqrt(tokens.size)
+    if puzzle.kind == "maze":
+        rows = maze.maze_to_text(tokens).split("\n")
+        return "\n".join("".join(ch + ("*" if changed[r * n + c] else " ") for c, ch in enumerate(row))
+                         for r, row in enumerate(rows))
+    box_rows, box_cols = SUDOKU_BOXES[n]
+    lines = [list(line) for line in sudoku_text(tokens, (box_rows, box_cols)).split("\n")]
+    for cell in np.flatnonzero(changed).tolist():
+        r, c = divmod(cell, n)
+        # Line r + 1 + r // box_rows (rules above each band); column 2, then 2 per cell and 2 more per stack.
+        lines[r + 1 + r // box_rows][2 + 2 * c + 2 * (c // box_cols) + 1] = "*"
+    return "\n".join("".join(line) for line in lines)
+
+
+def show_steps(puzzle: Puzzle, predictions: np.ndarray, q_halt: np.ndarray) -> str:
+    """Each segment's answer to `puzzle`: predictions [M, seq_len] tokens and q_halt logits [M], as many boards side
+    by side as fit in about 100 columns, '*' after each cell that changed since the previous segment (the first
+    segment: since the input)."""
+    predictions = np.asarray(predictions).reshape(len(predictions), -1)
+    previous, blocks = puzzle.inputs, []
+    for m, tokens in enumerate(predictions):
+        blocks.append((f"{m + 1}: q_halt {q_halt[m]:+.1f}", _marked_board(puzzle, tokens, tokens != previous)))
+        previous = tokens
+    width = max(len(line) for _, board in blocks for line in board.split("\n")) + 4  # with side_by_side's gap
+    per_line = max(1, 104 // width)
+    lines = [side_by_side(blocks[i:i + per_line]) for i in range(0, len(blocks), per_line)]
+    return ("\n\n".join(lines) + "\nsegment m: q_halt logit; * after a cell: it changed since the previous segment "
+            "(segment 1: since the input)")
+
+
 def show_answer(puzzle: Puzzle, prediction: np.ndarray) -> tuple[str, bool]:
     """(the input and the answer side by side plus a verdict line, whether the answer is valid) for the model's
     predicted tokens [seq_len]. Sudoku: a complete valid grid keeping the givens; maze: a shortest S->G path."""

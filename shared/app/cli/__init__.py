@@ -2,10 +2,12 @@
 
 import click
 
+from hrm_shared.app.cli.analysis import analyze, scaling_cmd
 from hrm_shared.app.cli.arc import arc, report_cmd
 from hrm_shared.app.cli.bench import bench_cmd
 from hrm_shared.app.cli.common import Group
 from hrm_shared.app.cli.data import data
+from hrm_shared.app.cli.launch import launch_cmd
 from hrm_shared.app.cli.model import config_cmd, convert_cmd, evaluate_cmd, init_cmd, solve_cmd
 from hrm_shared.app.cli.train import demo, train_cmd
 
@@ -16,6 +18,6 @@ def main() -> None:
     """Hierarchical Reasoning Model: datasets, training and evaluation in MLX and PyTorch."""
 
 
-for command in (data, config_cmd, init_cmd, convert_cmd, train_cmd, evaluate_cmd, solve_cmd, demo, arc, report_cmd,
-                bench_cmd):
+for command in (data, config_cmd, init_cmd, convert_cmd, train_cmd, launch_cmd, evaluate_cmd, solve_cmd, demo, arc,
+                report_cmd, bench_cmd, scaling_cmd, analyze):
     main.add_command(command)

@@ -101,15 +101,28 @@ def convert_cmd(paths, to, step_file, data_dir, force):
 @click.option("--json", "json_path", type=PathType, default=None, help="Write the metrics to this JSON file.")
 @click.option("--submission", "submission_path", type=PathType, default=None,
               help="ARC: write the two most voted answers per test input to this JSON file (ARC Prize format).")
-def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs, json_path, submission_path):
-    """Score CHECKPOINT on the test split of dataset DATA; each example runs halt_max_steps segments.
+@click.option("--halt-max-steps", "segments", type=click.IntRange(1), default=None,
+              help="Segments each example runs, any M >= 1  [default: the checkpoint's halt_max_steps].")
+@click.option("--halt", "adaptive", is_flag=True,
+              help="Also score each example at its own Q-halt decision within M segments (the adaptive mode) and "
+                   "print the mean segments used.")
+@click.option("--save-trajectory", type=PathType, default=None,
+              help="Write every segment's predictions [N, M, seq_len], q_halt_logits and q_continue_logits [N, M] "
+                   "and puzzle_identifiers [N] to this .npz.")
+def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs, json_path, submission_path,
+                 segments, adaptive, save_trajectory):
+    """Score CHECKPOINT on the test split of dataset DATA; each example runs halt_max_steps segments (or M with
+    --halt-max-steps).
 
     On an ARC dataset it also votes over the augmented views of each test input and prints pass@1, pass@2 (the
     official metric) and pass@10."""
     import numpy as np
 
+    from hrm_shared.app.report import OUTPUT_KEYS
+    from hrm_shared.app.trajectory import Adaptive, halting_rule, write_trajectory
     from hrm_shared.puzzles.arc_vote import ArcVoter, arc_score, read_test_tasks, submission
     from hrm_shared.puzzles.kinds import check_checkpoint_dataset, is_arc
+    from hrm_shared.core.atomic import replace_file, write_file
     from hrm_shared.core.checkpoint import check_fits_dataset, read_checkpoint_config
     from hrm_shared.core.format import check_dataset, read_identifiers, read_metadata
     from hrm_shared.core.errors import HRMError
@@ -128,27 +141,37 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
     name, package = load_backend(backend)
     model, config = package.checkpoint.load_checkpoint(checkpoint, device)
     batch_size = batch_size or config.train.global_batch_size
-    metrics, outputs = package.evaluate.evaluate(model, data_dir, batch_size, keep_outputs=save_outputs is not None,
-                                                 on_batch=None if voter is None else voter.add)
-    summary(f"{checkpoint} on {data_dir} (test, {name})",
+    segments = segments or config.model.halt_max_steps
+    halting = None
+    if adaptive:
+        halting = Adaptive(config.model, None if voter is None else ArcVoter(read_identifiers(data_dir)))
+    listeners = [listener.add for listener in (voter, halting) if listener is not None]
+    metrics, outputs = package.evaluate.evaluate(
+        model, data_dir, batch_size, keep_outputs=save_outputs is not None or save_trajectory is not None,
+        on_batch=(lambda answers: [add(answers) for add in listeners]) if listeners else None,
+        segments=segments, trajectory=adaptive or save_trajectory is not None)
+    summary(f"{checkpoint} on {data_dir} (test, {name}, {segments} segments)",
              {k: f"{v:,}" if k == "count" else f"{v:.4f}" for k, v in metrics.items()})
     record = {"metrics": metrics, "checkpoint": str(checkpoint), "data": str(data_dir), "backend": name,
-              "batch_size": batch_size}
+              "batch_size": batch_size, "segments": segments}
+    if halting is not None:
+        record["adaptive"] = halting.result(tasks)
+        summary(f"Adaptive: {halting_rule(config.model, segments)}",
+                {k: f"{v:,}" if k == "count" else f"{v:.4f}" for k, v in record["adaptive"].items()})
     if voter is not None:
         record["arc"] = arc_score(voter, tasks)
         summary(f"ARC score over {record['arc']['tasks']} tasks ({record['arc']['test_inputs']} test inputs; "
                 f"{voter.rows:,} predictions voted, {voter.empty:,} empty)",
                 {k: f"{v:.4f}" for k, v in record["arc"].items() if k.startswith("pass@")})
         if submission_path is not None:
-            submission_path.parent.mkdir(parents=True, exist_ok=True)
-            submission_path.write_text(json.dumps(submission(voter, tasks)) + "\n")
+            write_file(submission_path, json.dumps(submission(voter, tasks)) + "\n")
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(record, indent=2) + "\n")
+        write_file(json_path, json.dumps(record, indent=2) + "\n")
     if save_outputs is not None:
-        save_outputs.parent.mkdir(parents=True, exist_ok=True)
-        with save_outputs.open("wb") as f:
-            np.savez(f, **outputs)
+        with replace_file(save_outputs) as tmp, tmp.open("wb") as f:
+            np.savez(f, **{k: outputs[k] for k in OUTPUT_KEYS})
+    if save_trajectory is not None:
+        write_trajectory(save_trajectory, outputs)
 
 
 @click.command("solve")
@@ -156,20 +179,23 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
 @click.argument("puzzle")
 @backend_option
 @device_option
-def solve_cmd(checkpoint, puzzle, backend, device):
+@click.option("--steps", is_flag=True, help="Print the board after each segment, the cells that changed marked.")
+def solve_cmd(checkpoint, puzzle, backend, device, steps):
     """Show CHECKPOINT's answer to one PUZZLE and whether it is valid.
 
     PUZZLE is a Sudoku string (n*n digits, '.' or 0 for blanks) for a Sudoku checkpoint, or the path of a maze
     text file (one line of '# SG' characters per row) for a maze checkpoint.
     """
     from hrm_shared.core.checkpoint import read_checkpoint_config
-    from hrm_shared.puzzles.solve import read_puzzle, show_answer
+    from hrm_shared.puzzles.solve import read_puzzle, show_answer, show_steps
 
     config = read_checkpoint_config(checkpoint)
     given = read_puzzle(config.model, puzzle)
     _, package = load_backend(backend)
     model, _ = package.checkpoint.load_checkpoint(checkpoint, device)
-    answer = package.evaluate.predict_numpy(model, given.batch())
+    answer = package.evaluate.predict_numpy(model, given.batch(), trajectory=steps)
+    if steps:
+        click.echo(show_steps(given, answer["segment_predictions"][0], answer["segment_q_halt_logits"][0]) + "\n")
     text, _ = show_answer(given, answer["predictions"][0])
     click.echo(text)
     click.echo(f"q_halt logit after {config.model.halt_max_steps} segments: {answer['q_halt_logits'][0]:+.3f} "

@@ -1,0 +1,113 @@
+"""Inference-time scaling (`hrm scaling`, the paper's Sudoku figure): exact accuracy, and ARC pass@k, after M
+segments for several M, and in the adaptive mode, from one evaluation.
+
+Evaluation is deterministic and a segment never looks ahead, so the answer after segment m of a run of M >= m
+segments is the answer of a run of exactly m segments: one evaluation of max(M) segments with trajectory=True
+scores every M on the way (tests/test_scaling.py checks it against separate evaluations).
+"""
+
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from hrm_shared.app.trajectory import Adaptive, halting_rule, scores
+from hrm_shared.core.atomic import replace_file
+from hrm_shared.core.config import ModelConfig
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.format import read_identifiers, read_metadata
+from hrm_shared.puzzles.arc_vote import ArcVoter, arc_score, read_test_tasks
+from hrm_shared.puzzles.kinds import is_arc
+
+
+def parse_steps(text: str) -> list[int]:
+    """'1,2,4,8' -> [1, 2, 4, 8]: distinct segment counts >= 1, sorted; HRMError otherwise."""
+    try:
+        steps = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise HRMError(f"--steps {text!r} must be comma-separated whole numbers, such as 1,2,4,8,16") from None
+    if not steps or steps[0] < 1:
+        raise HRMError(f"--steps {text!r} must name segment counts of at least 1")
+    return steps
+
+
+class SegmentCurve:
+    """Sums per segment count in `steps` over the batches of evaluate(trajectory=True) answers of max(steps)
+    segments: counted examples, exact and token accuracy; with ARC `names` (identifiers.json) a voter per count."""
+
+    def __init__(self, steps: list[int], names: list[str] | None = None) -> None:
+        self.steps = steps
+        self.count = 0
+        self.exact = np.zeros(len(steps), np.int64)
+        self.accuracy = np.zeros(len(steps), np.float64)
+        self.voters = None if names is None else [ArcVoter(names) for _ in steps]
+
+    def add(self, answers: dict[str, np.ndarray]) -> None:
+        """Count one batch: the answer after each M of `steps` is segment_predictions[:, M - 1]."""
+        for i, M in enumerate(self.steps):
+            predictions = answers["segment_predictions"][:, M - 1]
+            counted, exact, accuracy = scores(predictions, answers["labels"])
+            if i == 0:
+                self.count += int(counted.sum())
+            self.exact[i] += int(exact[counted].sum())
+            self.accuracy[i] += float(accuracy[counted].sum())
+            if self.voters is not None:
+                self.voters[i].add({"predictions": predictions, "puzzle_identifiers": answers["puzzle_identifiers"],
+                                    "q_halt_logits": answers["segment_q_halt_logits"][:, M - 1]})
+
+
+def scaling_curve(package: ModuleType, model, config: ModelConfig, data_dir: Path, steps: list[int],
+                  batch_size: int) -> dict:
+    """Evaluate `model` (a backend `package`'s, of `config`) once over max(steps) segments on `data_dir`'s test split
+    -> {"points": [{segments, exact_accuracy, accuracy[, pass@k]}] per M, "adaptive": the adaptive mode within
+    max(steps) ({count, exact_accuracy, accuracy, mean_segments[, pass@k]}), "count", "metrics" (the backend's at
+    max(steps)), "halting": the rule}."""
+    arc = is_arc(read_metadata(data_dir, "test"))
+    names = read_identifiers(data_dir) if arc else None
+    tasks = read_test_tasks(data_dir) if arc else {}
+    curve = SegmentCurve(steps, names)
+    adaptive = Adaptive(config, ArcVoter(names) if arc else None)
+
+    def on_batch(answers: dict[str, np.ndarray]) -> None:
+        curve.add(answers)
+        adaptive.add(answers)
+
+    metrics, _ = package.evaluate.evaluate(model, data_dir, batch_size, on_batch=on_batch, segments=max(steps),
+                                           trajectory=True)
+    n = max(curve.count, 1)
+    points = []
+    for i, M in enumerate(steps):
+        point = {"segments": M, "exact_accuracy": curve.exact[i] / n, "accuracy": curve.accuracy[i] / n}
+        if arc:
+            point.update({k: v for k, v in arc_score(curve.voters[i], tasks).items() if k.startswith("pass@")})
+        points.append(point)
+    return {"points": points, "adaptive": adaptive.result(tasks), "count": curve.count, "metrics": metrics,
+            "halting": halting_rule(config, max(steps))}
+
+
+def plot_scaling(result: dict, path: Path, title: str) -> Path | None:
+    """Draw exact accuracy (and ARC pass@2) against the segments, with the adaptive mode as a point at its mean
+    segments, to the PNG `path`; None when matplotlib (the `plot` extra) is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points, adaptive = result["points"], result["adaptive"]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    segments = [p["segments"] for p in points]
+    axis.plot(segments, [p["exact_accuracy"] for p in points], "o-", label="exact accuracy, M segments")
+    axis.plot([adaptive["mean_segments"]], [adaptive["exact_accuracy"]], "s", label="adaptive (Q-halt), mean segments")
+    if "pass@2" in points[0]:
+        axis.plot(segments, [p["pass@2"] for p in points], "^--", label="ARC pass@2")
+    axis.set_xscale("log", base=2)
+    axis.set_xticks(segments, [str(s) for s in segments])
+    axis.set(xlabel="segments at inference (M)", ylabel="accuracy", ylim=(0, 1), title=title)
+    axis.legend()
+    figure.tight_layout()
+    with replace_file(Path(path)) as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
+    plt.close(figure)
+    return Path(path)
