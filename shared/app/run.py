@@ -13,9 +13,11 @@ the number of processes that wrote it (a run resumes on any number: every piece 
 """
 
 import json
+import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -30,14 +32,15 @@ from hrm_shared.core.checkpoint import (CONFIG_FILE, DATA_FIELDS, TRAIN_STATE_FI
 from hrm_shared.core.config import ModelConfig, TrainConfig, apply_overrides, preset
 from hrm_shared.core.distributed import launched_rank
 from hrm_shared.core.errors import HRMError
-from hrm_shared.core.progress import duration
+from hrm_shared.core.progress import duration, pace
 from hrm_shared.core.registry import family_of
 
 METRICS_FILE = "metrics.jsonl"
 RUN_OUTPUTS = "eval_outputs.npz"
 LAST = "last"
 STATE_KEY = "hrm_train_state"
-OPTIONS = ("eval_interval", "checkpoint_every")  # invocation options a resume keeps unless they are given again
+# Invocation options a resume keeps unless they are given again.
+OPTIONS = ("eval_interval", "checkpoint_every", "wandb", "tensorboard")
 ROW_METRICS = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss", "q_continue_loss")
 
 
@@ -203,10 +206,11 @@ def read_metrics(path: Path) -> list[dict]:
 class MetricsLog:
     """`<run>/metrics.jsonl`, one JSON object a line, each written whole: a write that fails (a full disk) is cut
     back off and raised as WriteError. A resume first drops a torn last line and the lines after the step it resumes
-    from, replacing the file whole (core/atomic.py), never truncating it in place."""
+    from, replacing the file whole (core/atomic.py), never truncating it in place. Each record written also goes to
+    the `trackers` (shared/app/tracking.py: W&B, TensorBoard), which `close` closes."""
 
-    def __init__(self, path: Path, resume_step: int | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path, resume_step: int | None = None, trackers: Sequence = ()) -> None:
+        self.path, self.trackers = Path(path), list(trackers)
         if resume_step is not None and self.path.is_file():
             write_file(self.path, "".join(f"{line}\n" for line, record in _metric_lines(self.path)
                                           if record.get("step", 0) <= resume_step))
@@ -224,15 +228,22 @@ class MetricsLog:
             except OSError:
                 os.ftruncate(self.fd, size)  # a full disk may take part of the line: leave none of it
                 raise
+        for tracker in self.trackers:
+            tracker.log(record)
 
     def close(self) -> None:
+        """Close the file and the trackers."""
         os.close(self.fd)
+        for tracker in self.trackers:
+            tracker.close()
 
 
 class ProgressLine:
-    """The terminal line: step/total, steps/s, loss and exact accuracy (means since the last line), ETA.
+    """The terminal line: step/total, the measured speed (steps/s, or s/step when a step takes over a second), loss
+    and exact accuracy (means since the last line), ETA.
 
-    On a terminal it is redrawn in place twice a second; otherwise a line is printed every `interval` seconds.
+    The first step is shown as soon as it is read; then on a terminal the line is redrawn in place twice a second,
+    otherwise a line is printed every `interval` seconds.
     """
 
     def __init__(self, total: int, start_step: int, stream: TextIO | None = None, interval: float = 30.0) -> None:
@@ -240,7 +251,7 @@ class ProgressLine:
         self.tty = self.stream.isatty()
         self.total, self.start_step = total, start_step
         self.interval = 0.5 if self.tty else interval
-        self.shown = time.monotonic()
+        self.shown = -math.inf
         self.sums: dict[str, float] = {}
 
     def update(self, step: int, result: dict[str, float], train_seconds: float) -> None:
@@ -253,7 +264,8 @@ class ProgressLine:
         rate = (step - self.start_step) / max(train_seconds, 1e-9)
         count = self.sums["count"]
         exact = f"{self.sums['exact_accuracy'] / count:.3f}" if count else "-"  # no row halted since the last line
-        text = (f"step {step:,}/{self.total:,}  {rate:.2f} steps/s  loss {self.sums['loss'] / self.sums['n']:.4f}  "
+        speed = f"{rate:.2f} steps/s" if rate >= 1 else pace(1 / max(rate, 1e-9))
+        text = (f"step {step:,}/{self.total:,}  {speed}  loss {self.sums['loss'] / self.sums['n']:.4f}  "
                 f"exact {exact}  ETA {duration((self.total - step) / max(rate, 1e-9))}")
         self.stream.write(f"\r\033[K{text}" if self.tty else text + "\n")
         self.stream.flush()

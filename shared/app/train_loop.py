@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from hrm_shared.core.act import ExplorationDraws, draw_exploration
-from hrm_shared.core.checkpoint import CheckpointConfig, checkpoint_directory
+from hrm_shared.core.checkpoint import CONFIG_FILE, CheckpointConfig, checkpoint_directory
 from hrm_shared.core.config import TrainConfig
 from hrm_shared.puzzles.arc_vote import ArcVoter, arc_score, is_arc, read_test_tasks
 from hrm_shared.core.format import DatasetMetadata, read_identifiers, read_metadata
@@ -36,14 +36,21 @@ from hrm_shared.core.distributed import Collective, describe_world, launched_ran
 from hrm_shared.core.atomic import replace_file
 from hrm_shared.core.errors import HRMError, WriteError
 from hrm_shared.core.init import count_parameters
+from hrm_shared.app.eta import Pace, day_warning, device_flops, fitting_preset, run_estimate
+from hrm_shared.app.flops import train_step_flops
 from hrm_shared.app.plot import plot_run
 from hrm_shared.app.run import (LAST, METRICS_FILE, RUN_OUTPUTS, Budget, MetricsLog, ProgressLine,
                                 last_checkpoint, mean_metrics, read_train_state, step_dir, write_train_state)
 from hrm_shared.core.progress import duration
 from hrm_shared.core.schedule import learning_rate, total_steps
+from hrm_shared.app.tracking import discard_tracker_files, open_trackers
 
 INTERRUPTED = "interrupted (Ctrl-C)"
+TERMINATED = "terminated (SIGTERM)"
 QUIT_STATUS = 130  # 128 + SIGINT: what a shell reports for a process that Ctrl-C ended
+# The exit status of `hrm train` after each stop on a signal (128 + its number), so that `hrm train ... && next`
+# does not go on after an interrupted run.
+STOP_STATUS = {INTERRUPTED: QUIT_STATUS, TERMINATED: 128 + signal.SIGTERM}
 # The last evaluation writes every prediction to <run>/eval_outputs.npz (for `hrm report`) up to this many tokens.
 MAX_KEPT_TOKENS = 50_000_000
 
@@ -59,16 +66,27 @@ class RunOptions:
     device: str | None = None
     compile: bool | None = None  # None: the backend's default
     log_every: int | None = None  # steps between reads of the steps' numbers; None: the trainer's (1 on CPU, 10 GPU)
+    wandb: str | None = None  # a W&B project the metrics also go to (shared/app/tracking.py)
+    tensorboard: bool = False  # also write the metrics as TensorBoard events in <run>/tensorboard
+
+
+def _first_notice(number: int) -> None:
+    """What interrupt_flag prints by default on the first signal (rank 0 only)."""
+    if launched_rank() == 0:
+        print("\nCtrl-C: saving a checkpoint after this step (press again to quit without saving)",
+              file=sys.stderr, flush=True)
 
 
 @contextmanager
-def interrupt_flag() -> Iterator[Callable[[], bool]]:
+def interrupt_flag(on_first: Callable[[int], None] = _first_notice) -> Iterator[Callable[[], int]]:
     """Within the block a first Ctrl-C (SIGINT) only sets the flag the loop checks between steps, so the state it
     saves is whole; a second one ends the process within a moment, with exit status QUIT_STATUS and nothing saved,
-    even inside a long step. SIGTERM (a scheduler's stop, or torchrun passing on a Ctrl-C) only sets the flag. Outside
-    the main thread: no handler."""
+    even inside a long step. SIGTERM (a scheduler's stop, or torchrun passing on a Ctrl-C) only sets the flag. The
+    first signal's number goes to `on_first` at once (in a thread of its own, even while the main thread is inside
+    a long call), before the flag is set; the flag reads as that number (0: none yet). Outside the main thread: no
+    handler."""
     if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
+        yield lambda: 0
         return
     hits: list[int] = []
     # Python runs a handler only when the main thread is between bytecodes, and a step can keep it in one C++ call
@@ -85,9 +103,8 @@ def interrupt_flag() -> Iterator[Callable[[], bool]]:
                 if hits and number == signal.SIGINT:
                     print("\nCtrl-C again: quitting without saving", file=sys.stderr, flush=True)
                     os._exit(QUIT_STATUS)
-                if not hits and launched_rank() == 0:
-                    print("\nCtrl-C: saving a checkpoint after this step (press again to quit without saving)",
-                          file=sys.stderr, flush=True)
+                if not hits:
+                    on_first(number)
                 hits.append(number)
 
     previous = {number: signal.signal(number, lambda signum, frame: None) for number in caught}
@@ -95,7 +112,7 @@ def interrupt_flag() -> Iterator[Callable[[], bool]]:
     watcher = threading.Thread(target=watch, name="hrm-signals", daemon=True)
     watcher.start()
     try:
-        yield lambda: bool(hits)
+        yield lambda: hits[0] if hits else 0
     finally:
         signal.set_wakeup_fd(previous_fd)
         for number, action in previous.items():
@@ -239,18 +256,76 @@ class TrainingRun:
             self.eval_every = max(1, self.total * self.train_config.eval_interval // self.train_config.epochs)
         self.read_every = options.log_every or self.trainer.read_every
         self.rows = rank_rows(collective.rank, local)
+        resumed = self.step if resume else None
+        if self.writer:  # before the Feed's thread: a tracker that cannot start stops the run here
+            try:
+                trackers = open_trackers(run_dir, config, options.wandb, options.tensorboard, resumed)
+            except HRMError:
+                if not resume:  # leave the directory empty, as new_run found it: to start again in it
+                    discard_tracker_files(run_dir)
+                    (run_dir / CONFIG_FILE).unlink(missing_ok=True)
+                raise
+            self.log = MetricsLog(run_dir / METRICS_FILE, resumed, trackers)
+        else:
+            self.log = None
         self.feed = Feed(iterator, rng, self.draw, self.trainer.prepare)
 
-        self.log = MetricsLog(run_dir / METRICS_FILE, self.step if resume else None) if self.writer else None
         self.sink = None if self.writer else open(os.devnull, "w")  # only rank 0 prints progress
         self.budget = Budget(self.total, options.max_steps, options.max_minutes)
         self.line = ProgressLine(self.budget.target, self.step, stream=self.sink)
         self.line.note(describe(config, self.total, self.feed.position.epoch, self.step,
                                 describe_world(collective, self.backend, self.batch_size)))
+        # Between the loop and the signal thread, which reads the step a Ctrl-C will save at: `in_step` while a step
+        # is being launched (it is not yet counted in `step` nor in `pending`), `signal` the first signal's number.
+        self.lock = threading.Lock()
+        self.in_step, self.signal = False, 0
+        self.pace = self.estimate(iterator.metadata, device) if self.writer else None
         self.began, self.paused, self.first_step = time.monotonic(), 0.0, self.step
         self.pending: list[tuple[int, float, float, Any]] = []  # (step, epoch, lr, what Trainer.launch returned)
         self.tested: dict = {}
         self.tested_at: int | None = None
+
+    def estimate(self, metadata: DatasetMetadata, device: str | None) -> Pace:
+        """Print the estimated time per step and for the run on this device before the first step, with a warning
+        naming a preset that fits when it is over a day (shared/app/eta.py); return the Pace that measures the
+        first steps and warns then if the estimate did not."""
+        resolved = self.package.bench.resolve_device(device)
+        flops = device_flops(self.backend, resolved, self.package.bench.device_name(resolved))
+        kind, processes = self.config.dataset.get("kind"), self.collective.size
+        lines, _ = run_estimate(flops, self.model_config, self.train_config, kind, metadata,
+                                self.budget.target - self.step, processes, resolved)
+        for line in lines:
+            self.line.note(line)
+        rows = max(1, self.batch_size // processes)
+
+        def warning(seconds: float, per_step: float) -> str:
+            speed = train_step_flops(self.model_config, rows) / per_step
+            return day_warning(seconds, fitting_preset(kind, self.model_config, metadata, speed, processes))
+
+        return Pace(self.budget.target, len(lines) > 1, warning)
+
+    def on_signal(self, number: int) -> None:
+        """The first SIGINT or SIGTERM (from the signal thread): note it and print, on rank 0, the step the run
+        will save at."""
+        with self.lock:
+            self.signal = number
+            step = self.stop_step()
+        if self.writer:
+            what = "terminated (SIGTERM)" if number == signal.SIGTERM else "interrupted"
+            self.line.note(f"\n{what}: saving at step {step:,} (Ctrl-C again to quit now)")
+
+    def flush_due(self, step: int) -> bool:
+        """Whether the steps are read right after step `step`: an evaluation or a checkpoint follows it."""
+        return bool(self.eval_every and step % self.eval_every == 0) or step % self.options.checkpoint_every == 0
+
+    def stop_step(self) -> int:
+        """The step a signal arriving now stops the run at (under `lock`): the step being launched or the last
+        one; with several processes, the next read after it, where they agree on stopping."""
+        step, waiting = self.step + self.in_step, len(self.pending) + self.in_step
+        if self.collective.size > 1 and waiting:
+            while not (waiting >= self.read_every or self.flush_due(step) or step >= self.budget.target):
+                step, waiting = step + 1, waiting + 1
+        return step
 
     def draw(self, generator: np.random.Generator) -> ExplorationDraws:
         """The global batch's draws from the one generator every process holds; this process's rows of them. Called
@@ -300,9 +375,9 @@ class TrainingRun:
         self.saved = self.step
 
     def evaluate(self, final: bool) -> dict:
-        """Score the model (its EMA with train.ema) on the test split, log and print the metrics, save the weights to `<run>/step_N`; the
-        `final` evaluation also writes every prediction to `<run>/RUN_OUTPUTS` (up to MAX_KEPT_TOKENS). Returns
-        the metrics."""
+        """Score the model (its EMA with train.ema) on the test split, log and print the metrics, save the weights
+        to `<run>/step_N`; the `final` evaluation also writes every prediction to `<run>/RUN_OUTPUTS` (up to
+        MAX_KEPT_TOKENS). Returns the metrics."""
         voter = ArcVoter(self.identifiers) if self.arc_tasks else None
         keep = final and self.test_tokens <= MAX_KEPT_TOKENS
         with self.trainer.averaged():  # with train.ema the average is what is scored
@@ -313,7 +388,8 @@ class TrainingRun:
         if voter is not None:
             metrics.update({k: v for k, v in arc_score(voter, self.arc_tasks).items() if k.startswith("pass@")})
         if self.writer:
-            self.log.write({"split": "test", "step": self.step, "epoch": self.feed.position.epoch, **metrics})
+            self.log.write({"split": "test", "step": self.step, "epoch": self.feed.position.epoch,
+                            "train_seconds": round(self.train_seconds(), 1), **metrics})
         self.line.note(f"step {self.step:,}: test "
                        + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "count"))
         self.save(step_dir(self.run_dir, self.step), with_state=False)
@@ -332,21 +408,39 @@ class TrainingRun:
             if self.writer:
                 self.log.write({"split": "train", "step": number, "epoch": epoch, "lr": lr, **mean_metrics(result)})
             self.line.update(number, result, time.monotonic() - self.began - self.paused)
+        if self.pace is not None and self.pending:
+            if text := self.pace.read(self.pending[-1][0], self.train_seconds()):
+                self.line.note(text)
         self.pending.clear()
         self.collective.beat()
 
-    def agreed_stop(self, interrupted: bool) -> str | None:
-        """The stop reason every process agrees on: a Ctrl-C (`interrupted`) or a deadline on any of them stops
-        all. A collective."""
-        flags = self.collective.all_sum_numpy(np.array([interrupted, self.budget.past_deadline()], np.float64))
-        return INTERRUPTED if flags[0] else self.budget.stop_reason(self.step, past_deadline=bool(flags[1]))
+    def train_seconds(self) -> float:
+        """Seconds of this invocation spent in steps (evaluations and checkpoints left out)."""
+        return time.monotonic() - self.began - self.paused
 
-    def stop_reason(self, interrupted: Callable[[], bool]) -> str | None:
-        """Why to stop before the next step, or None: with steps still unread only the step budget counts; right
-        after a read (at the same step on every process) agreed_stop, whose collective each process then calls."""
-        if self.pending:
-            return self.budget.stop_reason(self.step, past_deadline=False)
-        return self.agreed_stop(interrupted())
+    def agreed_stop(self, number: int) -> str | None:
+        """The stop reason every process agrees on: a signal (`number`, 0: none) or a deadline on any of them stops
+        all. A collective."""
+        flags = self.collective.all_sum_numpy(np.array([number > 0, self.budget.past_deadline()], np.float64))
+        if flags[0]:
+            return TERMINATED if number == signal.SIGTERM else INTERRUPTED
+        return self.budget.stop_reason(self.step, past_deadline=bool(flags[1]))
+
+    def stop_reason(self) -> str | None:
+        """Why to stop before the next step, or None; from here until the next step is counted a signal stops the
+        run after that step (`in_step`). One process reads the signal after every step; several, with steps still
+        unread, only the step budget: right after a read (at the same step on every process) agreed_stop, whose
+        collective each process then calls."""
+        with self.lock:
+            number, self.in_step = self.signal, True
+        if self.pending and self.collective.size > 1:
+            reason = self.budget.stop_reason(self.step, past_deadline=False)
+        else:
+            reason = self.agreed_stop(number)
+        if reason is not None:
+            with self.lock:
+                self.in_step = False
+        return reason
 
     def take_step(self) -> None:
         """Launch the next step at the scheduled learning rates; read the steps when due, evaluate and save
@@ -356,11 +450,13 @@ class TrainingRun:
         schedule = (train.lr_warmup_steps, self.total, train.lr_min_ratio)
         lr = learning_rate(number, train.lr, *schedule)
         puzzle_lr = learning_rate(number, train.puzzle_emb_lr, *schedule)
-        self.pending.append((number, fed.position.epoch, lr, self.trainer.launch(fed.prepared, lr, puzzle_lr)))
-        self.step = number
+        launched = self.trainer.launch(fed.prepared, lr, puzzle_lr)
+        with self.lock:
+            self.pending.append((number, fed.position.epoch, lr, launched))
+            self.step, self.in_step = number, False
         test_now = self.eval_every and self.step % self.eval_every == 0
         save_now = self.step % self.options.checkpoint_every == 0
-        if len(self.pending) >= self.read_every or test_now or save_now:
+        if len(self.pending) >= self.read_every or self.flush_due(self.step):
             self.flush()
         clock = time.monotonic()
         if test_now:
@@ -395,18 +491,19 @@ class TrainingRun:
         """Train until a stop (the budget, or a Ctrl-C agreed on by every process), then read the last steps,
         evaluate unless interrupted or just evaluated, save `<run>/last` unless just saved; returns the summary."""
         try:
-            with interrupt_flag() as interrupted:
-                while (reason := self.stop_reason(interrupted)) is None:
+            with interrupt_flag(self.on_signal):
+                while (reason := self.stop_reason()) is None:
                     self.take_step()
                 self.flush()
-                train_seconds = time.monotonic() - self.began - self.paused
-                if reason != INTERRUPTED and self.tested_at != self.step:
+                train_seconds = self.train_seconds()
+                if reason not in STOP_STATUS and self.tested_at != self.step:
                     self.tested = self.evaluate(final=True)
                 if self.saved != self.step:
                     self.save_last()
         finally:
             self.close()
-        self.line.note(f"{reason} at step {self.step:,}; checkpoint in {self.last}")
+        resume = f"; continue with `hrm train --resume {self.run_dir}`" if reason in STOP_STATUS else ""
+        self.line.note(f"{reason} at step {self.step:,}; checkpoint in {self.last}{resume}")
         if self.sink is not None:
             self.sink.close()
         return self.summary(reason, train_seconds)

@@ -379,6 +379,28 @@ def preset(name: str) -> tuple[ModelConfig, TrainConfig]:
     return config_class(**model), TrainConfig(**train)
 
 
+# Per puzzle kind, the presets `hrm train` chooses from when no --preset is given, from the largest: the reference's
+# recipe (for an NVIDIA GPU), the one that fits a 16 GB Mac, the small one that trains on a CPU.
+KIND_PRESETS: dict[str, tuple[str, ...]] = {"sudoku": ("sudoku", "sudoku-laptop", "demo"),
+                                            "maze": ("maze", "tiny"), "arc": ("arc", "arc-laptop", "tiny")}
+
+
+def default_preset(kind: str | None, seq_len: int, cuda: bool) -> str:
+    """The preset `hrm train` starts from without --preset, for a dataset of puzzle `kind` ('sudoku', 'maze', 'arc';
+    None: unknown) with sequences of `seq_len` tokens, on an NVIDIA GPU (`cuda`) or elsewhere (a Mac, a CPU): the
+    kind's reference recipe on CUDA; elsewhere its laptop preset, and `demo` for a Sudoku smaller than 9x9. HRMError
+    where no preset is made for the case (an unknown kind; mazes off CUDA), naming what to pass."""
+    if kind not in KIND_PRESETS:
+        raise HRMError("no --preset given and the puzzle kind of this dataset is unknown; choose one with --preset "
+                       "NAME (tiny trains in minutes on a CPU; `hrm config --preset NAME` prints one)")
+    if cuda:
+        return KIND_PRESETS[kind][0]
+    if kind == "maze":
+        raise HRMError("no --preset given and no maze preset is made for this device: --preset maze is the "
+                       "reference's recipe for an NVIDIA GPU, --preset tiny trains on a CPU; choose one")
+    return "demo" if kind == "sudoku" and seq_len < 81 else KIND_PRESETS[kind][1]
+
+
 def apply_overrides(model: ModelConfig, train: TrainConfig, overrides: list[str]) -> tuple[ModelConfig, TrainConfig]:
     """Apply `key=value` strings (`key` a field of either config, optionally prefixed `model.` or `train.`)."""
     changes: dict[str, dict] = {"model": {}, "train": {}}

@@ -13,11 +13,18 @@ LINE_SECONDS = 30.0  # without a terminal, the longest silence
 
 
 def duration(seconds: float) -> str:
-    """'1h02m', '3m05s' or '42s'."""
+    """'2d03h', '1h02m', '3m05s' or '42s'."""
     seconds = int(round(seconds))
+    if seconds >= 86400:
+        return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def pace(seconds: float) -> str:
+    """Seconds per step, to 3 significant digits below 100: '0.0812 s/step', '4.98 s/step', '1,234 s/step'."""
+    return f"{seconds:,.0f} s/step" if seconds >= 100 else f"{seconds:.3g} s/step"
 
 
 def progress_line(label: str, done: int, total: int | None, seconds: float) -> str:

@@ -183,14 +183,14 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
 def solve_cmd(checkpoint, puzzle, backend, device, steps):
     """Show CHECKPOINT's answer to one PUZZLE and whether it is valid.
 
-    PUZZLE is a Sudoku string (n*n digits, '.' or 0 for blanks) for a Sudoku checkpoint, or the path of a maze
-    text file (one line of '# SG' characters per row) for a maze checkpoint.
+    PUZZLE is a Sudoku string (n*n digits, '.' or 0 for blanks) or a text file holding one for a Sudoku checkpoint,
+    or the path of a maze text file (one line of '# SG' characters per row) for a maze checkpoint.
     """
     from hrm_shared.core.checkpoint import read_checkpoint_config
     from hrm_shared.puzzles.solve import read_puzzle, show_answer, show_steps
 
     config = read_checkpoint_config(checkpoint)
-    given = read_puzzle(config.model, puzzle)
+    given = read_puzzle(config.model, puzzle, config.dataset.get("kind"))
     _, package = load_backend(backend)
     model, _ = package.checkpoint.load_checkpoint(checkpoint, device)
     answer = package.evaluate.predict_numpy(model, given.batch(), trajectory=steps)

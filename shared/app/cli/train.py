@@ -12,7 +12,10 @@ from hrm_shared.app.cli.common import (PRESET_HELP, ExistingDir, PathType, backe
 @click.command("train")
 @backend_option
 @click.option("--data", "data_dir", type=ExistingDir, default=None, help="Dataset to train on (a new run needs it).")
-@click.option("--preset", "preset_name", default=None, metavar="NAME", help=f"{PRESET_HELP}  [default: sudoku]")
+@click.option("--preset", "preset_name", default=None, metavar="NAME",
+              help=f"{PRESET_HELP}  [default: from the dataset's puzzle kind and the device: the reference's recipe "
+                   f"on an NVIDIA GPU (sudoku, maze, arc), else sudoku-laptop, arc-laptop, or demo for a Sudoku "
+                   f"smaller than 9x9]")
 @set_option
 @click.option("--out", type=PathType, default=None, help="New run directory.")
 @click.option("--resume", type=PathType, default=None, help="Continue the run in this directory from its last/.")
@@ -33,55 +36,99 @@ from hrm_shared.app.cli.common import (PRESET_HELP, ExistingDir, PathType, backe
                    "largest global batch that does; start nothing (--out is not needed).")
 @click.option("--json", "json_path", type=PathType, default=None,
               help="With --dry-run: write its figures to this JSON file.")
-def train_cmd(backend, data_dir, preset_name, overrides, out, resume, max_steps, max_minutes, eval_interval,
-              checkpoint_every, seed, device, compile_, dry_run, json_path):
+@click.option("--wandb", "wandb_project", default=None, metavar="PROJECT",
+              help="Also log the metrics to this Weights & Biases project (pip install 'hrm[wandb]'; "
+                   "WANDB_MODE=offline logs offline).")
+@click.option("--tensorboard/--no-tensorboard", default=None,
+              help="Also write the metrics as TensorBoard events in RUN/tensorboard (pip install 'hrm[tensorboard]').")
+@click.pass_context
+def train_cmd(ctx, backend, data_dir, preset_name, overrides, out, resume, max_steps, max_minutes, eval_interval,
+              checkpoint_every, seed, device, compile_, dry_run, json_path, wandb_project, tensorboard):
     """Train HRM: start a run with --data and --out, or continue one with --resume RUN; --dry-run predicts the run's
-    peak memory instead."""
+    peak memory instead. A run stopped by Ctrl-C or SIGTERM saves and exits with status 130 or 143."""
     from hrm_shared.app.backend import default_backend, import_backend
     from hrm_shared.core.distributed import launched_rank
     from hrm_shared.app.run import new_run, read_run_config, resume_run, run_config
-    from hrm_shared.app.train_loop import RunOptions, train
+    from hrm_shared.app.tracking import check_installed
+    from hrm_shared.app.train_loop import STOP_STATUS, RunOptions, train
     from hrm_shared.core.config import preset
 
     if json_path is not None and not dry_run:
         raise click.UsageError("--json goes with --dry-run")
     if (out is None) == (resume is None) and not (dry_run and resume is None):
         raise click.UsageError("give either --out RUN (a new run) or --resume RUN")
-    given = {"eval_interval": eval_interval, "checkpoint_every": checkpoint_every}
+    given = {"eval_interval": eval_interval, "checkpoint_every": checkpoint_every, "wandb": wandb_project,
+             "tensorboard": tensorboard}
+    for option in ("wandb", "tensorboard"):
+        if given[option] and not dry_run:
+            check_installed(option)
     if resume is None:
         if data_dir is None:
             raise click.UsageError("a new run needs --data DATASET")
         name = backend or default_backend()
         package = import_backend(name)
+        preset_name = preset_name or _default_preset(package, data_dir, device)
         if dry_run:  # the run's config without creating its directory
-            config = run_config(*preset(preset_name or "sudoku"), data_dir, list(overrides), seed)
+            config = run_config(*preset(preset_name), data_dir, list(overrides), seed)
         else:
-            config = new_run(out, preset_name or "sudoku", data_dir, list(overrides), seed, name, given)
+            config = new_run(out, preset_name, data_dir, list(overrides), seed, name, given)
         run, options = out, given
     else:
         config = resume_run(resume, preset_name, data_dir, list(overrides), seed)
         _, saved = read_run_config(resume)
         package = import_backend(backend or config.backend or default_backend())
         run, options = resume, {k: saved.get(k) if v is None else v for k, v in given.items()}
+        for option in ("wandb", "tensorboard"):
+            if options[option] and not dry_run:
+                check_installed(option)
     if dry_run:
-        _dry_run(package, config, device, json_path)
+        _dry_run(package, config, device, json_path, max_steps)
         return
     if launched_rank() == 0:
         _warn_unless_it_fits(package, config, device)
     run_options = RunOptions(max_steps=max_steps, max_minutes=max_minutes, eval_interval=options["eval_interval"],
-                             checkpoint_every=options["checkpoint_every"] or 1000, device=device, compile=compile_)
+                             checkpoint_every=options["checkpoint_every"] or 1000, device=device, compile=compile_,
+                             wandb=options["wandb"], tensorboard=bool(options["tensorboard"]))
     result = train(package, run, config, run_options, resume is not None)
     if launched_rank() == 0:
         summary("Training stopped", result)
+    ctx.exit(STOP_STATUS.get(result["stopped"], 0))
 
 
-def _dry_run(package, config, device: str | None, json_path: Path | None) -> None:
-    """Print (and write to `json_path`) the memory prediction of `config` on `package`'s `device`."""
+def _default_preset(package, data_dir: Path, device: str | None) -> str:
+    """The preset for a new run without --preset (core/config.py default_preset), said on stderr."""
+    from hrm_shared.core.config import default_preset
+    from hrm_shared.core.distributed import launched_rank
+    from hrm_shared.core.format import check_dataset, read_metadata
+    from hrm_shared.puzzles.kinds import dataset_kind
+
+    check_dataset(data_dir)
+    kind = dataset_kind(data_dir)
+    resolved = package.bench.resolve_device(device)
+    name = default_preset(kind, read_metadata(data_dir, "train").seq_len, resolved.startswith("cuda"))
+    if launched_rank() == 0:
+        click.echo(f"no --preset given: using {name} for a {kind} dataset on {resolved} (--preset NAME chooses "
+                   f"another)", err=True)
+    return name
+
+
+def _dry_run(package, config, device: str | None, json_path: Path | None, max_steps: int | None) -> None:
+    """Print (and write to `json_path`) the memory prediction of `config` on `package`'s `device`, and the time
+    estimate of its run (to `max_steps`) there."""
+    from hrm_shared.app.eta import device_flops, run_estimate, run_length
     from hrm_shared.app.memory import format_report, memory_record
     from hrm_shared.core.atomic import write_file
+    from hrm_shared.core.format import read_metadata
 
     record = memory_record(package, config.model, config.train, device)
     click.echo(format_report(record))
+    metadata = read_metadata(Path(config.dataset["path"]), "train")
+    steps = min(run_length(config.train, metadata), max_steps or float("inf"))
+    flops = device_flops(record["backend"], record["device"], package.bench.device_name(record["device"]))
+    lines, per_step = run_estimate(flops, config.model, config.train, config.dataset.get("kind"), metadata, steps,
+                                   record["processes"], record["device"])
+    click.echo("\n".join(lines or [f"Time: unknown on {record['device']} until steps are measured"]))
+    record.update(steps=steps, estimated_seconds_per_step=per_step)
     if json_path is not None:
         write_file(json_path, json.dumps(record, indent=2) + "\n")
         click.echo(f"Wrote {json_path}")
