@@ -28,11 +28,14 @@ def place(model: nn.Module, device: str | None) -> nn.Module:
 
 def compute_device(model: nn.Module, device: str | None = None) -> mx.Device:
     """The device `model`'s work runs on: `device` ("cpu", "gpu" or "metal"), or MLX's default when None. HRMError
-    for an unknown device."""
+    for an unknown device, or the GPU where MLX has none."""
     if device is None:
         return mx.default_device()
     if device not in DEVICES:
         raise HRMError(f"unknown MLX device {device!r}; choose {' or '.join(DEVICES)}")
+    if not mx.is_available(DEVICES[device]):
+        raise HRMError(f"MLX has no GPU on this machine (--device {device}); use --device cpu, or the torch backend "
+                       f"for an NVIDIA GPU")
     return DEVICES[device]
 
 

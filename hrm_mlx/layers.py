@@ -2,10 +2,12 @@
 of RoPE attention (or TRM's token-mixing SwiGLU) and SwiGLU.
 
 Parameters are float32 and cast to the activation dtype at each use; RMSNorm statistics and RoPE run in float32.
+Both run as MLX's fused kernels (mx.fast.rms_norm, mx.fast.rope), which compute the same thing (tests/test_mlx_fast.py).
 """
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from hrm_shared.core.config import ModelConfig
 from hrm_shared.core.init import rotary_tables
@@ -15,8 +17,7 @@ CosSin = tuple[mx.array, mx.array]
 
 def rms_norm(x: mx.array, eps: float) -> mx.array:
     """x * rsqrt(mean(x^2) + eps) over the last axis, computed in float32, returned in x's dtype; no gain."""
-    x32 = x.astype(mx.float32)
-    return (x32 * mx.rsqrt(mx.square(x32).mean(-1, keepdims=True) + eps)).astype(x.dtype)
+    return mx.fast.rms_norm(x, None, eps)
 
 
 def rotate_half(x: mx.array) -> mx.array:
@@ -35,6 +36,19 @@ def apply_rotary_pos_emb(q: mx.array, k: mx.array, cos: mx.array,
     return q_rot.astype(q.dtype), k_rot.astype(k.dtype)
 
 
+class _Tables(tuple):
+    """RotaryEmbedding's (cos, sin) [positions, head_dim] float32, with `freqs` [head_dim / 2] float32, the
+    reference's 1 / inv_freq, for mx.fast.rope: from the same float32 inverse frequencies its angles are the
+    tables' to float32 rounding."""
+
+    freqs: mx.array
+
+    def __new__(cls, cos: mx.array, sin: mx.array, freqs: mx.array) -> "_Tables":
+        tables = super().__new__(cls, (cos, sin))
+        tables.freqs = freqs
+        return tables
+
+
 class RotaryEmbedding(nn.Module):
     """RoPE tables cos, sin [positions, head_dim] float32, held under `_` names (not parameters, never saved)."""
 
@@ -43,9 +57,18 @@ class RotaryEmbedding(nn.Module):
         cos, sin = rotary_tables(head_dim, positions, theta)
         self._cos_cached = mx.array(cos)
         self._sin_cached = mx.array(sin)
+        inv_freq = np.float32(1.0) / np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)
+        self._freqs = mx.array(np.float32(1.0) / inv_freq)
 
     def __call__(self) -> CosSin:
-        return self._cos_cached, self._sin_cached
+        return _Tables(self._cos_cached, self._sin_cached, self._freqs)
+
+
+def _rope(x: mx.array, freqs: mx.array) -> mx.array:
+    """x [B, heads, T, D] rotated at positions 0..T-1 (rotate-half layout) by mx.fast.rope in float32; x's dtype."""
+    rotated = mx.fast.rope(x.astype(mx.float32), x.shape[-1], traditional=False, base=None, scale=1.0, offset=0,
+                           freqs=freqs)
+    return rotated.astype(x.dtype)
 
 
 class CastedLinear(nn.Module):
@@ -88,11 +111,10 @@ class Attention(nn.Module):
     def __call__(self, x: mx.array, cos_sin: CosSin | None) -> mx.array:
         B, T, H = x.shape
         qkv = self.qkv_proj(x).reshape(B, T, 3 * self.num_heads, self.head_dim)  # [B, T, 3*heads, D]
-        q, k, v = mx.split(qkv, 3, axis=2)  # each [B, T, heads, D]
+        q, k, v = (t.transpose(0, 2, 1, 3) for t in mx.split(qkv, 3, axis=2))  # each [B, heads, T, D]
         if cos_sin is not None:
-            q, k = apply_rotary_pos_emb(q, k, *cos_sin)
-        out = mx.fast.scaled_dot_product_attention(q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3),
-                                                   v.transpose(0, 2, 1, 3), scale=self.head_dim ** -0.5)
+            q, k = _rope(q, cos_sin.freqs), _rope(k, cos_sin.freqs)
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.head_dim ** -0.5)
         out = out.transpose(0, 2, 1, 3)  # [B, heads, T, D] -> [B, T, heads, D]
         return self.o_proj(out.reshape(B, T, H))  # [B, T, H]
 

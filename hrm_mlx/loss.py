@@ -13,13 +13,18 @@ def log_stablemax(x: mx.array, axis: int = -1) -> mx.array:
     return mx.log(s / s.sum(axis=axis, keepdims=True))
 
 
+def _float64_available() -> bool:
+    """Whether float64 can run here: the default device is the CPU (MLX has no float64 on the GPU)."""
+    return mx.default_device() == mx.cpu
+
+
 def stablemax_cross_entropy(logits: mx.array, labels: mx.array) -> mx.array:
     """Per-token loss [B, seq_len] from logits [B, seq_len, V] and int labels; 0 where label is -100.
 
     float64 as the reference when the default device is the CPU; MLX has float64 only on the CPU stream, so on the
     GPU this runs in float32 (the parity tests compare on the CPU).
     """
-    dtype = mx.float64 if mx.default_device() == mx.cpu else mx.float32
+    dtype = mx.float64 if _float64_available() else mx.float32
     logprobs = log_stablemax(logits.astype(dtype))
     valid = labels != IGNORE_LABEL_ID
     index = mx.where(valid, labels, 0)

@@ -135,19 +135,50 @@ class HRMInner(nn.Module):
                   cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
         """The H/L recurrence of one segment from z_H, z_L [B, T, H] with input embedding x [B, T, H] -> new
         (z_H, z_L), differentiable through the last L and H updates only (grad="bptt": through every update)."""
+        return self._last_cycle(*self._early_cycles(z_H, z_L, x, cos_sin), x, cos_sin)
+
+    def _cycles(self, z_H: mx.array, z_L: mx.array, x: mx.array, cos_sin: CosSin | None,
+                last: bool) -> tuple[mx.array, mx.array]:
+        """Every L and H update of a segment on z_H, z_L, x [B, T, H]; without the last L and H ones unless `last`."""
         H_cycles, L_cycles = self.config.H_cycles, self.config.L_cycles
         for i in range(H_cycles):
             for j in range(L_cycles):
-                if (i, j) != (H_cycles - 1, L_cycles - 1):
+                if last or (i, j) != (H_cycles - 1, L_cycles - 1):
                     z_L = self.L_level(z_L, z_H + x, cos_sin)
-            if i != H_cycles - 1:
+            if last or i != H_cycles - 1:
                 z_H = self.H_level(z_H, z_L, cos_sin)
-        # The one-step gradient: only the last L and H updates are differentiated.
-        if self.config.grad == "one_step":
-            z_H, z_L = mx.stop_gradient(z_H), mx.stop_gradient(z_L)
+        return z_H, z_L
+
+    def _early_cycles(self, z_H: mx.array, z_L: mx.array, x: mx.array,
+                      cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
+        """The updates of a segment that are not differentiated, on z_H, z_L, x [B, T, H]: with the one-step gradient
+        every update but the last L and H ones, detached; with grad="bptt" none (z_H, z_L as given)."""
+        if self.config.grad != "one_step":
+            return z_H, z_L
+        z_H, z_L = self._cycles(z_H, z_L, x, cos_sin, last=False)
+        return mx.stop_gradient(z_H), mx.stop_gradient(z_L)
+
+    def _last_cycle(self, z_H: mx.array, z_L: mx.array, x: mx.array,
+                    cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
+        """The differentiated updates after `_early_cycles`: the last L and H updates (the one-step gradient), or
+        every update of the segment with grad="bptt"."""
+        if self.config.grad != "one_step":
+            return self._cycles(z_H, z_L, x, cos_sin, last=True)
         z_L = self.L_level(z_L, z_H + x, cos_sin)
         z_H = self.H_level(z_H, z_L, cos_sin)
         return z_H, z_L
+
+    def _cos_sin(self) -> CosSin | None:
+        """The RoPE tables [T, head_dim] float32, or None without RoPE."""
+        return self.rotary_emb() if self.config.pos_encodings == "rope" else None
+
+    def _heads(self, z_H: mx.array, z_L: mx.array) -> tuple[InnerCarry, mx.array, tuple[mx.array, ...]]:
+        """New states z_H, z_L [B, T, H] -> (detached carry, logits [B, seq_len, vocab], (q_halt [B], q_continue [B])
+        float32)."""
+        new_carry = InnerCarry(z_H=mx.stop_gradient(z_H), z_L=mx.stop_gradient(z_L))
+        logits = self.lm_head(z_H)[:, self.puzzle_emb_len:]  # [B, seq_len, vocab]
+        q = self.q_head(z_H[:, 0]).astype(mx.float32)  # [B, 2]
+        return new_carry, logits, (q[..., 0], q[..., 1])
 
     def __call__(self, carry: InnerCarry, batch: Batch,
                  puzzle_rows: mx.array | None = None) -> tuple[InnerCarry, mx.array, tuple[mx.array, ...]]:
@@ -155,19 +186,16 @@ class HRMInner(nn.Module):
 
         `puzzle_rows`: see `input_embeddings`.
         """
-        cos_sin = self.rotary_emb() if self.config.pos_encodings == "rope" else None
+        cos_sin = self._cos_sin()
         x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"], puzzle_rows)
-        z_H, z_L = self.recursion(carry.z_H, carry.z_L, x, cos_sin)
-        new_carry = InnerCarry(z_H=mx.stop_gradient(z_H), z_L=mx.stop_gradient(z_L))
-        logits = self.lm_head(z_H)[:, self.puzzle_emb_len:]  # [B, seq_len, vocab]
-        q = self.q_head(z_H[:, 0]).astype(mx.float32)  # [B, 2]
-        return new_carry, logits, (q[..., 0], q[..., 1])
+        return self._heads(*self.recursion(carry.z_H, carry.z_L, x, cos_sin))
 
 
 class HRM(nn.Module):
     """The ACT wrapper: one call advances every row by one segment, resetting rows that halted last call."""
 
     inner_class = HRMInner  # the network one segment runs; a subclass (TRM) swaps in its own
+    _q_target = True  # whether training's halting rule runs a second segment (q_halting): HRM's does, TRM's not
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -198,24 +226,33 @@ class HRM(nn.Module):
         `puzzle_rows` [B, ndim] float32: the puzzle-table rows of `segment_data(carry, batch)["puzzle_identifiers"]`,
         given in training so the caller gets their gradient; None looks them up in the table.
         """
-        halt_max_steps = self.config.halt_max_steps
-        act_training = training and halt_max_steps > 1
-        if act_training and exploration is None:
+        if training and self.config.halt_max_steps > 1 and exploration is None:
             raise HRMError("training with halt_max_steps > 1 needs exploration draws "
                            "(hrm_shared.core.act.draw_exploration)")
-        inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)
-        steps = mx.where(carry.halted, 0, carry.steps)
-        data = self.segment_data(carry, batch)
+        inner_carry, steps, data = self._begin(carry, batch)
         inner_carry, logits, (q_halt, q_continue) = self.inner(inner_carry, data, puzzle_rows)
         outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
+        return self._end(inner_carry, steps, data, outputs, training, exploration, puzzle_rows)
+
+    def _begin(self, carry: Carry, batch: Batch) -> tuple[InnerCarry, mx.array, Batch]:
+        """The start of a call: (inner carry with halted rows reset, steps [B] int32 with halted rows at 0, the data
+        each row works on: `segment_data`)."""
+        inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)
+        return inner_carry, mx.where(carry.halted, 0, carry.steps), self.segment_data(carry, batch)
+
+    def _end(self, inner_carry: InnerCarry, steps: mx.array, data: Batch, outputs: dict[str, mx.array],
+             training: bool, exploration: ExplorationDraws | None, puzzle_rows: mx.array | None
+             ) -> tuple[Carry, dict[str, mx.array]]:
+        """The end of a call, after the segment gave `outputs` and the new `inner_carry`: count the step and decide
+        which rows halt (training with halt_max_steps > 1: `q_halting`, whose extra outputs join `outputs`) -> (new
+        carry, outputs)."""
         steps = steps + 1
-        is_last = steps >= halt_max_steps
+        is_last = steps >= self.config.halt_max_steps
         halted = is_last
-        if act_training:
+        if training and self.config.halt_max_steps > 1:
             q_halted, targets = self.q_halting(outputs, is_last, inner_carry, data, puzzle_rows)
-            outputs.update(targets)
-            min_halt_steps = mx.array(exploration.min_halt_steps)
-            halted = (halted | q_halted) & (steps >= min_halt_steps)
+            outputs = {**outputs, **targets}
+            halted = (halted | q_halted) & (steps >= mx.array(exploration.min_halt_steps))
         return Carry(inner_carry, steps, halted, data), outputs
 
     def q_halting(self, outputs: dict[str, mx.array], is_last: mx.array, inner_carry: InnerCarry, data: Batch,

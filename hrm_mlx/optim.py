@@ -98,15 +98,23 @@ class SignSGD:
     def update(self, ids: mx.array, gradients: mx.array, lr: float | mx.array) -> None:
         """ids [B] int, gradients [B, ndim] of the rows looked up for them: sum the gradients of rows sharing an id,
         then for each id present p = p * (1 - lr*wd) - lr * sign(g); the table is replaced in the module."""
-        B = ids.shape[0]
-        # Static shapes (no unique): each row's id total is gathered at the id's first row, then read back by all.
-        first = mx.min(mx.where(ids[:, None] == ids[None, :], mx.arange(B), B), axis=1)  # [B]
-        summed = mx.zeros_like(gradients).at[first].add(gradients)[first]  # [B, ndim]
+        summed = _id_sums(ids, gradients)
         lr = mx.array(lr, dtype=mx.float32)
         weights = self.puzzle_emb.weights
         rows = weights[ids] * (1 - lr * self.weight_decay) - lr * mx.sign(summed)
         # Rows sharing an id carry the same value, so the order of the writes does not matter.
         self.puzzle_emb.weights = mx.put_along_axis(weights, ids[:, None], rows.astype(weights.dtype), axis=0)
+
+
+def _id_sums(ids: mx.array, gradients: mx.array) -> mx.array:
+    """For each row of ids [N] int, the sum of the gradients [N, ndim] float32 of every row with its id -> [N, ndim].
+
+    A matmul with the 0/1 matrix of equal ids [N, N], not a scatter-add: a GPU scatter-add adds with atomics in an
+    order that can change from run to run, a matmul adds in a fixed order, so a resumed run repeats the update bit
+    for bit. Zeros add exactly, so on the CPU each sum is the scatter-add's up to the order of its terms.
+    """
+    same = (ids[:, None] == ids[None, :]).astype(gradients.dtype)  # [N, N]
+    return same @ gradients
 
 
 class EMA:

@@ -50,8 +50,8 @@ class Trainer:
     The step is nn.value_and_grad-style differentiation compiled with mx.compile over [model.state, adam.state]
     (`compile=False` runs it eagerly); the exploration numbers come from numpy, so no MLX random state is used.
     With a `collective` (several processes, hrm_mlx/distributed.py) the carry holds this process's rows of the global
-    batch, the gradients and the metric sums are summed across processes inside the compiled step, and every
-    process applies the same sparse update from every process's (ids, row gradients).
+    batch; the compiled gradients are evaluated, summed across processes on the CPU stream, and a compiled update
+    applies them, every process the same sparse update from every process's (ids, row gradients).
     """
 
     def __init__(self, model: nn.Module, train: TrainConfig, compile: bool | None = None,
@@ -70,21 +70,50 @@ class Trainer:
                  "puzzle_identifiers": np.zeros(B, np.int32)}
         self.carry = model.initial_carry(to_backend(empty))
         state = [model.state, self.adam.state, *([] if self.ema is None else [self.ema.state])]
-        self._step = self._segment_step if compile is False else mx.compile(self._segment_step, inputs=state,
-                                                                             outputs=state)
+        if compile is False:
+            self._step, self._grads, self._update = self._segment_step, self._gradients, self._apply
+        else:
+            self._step = mx.compile(self._segment_step, inputs=state, outputs=state)
+            self._grads = mx.compile(self._gradients, inputs=[model.state])
+            self._update = mx.compile(self._apply, inputs=state, outputs=state)
         self.read_every = 1  # each step is evaluated before the next (mx.eval), so reading its numbers costs nothing
         self.eval_batch_size = train.global_batch_size
 
-    def _segment_step(self, carry: tuple[mx.array, ...], batch: Batch, min_halt_steps: mx.array, lr: mx.array,
-                      puzzle_lr: mx.array) -> tuple[tuple[mx.array, ...], mx.array, dict[str, mx.array]]:
-        """One training segment and both optimizer updates -> (new carry arrays, total / global_batch_size, metric
-        sums over the halted rows), the loss and sums over every process."""
-        model, carry = self.model, _unflatten(carry)
+    def _gradients(self, carry: tuple[mx.array, ...], batch: Batch, min_halt_steps: mx.array
+                   ) -> tuple[tuple[mx.array, ...], mx.array, dict[str, mx.array], dict, mx.array, mx.array | None]:
+        """One training segment -> (new carry arrays, total / global_batch_size, metric sums over the halted rows,
+        gradients of the trainable parameters, puzzle ids [B] int32, gradients of their table rows [B, ndim] float32
+        or None), this process's own.
+
+        What needs no gradient runs outside mx.value_and_grad, where attention may take MLX's fused kernel (it falls
+        back to unfused attention under differentiation): the early cycles of the segment and, for HRM's Q target,
+        the segment's forward and the second segment. The differentiated function recomputes the embeddings, runs
+        the last cycle(s), the heads and the loss; values and gradients are those of differentiating the model's own
+        call (tests/test_mlx_fast.py).
+        """
+        model, inner, carry = self.model, self.model.inner, _unflatten(carry)
         draws = ExplorationDraws(explore=min_halt_steps > 0, min_halt_steps=min_halt_steps)
+        inner_carry, steps, data = model._begin(carry, batch)
+        ids = data["puzzle_identifiers"]
+        rows = None if self.sparse is None else inner.puzzle_emb.weights[ids]
+        cos_sin = inner._cos_sin()
+        x = inner.input_embeddings(data["inputs"], ids, rows)
+        z_H, z_L = inner._early_cycles(inner_carry.z_H, inner_carry.z_L, x, cos_sin)
+        known = None
+        if model._q_target and model.config.halt_max_steps > 1:
+            new_inner, logits, (q_halt, q_continue) = inner._heads(*inner._last_cycle(z_H, z_L, x, cos_sin))
+            outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
+            known = model._end(new_inner, steps, data, outputs, True, draws, rows)
 
         def loss_fn(params: dict, rows: mx.array | None):
             model.update(params)
-            new, outputs = model(carry, batch, True, draws, puzzle_rows=rows)
+            embedded = inner.input_embeddings(data["inputs"], ids, rows)
+            new_inner, logits, (q_halt, q_continue) = inner._heads(*inner._last_cycle(z_H, z_L, embedded, cos_sin))
+            outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
+            if known is None:
+                new, outputs = model._end(new_inner, steps, data, outputs, True, draws, rows)
+            else:
+                new, outputs = known[0], {**outputs, "target_q_continue": known[1]["target_q_continue"]}
             total, metrics = act_loss(outputs, new.current_data["labels"], new.halted, new.steps,
                                       model.config.loss_type)
             # The puzzle ids leave out of the carry: mx.compile (MLX 0.32) fails when a value_and_grad output is the
@@ -92,27 +121,57 @@ class Trainer:
             return total / self.train.global_batch_size, _flatten(new)[:-1], metrics
 
         params = model.trainable_parameters()
-        ids = model.segment_data(carry, batch)["puzzle_identifiers"]
         row_grads = None
         if self.sparse is None:
             (loss, new, metrics), grads = mx.value_and_grad(lambda p: loss_fn(p, None))(params)
         else:
-            rows = model.inner.puzzle_emb.weights[ids]
             (loss, new, metrics), (grads, row_grads) = mx.value_and_grad(loss_fn, argnums=(0, 1))(params, rows)
-        all_ids = ids
-        if self.collective is not None:
-            grads = _all_sum_tree(self.collective, grads)
-            # float32, not torch's float64: the Apple GPU has no float64 (sums of counts stay exact to 2^24).
-            sums = self.collective.all_sum(mx.stack([loss, *metrics.values()]).astype(mx.float32))
-            loss, metrics = sums[0], dict(zip(metrics, sums[1:]))
-            if self.sparse is not None:
-                all_ids, row_grads = self.collective.all_gather(ids), self.collective.all_gather(row_grads)
+        model.update(params)  # the parameters themselves again, not the differentiated function's copies
+        return (*new, ids), loss, metrics, grads, ids, row_grads
+
+    def _apply(self, grads: dict, ids: mx.array, row_grads: mx.array | None, lr: mx.array, puzzle_lr: mx.array
+               ) -> None:
+        """Both optimizer updates (and the EMA's) from summed gradients: AdamATan2 with `grads` at `lr`, SignSGD on
+        the table rows of `ids` [N] with `row_grads` [N, ndim] at `puzzle_lr` (N: every process's rows)."""
         self.adam.update(grads, lr)
         if self.sparse is not None:
-            self.sparse.update(all_ids, row_grads, puzzle_lr)
+            self.sparse.update(ids, row_grads, puzzle_lr)
         if self.ema is not None:
             self.ema.update()
-        return (*new, ids), loss, metrics
+
+    def _segment_step(self, carry: tuple[mx.array, ...], batch: Batch, min_halt_steps: mx.array, lr: mx.array,
+                      puzzle_lr: mx.array) -> tuple[tuple[mx.array, ...], mx.array, dict[str, mx.array]]:
+        """One process alone: `_gradients` then `_apply` -> (new carry arrays, total / global_batch_size, metric
+        sums over the halted rows)."""
+        new, loss, metrics, grads, ids, row_grads = self._gradients(carry, batch, min_halt_steps)
+        self._apply(grads, ids, row_grads, lr, puzzle_lr)
+        return new, loss, metrics
+
+    def _distributed_step(self, carry: tuple[mx.array, ...], batch: Batch, min_halt_steps: mx.array, lr: mx.array,
+                          puzzle_lr: mx.array) -> tuple[tuple[mx.array, ...], mx.array, dict[str, mx.array]]:
+        """Several processes: the compiled `_gradients`, evaluated; the sums and gathers across the processes on the
+        CPU stream (a GPU command buffer never waits on the network: Metal ends one after about 5 s); then the
+        compiled `_apply` -> as `_segment_step`, the loss and metric sums over every process."""
+        collective = self.collective
+        new, loss, metrics, grads, ids, row_grads = self._grads(carry, batch, min_halt_steps)
+        mx.eval(new, loss, metrics, grads, row_grads)
+        flat = tree_flatten(grads)
+        with collective.guard("the all-reduce of the gradients"):
+            total = collective.all_sum(mx.concatenate([g.reshape(-1) for _, g in flat]))
+            mx.eval(total)
+        with collective.guard("the sum of the loss and metrics"):
+            # float32, not torch's float64: the Apple GPU has no float64 (sums of counts stay exact to 2^24).
+            sums = collective.all_sum(mx.stack([loss, *metrics.values()]).astype(mx.float32))
+            mx.eval(sums)
+        if self.sparse is not None:
+            with collective.guard("the gather of the puzzle-row gradients"):
+                ids = collective.all_gather(ids)
+                row_grads = collective.all_gather(row_grads)
+                mx.eval(ids, row_grads)
+        pieces = mx.split(total, list(itertools.accumulate(g.size for _, g in flat))[:-1])
+        grads = tree_unflatten([(name, piece.reshape(g.shape)) for (name, g), piece in zip(flat, pieces)])
+        self._update(grads, ids, row_grads, lr, puzzle_lr)
+        return new, sums[0], dict(zip(metrics, sums[1:]))
 
     def prepare(self, batch: dict[str, np.ndarray], draws: ExplorationDraws) -> tuple[dict, ExplorationDraws]:
         """This process's batch rows and exploration draws, as they are: MLX arrays are made in `launch`, on the
@@ -124,14 +183,10 @@ class Trainer:
         over all rows and the metric sums over the rows that halted, summed over the processes (`read` turns them
         into numbers)."""
         batch, draws = prepared
-        new, loss, metrics = self._step(_flatten(self.carry), to_backend(batch), mx.array(draws.min_halt_steps),
-                                        mx.array(lr, dtype=mx.float32), mx.array(puzzle_lr, dtype=mx.float32))
-        arrays = (new, loss, metrics, self.model.state, self.adam.state, None if self.ema is None else self.ema.state)
-        if self.collective is None:
-            mx.eval(*arrays)
-        else:
-            with self.collective.guard("a step"):  # the step's collectives run here
-                mx.eval(*arrays)
+        step = self._step if self.collective is None else self._distributed_step
+        new, loss, metrics = step(_flatten(self.carry), to_backend(batch), mx.array(draws.min_halt_steps),
+                                  mx.array(lr, dtype=mx.float32), mx.array(puzzle_lr, dtype=mx.float32))
+        mx.eval(new, loss, metrics, self.model.state, self.adam.state, None if self.ema is None else self.ema.state)
         self.carry = _unflatten(new)
         return {"loss": loss, **metrics}
 
@@ -185,11 +240,3 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_raw_state({k.removeprefix("raw."): v for k, v in state.items() if k.startswith("raw.")})
 
-
-def _all_sum_tree(collective: Collective, tree: dict) -> dict:
-    """Sum a tree of gradients over the processes as one flat array (one collective, not one per parameter)."""
-    flat = tree_flatten(tree)
-    sizes = [g.size for _, g in flat]
-    total = collective.all_sum(mx.concatenate([g.reshape(-1) for _, g in flat]))
-    pieces = mx.split(total, list(itertools.accumulate(sizes))[:-1])
-    return tree_unflatten([(name, piece.reshape(g.shape)) for (name, g), piece in zip(flat, pieces)])

@@ -20,6 +20,15 @@ TINY = ["--preset", "tiny", "--set", "hidden_size=32", "--set", "puzzle_emb_ndim
 # A solved Sudoku grid (digits 1..9) that every test puzzle is shuffled from.
 SUDOKU_BASE = np.array([[(r * 3 + r // 3 + c) % 9 + 1 for c in range(9)] for r in range(9)], dtype=np.uint8)
 
+# The field of metrics.jsonl that reads the wall clock: no two runs share it, every other number they can.
+WALL_CLOCK_KEYS = ("train_seconds",)
+
+
+def read_records(run_dir: Path) -> list[dict]:
+    """The records of `run_dir`/metrics.jsonl, without their wall-clock fields."""
+    records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in WALL_CLOCK_KEYS} for r in records]
+
 
 def run(*args) -> Result:
     """`hrm ARGS` in this process (each argument str()-ed); an exception escaping the command fails the test with

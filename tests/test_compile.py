@@ -7,14 +7,13 @@ Tolerance: inductor fuses and reorders float32 arithmetic, so the compiled run's
 run's within 1e-4 (relative) and 1e-5 (absolute); halting counts are identical.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from helpers import TINY, make_dataset
+from helpers import TINY, make_dataset, read_records
 from hrm_shared.app.backend import import_backend
 from hrm_shared.app.run import new_run, read_run_config
 from hrm_shared.app.train_loop import RunOptions, train
@@ -43,11 +42,6 @@ def _compiled_once() -> None:
     assert counters["frames"]["ok"] == 1 and counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
 
 
-def _records(run_dir: Path) -> list[dict]:
-    """The run's metrics.jsonl records."""
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.parametrize("name", ["tiny", "trm-tiny"])  # HRM; TRM with its EMA
 def test_the_compiled_step_equals_eager_in_one_graph_compiled_once(tmp_path, name):
     data = make_dataset(tmp_path / "ds")
@@ -60,7 +54,7 @@ def test_the_compiled_step_equals_eager_in_one_graph_compiled_once(tmp_path, nam
             _train(compiled, data, name, True, max_steps, resume)
             _compiled_once()
 
-    expected, got = _records(eager), _records(compiled)
+    expected, got = read_records(eager), read_records(compiled)
     assert [(r["split"], r["step"]) for r in got] == [(r["split"], r["step"]) for r in expected]
     assert sum(r["split"] == "test" for r in got) >= 3 and got[-1]["epoch"] > 2, "no evaluation or pass boundary"
     for a, b in zip(expected, got):

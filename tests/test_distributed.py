@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from helpers import TINY, make_dataset, run, wait_for_lines
+from helpers import TINY, make_dataset, read_records, run, wait_for_lines
 from hrm_shared.core.errors import HRMError
 
 ROOT = Path(__file__).parents[1]
@@ -64,7 +64,7 @@ def mlx_launch(*command, timeout: float = 120, env: dict | None = None) -> subpr
 
 
 def checkpoint(run_dir: Path) -> tuple[dict, dict, list[dict]]:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_records(run_dir)
     return (load_file(run_dir / "last" / "model.safetensors"), load_file(run_dir / "last" / "train_state.safetensors"),
             records)
 
@@ -102,8 +102,7 @@ def test_two_torch_processes_train_the_weights_of_one(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("2 processes (torch)") == 1, "only rank 0 prints progress"
     assert_equivalent(one, two)
-    tests = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if '"test"' in line]
-             for d in (one, two)]
+    tests = [[r for r in read_records(d) if r["split"] == "test"] for d in (one, two)]
     assert len(tests[0]) == 2
     assert_same_records(*tests)
     outputs_a, outputs_b = np.load(one / "eval_outputs.npz"), np.load(two / "eval_outputs.npz")
@@ -256,8 +255,7 @@ def test_an_mlx_process_whose_slice_of_the_last_test_batch_is_empty_evaluates_as
     result = mlx_launch(HRM, "train", *args, "--out", two, env={"HRM_DIST_TIMEOUT_S": "60"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    tests = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if '"test"' in line]
-             for d in (one, two)]
+    tests = [[r for r in read_records(d) if r["split"] == "test"] for d in (one, two)]
     assert tests[0][0]["count"] == 72
     assert_same_records(*tests)
     outputs_a, outputs_b = np.load(one / "eval_outputs.npz"), np.load(two / "eval_outputs.npz")

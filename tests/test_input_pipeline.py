@@ -4,25 +4,24 @@ off, the same code) and the GPU's cadence of reading the steps' numbers every 10
 through them ends bit-identical to one that went straight through (float32, CPU).
 """
 
-import json
 import threading
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file
 
-from helpers import TINY, make_dataset
+from helpers import TINY, make_dataset, read_records
 from hrm_shared.app.run import new_run, read_run_config
 from hrm_shared.app.train_loop import RunOptions, train
 
 READ_EVERY = 10  # what the torch Trainer reads at on CUDA
 
 
-def _saved(run_dir: Path) -> tuple[dict, dict, list[str]]:
-    """(weights, training state, metrics.jsonl lines) of a run's last checkpoint."""
+def _saved(run_dir: Path) -> tuple[dict, dict, list[dict]]:
+    """(weights, training state, metrics.jsonl records) of a run's last checkpoint."""
     last = run_dir / "last"
     return (load_file(last / "model.safetensors"), load_file(last / "train_state.safetensors"),
-            (run_dir / "metrics.jsonl").read_text().splitlines())
+            read_records(run_dir))
 
 
 def test_training_through_the_feed_thread_and_the_copy_path_resumes_exactly(tmp_path, monkeypatch, backend):
@@ -50,11 +49,10 @@ def test_training_through_the_feed_thread_and_the_copy_path_resumes_exactly(tmp_
     run(whole, 24, False)
     run(parts, 13, False)  # stops between two reads of the numbers
     run(parts, 24, True)
-    (weights_a, state_a, lines_a), (weights_b, state_b, lines_b) = _saved(whole), _saved(parts)
+    (weights_a, state_a, records_a), (weights_b, state_b, records_b) = _saved(whole), _saved(parts)
     assert all(np.array_equal(weights_a[k], weights_b[k]) for k in weights_a), "weights differ after resume"
     assert state_a.keys() == state_b.keys() and all(np.array_equal(state_a[k], state_b[k]) for k in state_a)
     # The stopped run also evaluated at its stop (step 13): the training records and the last evaluation match.
-    records_a, records_b = ([json.loads(line) for line in lines] for lines in (lines_a, lines_b))
     train_a, train_b = ([r for r in records if r["split"] == "train"] for records in (records_a, records_b))
     assert train_a == train_b and [r["step"] for r in train_a] == list(range(1, 25))
     assert records_a[-1] == records_b[-1] and records_a[-1]["split"] == "test"

@@ -3,13 +3,12 @@ loss curves agree over 20 steps, a resumed run ends bit-identical to one that ne
 checkpoints hold the averaged weights."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from helpers import make_dataset, run
+from helpers import make_dataset, read_records, run
 from hrm_shared.core.contract import BACKENDS, installed
 
 # trm-tiny shrunk for MLX's CPU build: hidden 32, batch 8, sequences of 8 (make_dataset), 3 segments.
@@ -22,10 +21,6 @@ def name(request):
     if not installed(request.param):
         pytest.skip(f"{request.param} is not installed")
     return request.param
-
-
-def train_records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_trm_trains_evaluates_and_resumes_exactly(tmp_path, name):
@@ -41,7 +36,7 @@ def test_trm_trains_evaluates_and_resumes_exactly(tmp_path, name):
     for file in ("model.safetensors", "train_state.safetensors"):
         a, b = load_file(whole / "last" / file), load_file(parts / "last" / file)
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), file
-    assert train_records(whole) == train_records(parts)
+    assert read_records(whole) == read_records(parts)
     # The checkpoint holds the average; the training state the raw weights, which differ from it.
     weights, state = load_file(whole / "last" / "model.safetensors"), load_file(whole / "last" /
                                                                                   "train_state.safetensors")
@@ -51,7 +46,7 @@ def test_trm_trains_evaluates_and_resumes_exactly(tmp_path, name):
     scored = run("evaluate", "--backend", name, whole / "last", data, "--json", tmp_path / "eval.json")
     assert scored.exit_code == 0, scored.output
     evaluated = json.loads((tmp_path / "eval.json").read_text())["metrics"]
-    logged = [r for r in train_records(whole) if r["split"] == "test" and r["step"] == 8][0]
+    logged = [r for r in read_records(whole) if r["split"] == "test" and r["step"] == 8][0]
     assert evaluated["accuracy"] == pytest.approx(logged["accuracy"], abs=1e-6)  # the loop scored the average too
     # A run directory stands for its latest checkpoint.
     from_run = run("evaluate", "--backend", name, whole, data, "--json", tmp_path / "run.json")
@@ -70,7 +65,7 @@ def test_twenty_trm_steps_agree_across_backends(tmp_path):
         done = run("train", "--backend", backend, "--data", data, *TRM_TINY, "--set", "halt_exploration_prob=0.5",
                    "--out", out, "--max-steps", 20, "--eval-interval", 0)
         assert done.exit_code == 0, done.output
-        curves[backend] = [r for r in train_records(out) if r["split"] == "train"]
+        curves[backend] = [r for r in read_records(out) if r["split"] == "train"]
     torch_curve, mlx_curve = (curves[b] for b in BACKENDS)
     assert [r["count"] for r in torch_curve] == [r["count"] for r in mlx_curve]
     np.testing.assert_allclose([r["loss"] for r in torch_curve], [r["loss"] for r in mlx_curve], atol=1e-3)

@@ -41,6 +41,7 @@ PRESET_DATA = {"tiny": (11, 81, 1), "sudoku": (11, 81, 1), "sudoku-full": (11, 8
 ACCELERATOR_BATCH = 768
 CPU_BATCH = {"tiny": 64, "trm-tiny": 64}  # other presets: 4 on the CPU (a few seconds a step with torch)
 CPU_SKIP_SEQ_LEN = 900  # seq 900 on the CPU takes minutes a step: only when its preset is asked for by name
+EVAL_REPEATS = 3  # timed evaluation calls, within spec.seconds
 CYCLES = ((2, 2), (2, 4), (4, 4), (4, 8))
 RSS_METHOD = ("the peak resident set of a fresh process (Linux: VmHWM of /proc/self/status; macOS: ru_maxrss) minus "
               "its value after the imports (resident memory: weights, optimizer state, activations, allocator caches)")
@@ -187,8 +188,9 @@ def _train_and_eval(package, spec: Spec, device: str, config: ModelConfig, train
 
 def _eval_throughput(package, model, spec: Spec, device: str, config: ModelConfig, batch: dict[str, np.ndarray],
                      record: dict) -> None:
-    """Set record's eval_examples_per_s (and eval_mfu) from predict over halt_max_steps segments on `batch`; skip it
-    with a note when the FLOPs and the step time say it would take longer than spec.seconds."""
+    """Set record's eval_examples_per_s (and eval_mfu) from predict over halt_max_steps segments on `batch`, the median
+    of up to EVAL_REPEATS timed calls after one warm-up; skip it with a note when the FLOPs and the step time say it
+    would take longer than spec.seconds."""
     B = len(batch["inputs"])
     flops = eval_flops(config, B)
     estimate = flops / record["flops_per_step"] * record["step_seconds"]
@@ -196,11 +198,13 @@ def _eval_throughput(package, model, spec: Spec, device: str, config: ModelConfi
         record["notes"].append(f"eval skipped: about {estimate:.0f} s for {config.halt_max_steps} segments, over "
                                f"the {spec.seconds:g} s budget (--seconds)")
         return
-    if device != "cpu":
-        package.evaluate.predict_numpy(model, batch, spec.device)
-    start = time.perf_counter()
-    package.evaluate.predict_numpy(model, batch, spec.device)  # returns numpy: the work has finished
-    seconds = time.perf_counter() - start
+    package.evaluate.predict_numpy(model, batch, spec.device)  # warm-up: compilation (MLX compiles evaluation)
+    times: list[float] = []
+    while len(times) < EVAL_REPEATS and sum(times) < spec.seconds:
+        start = time.perf_counter()
+        package.evaluate.predict_numpy(model, batch, spec.device)  # returns numpy: the work has finished
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
     peak = record["peak_flops"]
     record.update(eval_examples_per_s=B / seconds, eval_mfu=None if peak is None else flops / seconds / peak)
 
