@@ -225,7 +225,8 @@ class TrainingRun:
         self.model_config, self.train_config = config.model, config.train
         self.batch_size, self.writer = self.train_config.global_batch_size, collective.rank == 0
         local = local_batch_size(self.batch_size, collective.size)
-        iterator = TrainIterator(self.data_dir, self.batch_size, seed=self.train_config.seed, rank=collective.rank,
+        iterator = TrainIterator(self.data_dir, self.batch_size, seed=self.train_config.seed,
+                                 epochs_per_pass=self.train_config.eval_interval, rank=collective.rank,
                                  world_size=collective.size)
         self.total = _run_length(self.train_config, iterator.metadata)
         rng = np.random.default_rng(self.train_config.seed)  # exploration draws (shared/core/act.py)

@@ -1,9 +1,9 @@
 """Batch iterators over a puzzle dataset (shared/DESIGN.md section 5), yielding numpy batches.
 
-Train: per pass (of `epochs_per_pass` epochs; the reference's iterator covers eval_interval epochs a pass, the
-training loop here still one) a Philox generator seeded with `seed + pass`, a permutation of the groups per
-epoch (concatenated), one random puzzle per group whose examples fill the batch, the last partial batch of the pass
-dropped. Test: every example once, in order, the last batch padded. Both slice the global batch by
+Train: per pass of `epochs_per_pass` epochs (the training loop passes eval_interval, as the reference does) a
+Philox generator seeded with `seed + pass`, a permutation of the groups per epoch (concatenated), one random puzzle
+per group whose examples fill the batch, the last partial batch of the pass dropped: at most one partial batch is
+lost per pass, and a split smaller than one global batch trains when a pass holds enough epochs to fill one. Test: every example once, in order, the last batch padded. Both slice the global batch by
 rank, and the train iterator's position can be saved and restored exactly.
 """
 
