@@ -101,16 +101,23 @@ class SignSGD:
         """ids [B] int, gradients [B, ndim] of the rows looked up for them: sum the gradients of rows sharing an id,
         then for each id present p = p * (1 - lr*wd) - lr * sign(g), in place. Static shapes (no unique): no host
         synchronisation on the GPU."""
-        B = ids.shape[0]
-        # Each row's id total is gathered at the id's first row, then read back by all rows of that id.
-        same = ids[:, None] == ids[None, :]  # [B, B]
-        first = torch.where(same, torch.arange(B, device=ids.device), B).amin(dim=1)  # [B]
-        summed = torch.zeros_like(gradients).index_add_(0, first, gradients)[first]  # [B, ndim]
+        summed = _id_sums(ids, gradients)
         weights = self.puzzle_emb.weights
         index = ids.to(torch.long)
         rows = weights[index] * (1 - lr * self.weight_decay) - lr * torch.sign(summed)
         # Rows sharing an id carry the same value, so the order of the writes does not matter.
         weights.index_copy_(0, index, rows.to(weights.dtype))
+
+
+def _id_sums(ids: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """For each row of ids [N] int, the sum of the gradients [N, ndim] float32 of every row with its id -> [N, ndim].
+
+    A matmul with the 0/1 matrix of equal ids [N, N], not a scatter-add (index_add_): on CUDA a scatter-add adds with
+    atomics in an order that can change from run to run, a matmul adds in a fixed order, so a resumed run repeats
+    the update bit for bit. Zeros add exactly, so each sum is the scatter-add's up to the order of its terms.
+    """
+    same = (ids[:, None] == ids[None, :]).to(gradients.dtype)  # [N, N]
+    return same @ gradients
 
 
 class EMA:
