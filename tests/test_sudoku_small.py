@@ -58,3 +58,23 @@ def test_bad_requests_are_reported(tmp_path, kwargs, message):
     with pytest.raises(HRMError, match=message):
         build_small_sudoku(tmp_path / "d", **kwargs)
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("size, blanks", [(9, 45), (9, 50), (4, 9)])
+def test_puzzles_with_a_fixed_number_of_blanks_have_unique_solutions(tmp_path, size, blanks):
+    build_small_sudoku(tmp_path / "d", size=size, n_train=12, n_test=4, seed=1, blanks=blanks)
+    box = BOXES[size]
+    for split in ("train", "test"):
+        s = load_split(tmp_path / "d", split)[1]["all"]
+        for x, y in zip(np.asarray(s.inputs), np.asarray(s.labels)):
+            puzzle, solution = (x - 1).reshape(size, size), (y - 1).reshape(size, size)
+            assert np.count_nonzero(puzzle == 0) == blanks
+            result = solve(puzzle, box)
+            assert len(result.solutions) == 1 and np.array_equal(result.solutions[0], solution)
+
+
+@pytest.mark.parametrize("blanks, message", [(0, "between 1 and 80"), (81, "between 1 and 80"),
+                                             (70, "distinct 70-blank 9x9 puzzles")])
+def test_impossible_blanks_are_reported(tmp_path, blanks, message):
+    with pytest.raises(HRMError, match=message):  # no 9x9 puzzle with 11 clues has a unique solution
+        build_small_sudoku(tmp_path / "d", size=9, n_train=1, n_test=1, seed=0, blanks=blanks)

@@ -1,13 +1,15 @@
-"""`hrm demo`: build a 4x4 Sudoku set, train the `demo` preset (HRM) or `trm-demo` (TRM, the same size) on it,
-evaluate on held-out puzzles, solve one.
+"""`hrm demo`: build a Sudoku set (9x9 puzzles with 45 blanks, or minimal 4x4 ones), train the size's TRM preset
+(or HRM, the same size) on it, evaluate on held-out puzzles, solve one.
 
-Sized for a CPU: a few minutes on two cores with torch. The run directory is an ordinary training run, so
-`hrm evaluate`, `hrm solve` and `hrm train --resume` work on it afterwards.
+Sized for a CPU: minutes on two cores with torch (scripts/bench_demo.py measures the accuracy against the minutes).
+The run directory is an ordinary training run, so `hrm evaluate`, `hrm solve` and `hrm train --resume` work on it
+afterwards, and the dataset stays in `<out>/data`.
 """
 
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -21,9 +23,20 @@ from hrm_shared.app.run import CONFIG_FILE, METRICS_FILE, new_run
 from hrm_shared.puzzles.solve import Puzzle, show_answer
 from hrm_shared.app.train_loop import RunOptions, train
 
-TRAIN_PUZZLES = 10_000  # distinct puzzles; with fewer the model memorises its training set
-TEST_PUZZLES = 500
-PRESETS = {"hrm": "demo", "trm": "trm-demo"}  # the model family -> its demo preset
+
+@dataclass(frozen=True)
+class DemoSize:
+    """What `hrm demo --size N` builds and trains: distinct puzzles (with fewer the model memorises its training
+    set), their blank cells (None: minimal puzzles) and each family's preset."""
+
+    train_puzzles: int
+    test_puzzles: int
+    blanks: int | None
+    presets: dict[str, str]
+
+
+SIZES = {4: DemoSize(10_000, 500, None, {"hrm": "demo", "trm": "trm-demo"}),
+         9: DemoSize(20_000, 500, 45, {"hrm": "demo-9", "trm": "trm-demo-9"})}
 
 
 def clear_previous(out: Path) -> None:
@@ -35,19 +48,27 @@ def clear_previous(out: Path) -> None:
             shutil.rmtree(path)
 
 
-def run_demo(out: Path, backend: str, seed: int = 0, device: str | None = None, family: str = "hrm") -> dict:
-    """Build, train the `family` ("hrm" or "trm") demo model, evaluate and solve in `out` (data/ and run/); print progress and a
-    solved puzzle. Returns exact_accuracy (on the held-out puzzles), test_examples, seconds, backend and model."""
+def run_demo(out: Path, backend: str, seed: int = 0, device: str | None = None, family: str = "trm", size: int = 9,
+             eval_interval: int = 0) -> dict:
+    """Build, train the `family` ("hrm" or "trm") demo model for `size` x `size` Sudoku, evaluate and solve in `out`
+    (data/ and run/), evaluating every `eval_interval` steps (0: at the end only); print progress and a solved
+    puzzle. Returns exact_accuracy (on the held-out puzzles), test_examples, seconds, backend, model and size."""
+    if size not in SIZES:
+        raise HRMError(f"the demo's --size is one of {', '.join(map(str, SIZES))}, got {size}")
+    demo = SIZES[size]
     begin = time.monotonic()
     out = Path(out)
     clear_previous(out)
     data, run = out / "data", out / "run"
     package = import_backend(backend)
-    built = build_small_sudoku(data, 4, TRAIN_PUZZLES, TEST_PUZZLES, seed)
-    click.echo(f"{built['train_puzzles']:,} train and {built['test_puzzles']:,} held-out 4x4 puzzles in {data}")
-    config = new_run(run, PRESETS[family], data, [], seed, backend, {})
-    click.echo(f"Training the {family.upper()} demo model ({PRESETS[family]}) with {backend} in {run}")
-    train(package, run, config, RunOptions(eval_interval=0, device=device), resume=False)
+    built = build_small_sudoku(data, size, demo.train_puzzles, demo.test_puzzles, seed, blanks=demo.blanks)
+    kind = "minimal" if demo.blanks is None else f"{demo.blanks}-blank"
+    click.echo(f"{built['train_puzzles']:,} train and {built['test_puzzles']:,} held-out {kind} {size}x{size} puzzles "
+               f"in {data}")
+    name = demo.presets[family]
+    config = new_run(run, name, data, [], seed, backend, {})
+    click.echo(f"Training the {family.upper()} demo model ({name}) with {backend} in {run}")
+    train(package, run, config, RunOptions(eval_interval=eval_interval, device=device), resume=False)
     tested = _final_test(run)
     model, _ = package.checkpoint.load_checkpoint(run / "last", device)
     _, sets = load_split(data, "test")
@@ -56,7 +77,7 @@ def run_demo(out: Path, backend: str, seed: int = 0, device: str | None = None, 
     text, _ = show_answer(puzzle, answer)
     click.echo(f"A held-out puzzle and the model's answer:\n{text}")
     result = {"exact_accuracy": tested["exact_accuracy"], "test_examples": tested["count"],
-              "seconds": round(time.monotonic() - begin, 1), "backend": backend, "model": family}
+              "seconds": round(time.monotonic() - begin, 1), "backend": backend, "model": family, "size": size}
     click.echo(f"Exact accuracy on {result['test_examples']:,} held-out puzzles: {result['exact_accuracy']:.1%} "
                f"({result['seconds']:.0f} s in all)")
     return result

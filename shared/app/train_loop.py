@@ -192,9 +192,10 @@ def describe(config: CheckpointConfig, total: int, epoch: float, step: int, worl
     """The lines printed before the first step: model size, the puzzle table's memory, the length of the run and,
     when given, the processes (`world`)."""
     model, train = config.model, config.train
-    table = model.num_puzzle_identifiers * model.puzzle_emb_ndim if model.puzzle_emb_ndim else 0
-    text = (f"{count_parameters(model):,} trainable parameters; puzzle table {model.num_puzzle_identifiers:,} x "
-            f"{model.puzzle_emb_ndim} = {table * 4 / 2**20:,.1f} MiB float32 (SignSGD, no moments)\n"
+    table = model.num_puzzle_identifiers * model.puzzle_emb_ndim
+    puzzles = (f"puzzle table {model.num_puzzle_identifiers:,} x {model.puzzle_emb_ndim} = "
+               f"{table * 4 / 2**20:,.1f} MiB float32 (SignSGD, no moments)" if table else "no puzzle embedding")
+    text = (f"{count_parameters(model):,} trainable parameters; {puzzles}\n"
             f"{total:,} steps of global batch {train.global_batch_size} ({train.epochs:,} epochs)")
     text += f"; resuming at step {step:,} (epoch {epoch:.2f})" if step else ""
     return text + (f"\n{world}" if world else "")

@@ -245,16 +245,20 @@ def random_solution(rng: np.random.Generator, box: tuple[int, int] = (3, 3)) -> 
 
 
 def remove_clues(solution: np.ndarray, rng: np.random.Generator, box: tuple[int, int] = (3, 3),
-                 start: np.ndarray | None = None) -> np.ndarray:
+                 start: np.ndarray | None = None, blanks: int | None = None) -> np.ndarray:
     """Blank the clues of `start` (default: the full `solution`) in random order while the solution stays unique.
 
-    `start` [n, n] must have `solution` as its only solution. Returns a minimal puzzle [n, n] uint8:
-    blanking any remaining clue would allow a second solution (more blanks never remove solutions, so
-    one pass suffices).
+    `start` [n, n] must have `solution` as its only solution. Returns a puzzle [n, n] uint8 with a unique
+    solution: minimal (blanking any remaining clue would allow a second solution; more blanks never remove
+    solutions, so one pass suffices), or, given `blanks`, one that stops once it has that many blank cells (fewer
+    when the minimal puzzle reached on the way has fewer).
     """
     geo = _geometry(tuple(box))
     flat = np.array(solution if start is None else start, dtype=np.uint8).reshape(-1).tolist()
+    empty = flat.count(0)
     for cell in rng.permutation(np.flatnonzero(flat)).tolist():
+        if blanks is not None and empty >= blanks:
+            break
         digit = flat[cell]
         flat[cell] = 0
         # The puzzle was unique, so a second solution would have to differ at `cell`: look for one there.
@@ -265,13 +269,17 @@ def remove_clues(solution: np.ndarray, rng: np.random.Generator, box: tuple[int,
             singles.append(cell)
         if m and _solvable(cands, singles, (1 << len(geo.units)) - 1, geo):
             flat[cell] = digit
+        else:
+            empty += 1
     return np.array(flat, dtype=np.uint8).reshape(geo.n, geo.n)
 
 
-def random_puzzle(rng: np.random.Generator, box: tuple[int, int] = (3, 3)) -> tuple[np.ndarray, np.ndarray]:
-    """A random minimal unique-solution puzzle and its solution, both [n, n] uint8."""
+def random_puzzle(rng: np.random.Generator, box: tuple[int, int] = (3, 3),
+                  blanks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A random unique-solution puzzle and its solution, both [n, n] uint8: minimal, or with `blanks` blank cells
+    (see `remove_clues`)."""
     solution = random_solution(rng, box)
-    return remove_clues(solution, rng, box), solution
+    return remove_clues(solution, rng, box, blanks=blanks), solution
 
 
 def is_valid_solution(grid: np.ndarray, box: tuple[int, int] = (3, 3)) -> bool:

@@ -78,14 +78,16 @@ def data_sudoku_extreme(out, n_train, n_test, pools, target_rating, seed, force)
 @click.option("--train", "n_train", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--test", "n_test", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--blanks", type=click.IntRange(1), default=None,
+              help="Blank cells in every puzzle (default: as many as keep the solution unique, a minimal puzzle).")
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
-def data_sudoku_small(out, size, n_train, n_test, seed, force):
-    """Generate a small Sudoku dataset (4x4, 6x6 or easy 9x9) for tests and quick CPU training."""
+def data_sudoku_small(out, size, n_train, n_test, seed, blanks, force):
+    """Generate a small Sudoku dataset (4x4, 6x6 or 9x9, unique solutions) for tests and quick CPU training."""
     refuse_existing(out, force)
     from hrm_shared.data.sudoku_small import build_small_sudoku
 
     summary(f"Small Sudoku dataset written to {out}",
-             build_small_sudoku(out, int(size), n_train, n_test, seed, force=force))
+             build_small_sudoku(out, int(size), n_train, n_test, seed, force=force, blanks=blanks))
 
 
 @data.command("maze")

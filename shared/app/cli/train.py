@@ -150,14 +150,17 @@ def _warn_unless_it_fits(package, config, device: str | None) -> None:
 @click.option("--json", "json_path", type=PathType, default=None,
               help="Write exact_accuracy, test_examples, seconds, backend and model to this JSON file.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--model", type=click.Choice(["hrm", "trm"]), default="hrm", show_default=True,
-              help="The model family: HRM (preset demo) or TRM (preset trm-demo, the same size).")
-def demo(backend, out, json_path, seed, model):
-    """Build a small 4x4 Sudoku set, train a small HRM (or TRM) on it, evaluate it and solve a held-out puzzle."""
+@click.option("--model", type=click.Choice(["trm", "hrm"]), default="trm", show_default=True,
+              help="The model family: TRM (preset trm-demo-9, or trm-demo for --size 4) or HRM (demo-9, demo).")
+@click.option("--size", type=click.Choice(["9", "4"]), default="9", show_default=True,
+              help="9: 9x9 puzzles with 45 blank cells and a unique solution; 4: minimal 4x4 puzzles.")
+def demo(backend, out, json_path, seed, model, size):
+    """Build a Sudoku set, train a small TRM (or HRM) on it, evaluate it and solve a held-out puzzle: about ten
+    minutes on two CPU cores with torch for 9x9, five for 4x4."""
     from hrm_shared.app.backend import default_backend
     from hrm_shared.app.demo import run_demo
 
-    result = run_demo(out, backend or default_backend(), seed, family=model)
+    result = run_demo(out, backend or default_backend(), seed, family=model, size=int(size))
     if json_path is not None:
         from hrm_shared.core.atomic import write_file
 
