@@ -1,6 +1,7 @@
-"""Test helpers for data and the command line: small datasets, Sudoku CSV files and ARC task folders written into tmp
-directories, the test rows of a build, and `hrm` run in-process. The fixtures built on them are in conftest.py; the
-backend adapters and the tiny model configs are in backends.py.
+"""Test helpers for data and the command line: small datasets, Sudoku CSV files, ARC task folders and reference run
+directories (the official code's checkpoints) written into tmp directories, the test rows of a build, and `hrm`
+run in-process. The fixtures built on them are in conftest.py; the backend adapters and the tiny model configs are
+in backends.py.
 """
 
 import json
@@ -11,6 +12,7 @@ import numpy as np
 from click.testing import CliRunner, Result
 
 from hrm_shared.app.cli import main
+from hrm_shared.core.config import ModelConfig
 from hrm_shared.core.format import SetBuilder, load_split, write_dataset
 from hrm_shared.data.sudoku import shuffle_sudoku
 
@@ -117,3 +119,37 @@ def dataset_rows(ds: Path) -> tuple[np.ndarray, np.ndarray]:
     s = sets["all"]
     ids = np.repeat(s.puzzle_identifiers, np.diff(s.puzzle_indices))
     return np.asarray(s.labels).astype(np.int32), ids
+
+
+def reference_dataset(tmp_path, vocab_size: int = 10):
+    """A dataset that fits tiny_config(): seq_len 16, vocab 10, identifiers <blank> + one per split = 3."""
+    return make_dataset(tmp_path / "ds", groups=1, puzzles_per_group=1, seq_len=16, vocab_size=vocab_size)
+
+
+def write_reference(run: Path, config: ModelConfig, weights: dict, prefix: str = "_orig_mod.model.inner.",
+                    extra: dict | None = None) -> Path:
+    """A reference run directory: step_10 (torch.save'd state dict with the reference's prefixes, bfloat16
+    H_init/L_init and rotary caches) and all_config.yaml as the reference's pretrain.py dumps it."""
+    import torch
+    import yaml
+
+    run.mkdir()
+    state = {prefix + k: torch.from_numpy(v) for k, v in weights.items()}
+    for name in ("H_init", "L_init"):
+        state[prefix + name] = state[prefix + name].to(torch.bfloat16)
+    if config.pos_encodings == "rope":
+        state[prefix + "rotary_emb.cos_cached"] = torch.ones(config.seq_len + 1, config.head_dim)
+        state[prefix + "rotary_emb.sin_cached"] = torch.zeros(config.seq_len + 1, config.head_dim)
+    state.update({prefix + k: torch.from_numpy(v) for k, v in (extra or {}).items()})
+    torch.save(state, run / "step_10")
+    arch = {k: getattr(config, k) for k in ("hidden_size", "num_heads", "expansion", "H_layers", "L_layers",
+                                            "H_cycles", "L_cycles", "halt_max_steps", "halt_exploration_prob",
+                                            "puzzle_emb_ndim", "pos_encodings", "forward_dtype")}
+    arch.update(name="hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1", puzzle_emb_len=1,
+                loss={"name": "losses@ACTLossHead", "loss_type": config.loss_type})
+    (run / "all_config.yaml").write_text(yaml.safe_dump({
+        "arch": arch, "beta1": 0.9, "beta2": 0.95, "checkpoint_every_eval": True, "checkpoint_path": "checkpoints/x",
+        "data_path": "data/x", "epochs": 20000, "eval_interval": 2000, "eval_save_outputs": [],
+        "global_batch_size": 384, "lr": 7e-5, "lr_min_ratio": 1.0, "lr_warmup_steps": 2000, "project_name": "x",
+        "puzzle_emb_lr": 7e-5, "puzzle_emb_weight_decay": 1.0, "run_name": "x", "seed": 0, "weight_decay": 1.0}))
+    return run / "step_10"

@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 from backends import adapter, tiny_config, tiny_weights
-from helpers import invoke, sudoku_puzzle, write_sudoku_csv
+from helpers import invoke, reference_dataset, sudoku_puzzle, write_reference, write_sudoku_csv
 from hrm_shared.app.hub import MAZE_REPO, SUDOKU_REPO
 from hrm_shared.core.checkpoint import MODEL_FILE, read_checkpoint_config
-from test_convert import reference_dataset, write_reference  # the reference's run directory and its dataset
 
 CHECKPOINT_REPO = "sapientinc/HRM-checkpoint-sudoku-extreme"
 MAZES = ["source,question,answer,rating", "x,S  G,So G,2", "y,S# G,S#oG,3", "z,SG  ,SG  ,1"]
