@@ -44,12 +44,14 @@ def checkpoint4(sudoku4, tmp_path_factory) -> Path:
 
 
 def test_the_default_preset_follows_the_kind_and_the_device():
-    assert [default_preset(kind, 81, cuda=True) for kind in ("sudoku", "maze", "arc")] == ["sudoku", "maze", "arc"]
-    assert [default_preset(kind, seq, cuda=False) for kind, seq in (("sudoku", 81), ("sudoku", 16), ("arc", 900))] \
-        == ["sudoku-laptop", "demo", "arc-laptop"]
-    for kind, cuda in ((None, True), ("maze", False)):
+    assert [default_preset(kind, 81, "cuda:1") for kind in ("sudoku", "maze", "arc")] == ["sudoku", "maze", "arc"]
+    cases = (("sudoku", 81), ("sudoku", 16), ("arc", 900))
+    mac = ["sudoku-laptop", "demo", "arc-laptop"]
+    for device, names in (("gpu", mac), ("mps", mac), ("cpu", ["trm-demo-9", "demo", "arc-laptop"])):
+        assert [default_preset(kind, seq, device) for kind, seq in cases] == names, device
+    for kind, device in ((None, "cuda"), ("maze", "gpu"), ("maze", "cpu")):
         with pytest.raises(HRMError, match="--preset"):
-            default_preset(kind, 900, cuda)
+            default_preset(kind, 900, device)
     assert all(name in PRESETS for names in KIND_PRESETS.values() for name in names)
 
 

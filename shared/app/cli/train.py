@@ -105,7 +105,7 @@ def _default_preset(package, data_dir: Path, device: str | None) -> str:
     check_dataset(data_dir)
     kind = dataset_kind(data_dir)
     resolved = package.bench.resolve_device(device)
-    name = default_preset(kind, read_metadata(data_dir, "train").seq_len, resolved.startswith("cuda"))
+    name = default_preset(kind, read_metadata(data_dir, "train").seq_len, resolved)
     if launched_rank() == 0:
         click.echo(f"no --preset given: using {name} for a {kind} dataset on {resolved} (--preset NAME chooses "
                    f"another)", err=True)
