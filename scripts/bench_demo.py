@@ -19,8 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 from hrm_shared.app.bench import write_json  # noqa: E402  (after the path set-up)
 from hrm_shared.app.demo import SIZES, run_demo  # noqa: E402
+from hrm_shared.app.plot import pyplot, save_figure  # noqa: E402
 from hrm_shared.app.run import METRICS_FILE, read_metrics  # noqa: E402
-from hrm_shared.core.atomic import replace_file  # noqa: E402
 from hrm_shared.core.config import preset  # noqa: E402
 from hrm_shared.core.schedule import total_steps  # noqa: E402
 
@@ -50,13 +50,9 @@ def table(runs: list[dict]) -> str:
 
 def plot(runs: list[dict], size: int, path: Path) -> None:
     """Exact accuracy against training minutes, one line per run (nothing when matplotlib is missing)."""
-    try:
-        import matplotlib
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     figure, axis = plt.subplots(figsize=(6, 4))
     for r in runs:
         axis.plot([p["train_minutes"] for p in r["points"]], [p["exact_accuracy"] for p in r["points"]], "o-",
@@ -64,12 +60,7 @@ def plot(runs: list[dict], size: int, path: Path) -> None:
     axis.set(xlabel="training minutes (2-core CPU, torch)", ylabel="held-out exact accuracy", ylim=(0, 1),
              title=f"hrm demo --size {size}")
     axis.legend()
-    figure.tight_layout()
-    try:
-        with replace_file(path) as tmp:
-            figure.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(figure)
+    save_figure(figure, path)
 
 
 def main() -> None:

@@ -136,16 +136,7 @@ def test_trm_bptt_gradient_is_that_of_every_recursion(backend, name):
     """TRM with grad="bptt": each gradient along itself equals the finite difference of the numpy segment loss with
     every net call perturbed (all H_cycles recursions), not only the last recursion."""
     config = ref.variant(name).replace(grad="bptt")
-    weights = ref.trm_weights(config)
-    model = ref.build(backend, config, weights)
-    rng = np.random.default_rng(5)
-    batches = [random_batch(rng, config), random_batch(rng, config)]
-    draws = [draw_exploration(rng, 4, config.halt_max_steps, 0.5) for _ in range(2)]
-    carry, _ = backend.step(model, model.initial_carry(backend.batch(batches[0])), backend.batch(batches[0]), True,
-                            draws[0])
-    state = {**backend.carry_numpy(carry), "halted": np.array([True, False, True, False])}
-    _, grads = ref.segment_gradients(backend, model, state, batches[1], draws[1])
-    params, y, z, data = ref.act_inputs(weights, config, state, batches[1])
+    _, grads, (params, y, z, data), _ = ref.second_call_gradients(backend, config)
     every_call = config.H_cycles * (config.L_cycles + 1)
     for tensor in ("embed_tokens.embedding_weight", "puzzle_rows", "L_level.layers.0.mlp.gate_up_proj.weight"):
         g = grads[tensor].astype(np.float64)

@@ -165,16 +165,7 @@ def test_gradients_are_those_of_the_whole_last_recursion(backend, name):
     loss whose last recursion (L_cycles + 1 net calls) alone sees the perturbation; for the embeddings, the puzzle
     rows and the network it differs from HRM's one-step gradient (the last 2 calls only)."""
     config = ref.variant(name)
-    weights = ref.trm_weights(config)
-    model = ref.build(backend, config, weights)
-    rng = np.random.default_rng(5)
-    batches = [random_batch(rng, config), random_batch(rng, config)]
-    draws = [draw_exploration(rng, 4, config.halt_max_steps, 0.5) for _ in range(2)]
-    carry, _ = backend.step(model, model.initial_carry(backend.batch(batches[0])), backend.batch(batches[0]), True,
-                            draws[0])
-    state = {**backend.carry_numpy(carry), "halted": np.array([True, False, True, False])}
-    total, grads = ref.segment_gradients(backend, model, state, batches[1], draws[1])
-    params, y, z, data = ref.act_inputs(weights, config, state, batches[1])
+    total, grads, (params, y, z, data), rng = ref.second_call_gradients(backend, config)
     _, _, logits, q_halt, _ = ref.segment(params, config, y, z, data["inputs"])
     assert total == pytest.approx(ref.loss(logits, q_halt, data["labels"]), rel=1e-5)
     trainable = set(canonical_shapes(config)) - set(NON_TRAINABLE)

@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from backends import tiny_weights
+from backends import random_batch, tiny_weights
+from hrm_shared.core.act import draw_exploration
 from hrm_shared.core.config import TRMConfig
 
 # Named changes to the smallest config, each a case shared/TRM.md section 6 asks to test.
@@ -236,3 +237,20 @@ def segment_gradients(adapter, model, state: dict, batch: dict, draws) -> tuple[
     """The loss (not divided by the batch size) and gradients of one training call of `model` from the carry
     `state` on `batch` with exploration `draws`, in numpy."""
     return SEGMENT_GRADIENTS[adapter.name](adapter, model, state, batch, draws)
+
+
+def second_call_gradients(adapter, config: TRMConfig
+                          ) -> tuple[float, dict[str, np.ndarray], tuple, np.random.Generator]:
+    """A model of `config` with trm_weights, a first training call on a random batch, then (loss, gradients) of the
+    second call from its carry with rows 0 and 2 restarting (segment_gradients), the numpy inputs of that call
+    (act_inputs: params, y, z, data) and the generator the batches came from, for further draws."""
+    weights = trm_weights(config)
+    model = build(adapter, config, weights)
+    rng = np.random.default_rng(5)
+    batches = [random_batch(rng, config), random_batch(rng, config)]
+    draws = [draw_exploration(rng, 4, config.halt_max_steps, 0.5) for _ in range(2)]
+    first = adapter.batch(batches[0])
+    carry, _ = adapter.step(model, model.initial_carry(first), first, True, draws[0])
+    state = {**adapter.carry_numpy(carry), "halted": np.array([True, False, True, False])}
+    total, grads = segment_gradients(adapter, model, state, batches[1], draws[1])
+    return total, grads, act_inputs(weights, config, state, batches[1]), rng

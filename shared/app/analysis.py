@@ -16,7 +16,7 @@ from types import ModuleType
 
 import numpy as np
 
-from hrm_shared.core.atomic import replace_file
+from hrm_shared.app.plot import pyplot, save_figure
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.iterator import TestIterator
 
@@ -78,13 +78,9 @@ def pr_analysis(z_H: np.ndarray, z_L: np.ndarray) -> dict:
 def plot_pr(result: dict, path: Path, title: str, names: tuple[str, str] = ("z_H", "z_L")) -> Path | None:
     """Draw PR of both states against the number of examples (the paper's plot) to the PNG `path`; None when
     matplotlib (the `plot` extra) is not installed."""
-    try:
-        import matplotlib
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     growth = result["growth"]
     figure, axis = plt.subplots(figsize=(6, 4))
     for key, name in zip(("pr_h", "pr_l"), names):
@@ -92,8 +88,4 @@ def plot_pr(result: dict, path: Path, title: str, names: tuple[str, str] = ("z_H
     axis.set(xscale="log", xlabel="examples", ylabel="participation ratio",
              title=f"{title} (ratio {result['ratio']:.2f})")
     axis.legend()
-    figure.tight_layout()
-    with replace_file(Path(path)) as tmp:
-        figure.savefig(tmp, dpi=100, format="png")
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path)

@@ -1,6 +1,8 @@
-"""`<run>/curves.png`: the training curves of a run (needs matplotlib, the optional `plot` extra)."""
+"""`<run>/curves.png`: the training curves of a run, and the figure plumbing every PNG of the project shares (needs
+matplotlib, the optional `plot` extra)."""
 
 from pathlib import Path
+from types import ModuleType
 
 from hrm_shared.app.run import METRICS_FILE, read_metrics
 from hrm_shared.core.atomic import replace_file
@@ -20,10 +22,8 @@ def _mean_by_window(records: list[dict], key: str) -> tuple[list[int], list[floa
     return steps, means
 
 
-def plot_run(run: Path) -> Path | None:
-    """Draw train loss, train and test exact accuracy against the step from `<run>/metrics.jsonl` into
-    `<run>/curves.png`; returns its path, or None when matplotlib is not installed or nothing was logged. A failed
-    write is a WriteError (core/atomic.py)."""
+def pyplot() -> ModuleType | None:
+    """matplotlib.pyplot on the Agg backend (files only, no display), or None when matplotlib is not installed."""
     try:
         import matplotlib
     except ImportError:
@@ -31,6 +31,30 @@ def plot_run(run: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(figure, path: Path) -> Path:
+    """Lay out `figure`, write it to the PNG `path` atomically and close it; returns `path`. A failed write is a
+    WriteError (core/atomic.py)."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    try:
+        with replace_file(Path(path)) as tmp:
+            figure.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(figure)
+    return Path(path)
+
+
+def plot_run(run: Path) -> Path | None:
+    """Draw train loss, train and test exact accuracy against the step from `<run>/metrics.jsonl` into
+    `<run>/curves.png`; returns its path, or None when matplotlib is not installed or nothing was logged. A failed
+    write is a WriteError (core/atomic.py)."""
+    plt = pyplot()
+    if plt is None:
+        return None
     records = read_metrics(Path(run) / METRICS_FILE)
     train = [r for r in records if r["split"] == "train"]
     test = [r for r in records if r["split"] == "test"]
@@ -44,11 +68,4 @@ def plot_run(run: Path) -> Path | None:
         accuracy_axis.plot([r["step"] for r in test], [r["exact_accuracy"] for r in test], "o-", label="test")
     accuracy_axis.set(xlabel="step", ylabel="exact accuracy", ylim=(0, 1), title="exact accuracy")
     accuracy_axis.legend()
-    figure.tight_layout()
-    out = Path(run) / PLOT_FILE
-    try:
-        with replace_file(out) as tmp:
-            figure.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(figure)
-    return out
+    return save_figure(figure, Path(run) / PLOT_FILE)

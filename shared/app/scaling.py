@@ -11,8 +11,8 @@ from types import ModuleType
 
 import numpy as np
 
+from hrm_shared.app.plot import pyplot, save_figure
 from hrm_shared.app.trajectory import Adaptive, halting_rule, scores
-from hrm_shared.core.atomic import replace_file
 from hrm_shared.core.config import ModelConfig
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.format import read_identifiers, read_metadata
@@ -88,13 +88,9 @@ def scaling_curve(package: ModuleType, model, config: ModelConfig, data_dir: Pat
 def plot_scaling(result: dict, path: Path, title: str) -> Path | None:
     """Draw exact accuracy (and ARC pass@2) against the segments, with the adaptive mode as a point at its mean
     segments, to the PNG `path`; None when matplotlib (the `plot` extra) is not installed."""
-    try:
-        import matplotlib
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     points, adaptive = result["points"], result["adaptive"]
     figure, axis = plt.subplots(figsize=(6, 4))
     segments = [p["segments"] for p in points]
@@ -106,8 +102,4 @@ def plot_scaling(result: dict, path: Path, title: str) -> Path | None:
     axis.set_xticks(segments, [str(s) for s in segments])
     axis.set(xlabel="segments at inference (M)", ylabel="accuracy", ylim=(0, 1), title=title)
     axis.legend()
-    figure.tight_layout()
-    with replace_file(Path(path)) as tmp:
-        figure.savefig(tmp, dpi=100, format="png")
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path)
