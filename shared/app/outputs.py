@@ -8,15 +8,11 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from hrm_shared.app.plot import PLOT_FILE
-from hrm_shared.app.run import LAST, METRICS_FILE, RUN_OUTPUTS
-from hrm_shared.app.tracking import TENSORBOARD_DIR, WANDB_ID_FILE
+from hrm_shared.app.run import LAST, METRICS_FILE, RUN_ENTRIES
 from hrm_shared.core.checkpoint import CONFIG_FILE, MODEL_FILE
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.format import SPLITS
 
-# The entries of a run directory that hrm writes and reads back; any other name in a run (report.html) is an output.
-RUN_ENTRIES = {CONFIG_FILE, METRICS_FILE, LAST, RUN_OUTPUTS, PLOT_FILE, TENSORBOARD_DIR, WANDB_ID_FILE}
 STEP_ENTRY = re.compile(r"step_\d+")
 
 

@@ -6,6 +6,7 @@
 <run>/last/            the latest checkpoint plus train_state.safetensors: `hrm train --resume <run>` continues it
 <run>/step_N/          the weights evaluated at step N (a checkpoint `hrm evaluate` takes)
 <run>/eval_outputs.npz the last evaluation's predictions (RUN_OUTPUTS, for `hrm report`)
+<run>/curves.png       the training curves (app/plot.py)
 ```
 train_state.safetensors holds numpy arrays (optimizer moments and step, the carry over the global batch) and, as
 JSON in its metadata under STATE_KEY, the step, the data-iterator position, the exploration generator's state and
@@ -35,14 +36,19 @@ from hrm_shared.core.config import ModelConfig, TrainConfig, apply_overrides, pr
 from hrm_shared.core.distributed import launched_rank
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.progress import duration, pace
+from hrm_shared.app.tracking import TENSORBOARD_DIR, WANDB_ID_FILE
 from hrm_shared.core.registry import family_of
 
 METRICS_FILE = "metrics.jsonl"
 RUN_OUTPUTS = "eval_outputs.npz"
+PLOT_FILE = "curves.png"  # the training curves (app/plot.py)
 LAST = "last"
 STATE_KEY = "hrm_train_state"
 # Invocation options a resume keeps unless they are given again.
 OPTIONS = ("eval_interval", "checkpoint_every", "wandb", "tensorboard")
+# The entries of a run directory that hrm writes and reads back, besides the step_N checkpoints and the hidden
+# versions of interrupted writes (core/atomic.py); any other name in a run (report.html) is an output.
+RUN_ENTRIES = {CONFIG_FILE, METRICS_FILE, LAST, RUN_OUTPUTS, PLOT_FILE, TENSORBOARD_DIR, WANDB_ID_FILE}
 ROW_METRICS = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss", "q_continue_loss")
 
 
@@ -104,8 +110,6 @@ def new_run(run: Path, preset_name: str, data_dir: Path, overrides: list[str], s
 def check_restartable(run: Path, force: bool) -> None:
     """Refuse starting a new run in the non-empty `run`, unless `force` and it is a run without a checkpoint: each
     refusal says how to continue or start over."""
-    from hrm_shared.app.outputs import RUN_ENTRIES
-
     if not run.is_dir():
         raise HRMError(f"{run} is a file, not a directory; choose another --out")
     if not (run / CONFIG_FILE).is_file():

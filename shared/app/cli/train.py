@@ -170,12 +170,15 @@ def _check_start(package, config, device: str | None, verify: bool) -> None:
               help="The model family: TRM (preset trm-demo-9, or trm-demo for --size 4) or HRM (demo-9, demo).")
 @click.option("--size", type=click.Choice(["9", "4"]), default="9", show_default=True,
               help="9: 9x9 puzzles with 45 blank cells and a unique solution; 4: minimal 4x4 puzzles.")
-def demo(backend, out, json_path, seed, model, size):
+@click.option("--force", is_flag=True, help="Replace an existing --json file.")
+def demo(backend, out, json_path, seed, model, size, force):
     """Build a Sudoku set, train a small TRM (or HRM) on it, evaluate it and solve a held-out puzzle: about ten
     minutes on two CPU cores with torch for 9x9, five for 4x4."""
     from hrm_shared.app.backend import default_backend
     from hrm_shared.app.demo import run_demo
+    from hrm_shared.app.outputs import check_output_file
 
+    check_output_file(json_path, force)
     result = run_demo(out, backend or default_backend(), seed, family=model, size=int(size))
     if json_path is not None:
         from hrm_shared.core.atomic import write_file
