@@ -159,6 +159,15 @@ def _check_start(package, config, device: str | None, verify: bool) -> None:
         click.echo(click.style(warning(record), fg="yellow"), err=True)
 
 
+def _is_demo_record(path: Path) -> bool:
+    """Whether the file `path` is the --json record of an earlier `hrm demo` (its keys say so)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(record, dict) and {"exact_accuracy", "test_examples", "seconds", "backend"} <= set(record)
+
+
 @click.command()
 @backend_option
 @click.option("--out", type=PathType, default=Path("runs/demo"), show_default=True,
@@ -170,7 +179,7 @@ def _check_start(package, config, device: str | None, verify: bool) -> None:
               help="The model family: TRM (preset trm-demo-9, or trm-demo for --size 4) or HRM (demo-9, demo).")
 @click.option("--size", type=click.Choice(["9", "4"]), default="9", show_default=True,
               help="9: 9x9 puzzles with 45 blank cells and a unique solution; 4: minimal 4x4 puzzles.")
-@click.option("--force", is_flag=True, help="Replace an existing --json file.")
+@click.option("--force", is_flag=True, help="Replace an existing --json file that an earlier demo did not write.")
 def demo(backend, out, json_path, seed, model, size, force):
     """Build a Sudoku set, train a small TRM (or HRM) on it, evaluate it and solve a held-out puzzle: about ten
     minutes on two CPU cores with torch for 9x9, five for 4x4."""
@@ -178,7 +187,7 @@ def demo(backend, out, json_path, seed, model, size, force):
     from hrm_shared.app.demo import run_demo
     from hrm_shared.app.outputs import check_output_file
 
-    check_output_file(json_path, force)
+    check_output_file(json_path, force, _is_demo_record)
     result = run_demo(out, backend or default_backend(), seed, family=model, size=int(size))
     if json_path is not None:
         from hrm_shared.core.atomic import write_file
