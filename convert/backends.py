@@ -15,7 +15,8 @@ import numpy as np
 
 from hrm_shared.core.contract import BACKENDS
 from hrm_shared.core.checkpoint import (IDENTIFIERS_FILE, MODEL_FILE, TRAIN_STATE_FILE, check_finite, check_stored,
-                                        checkpoint_directory, read_checkpoint_config, write_checkpoint_config)
+                                        check_identifiers, checkpoint_directory, read_checkpoint_config, verify_file,
+                                        write_checkpoint_config)
 from hrm_shared.core.errors import HRMError
 
 # safetensors dtype codes -> (our dtype name, bytes per element)
@@ -101,6 +102,8 @@ def convert_checkpoint(src: Path, dst: Path, to: str, force: bool = False) -> di
     tensors = read_safetensors_header(src / MODEL_FILE)
     check_stored(config.model, tensors, str(src / MODEL_FILE))
     check_finite(finite_tensors(src / MODEL_FILE), str(src / MODEL_FILE))
+    verify_file(src, MODEL_FILE)  # the copy gets checksums of its own: copy nothing that changed since written
+    check_identifiers(src, config)
     with checkpoint_directory(dst, force) as tmp:
         shutil.copyfile(src / MODEL_FILE, tmp / MODEL_FILE)
         config.backend, source_backend = to, config.backend

@@ -8,9 +8,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from hrm_shared.core.checkpoint import (MODEL_FILE, CheckpointConfig, check_finite, check_stored,
-                                        checkpoint_directory, read_checkpoint_config, write_checkpoint_config,
-                                        write_identifiers)
+from hrm_shared.core.checkpoint import (MODEL_FILE, CheckpointConfig, check_finite, check_identifiers, check_stored,
+                                        checkpoint_directory, read_checkpoint_config, verify_file,
+                                        write_checkpoint_config, write_identifiers)
 from hrm_shared.core.errors import HRMError
 from hrm_mlx.device import place
 from hrm_mlx.model import build_model
@@ -34,10 +34,13 @@ def save_checkpoint(directory: Path, model: nn.Module, config: CheckpointConfig,
             write_identifiers(tmp, identifiers)
 
 
-def load_checkpoint(directory: Path, device: str | None = None) -> tuple[nn.Module, CheckpointConfig]:
+def load_checkpoint(directory: Path, device: str | None = None, verify: bool = True
+                    ) -> tuple[nn.Module, CheckpointConfig]:
     """Build the model of config.model's family and load `directory`'s tensors strictly (float32 in the model; bfloat16 tensors
     widen exactly); H_init, L_init and the puzzle table stay frozen. `device`: see `place`. Any missing, unexpected,
-    misshapen, wrongly typed or non-finite tensor is an HRMError that names it."""
+    misshapen, wrongly typed or non-finite tensor is an HRMError that names it; so is, with `verify`, a file that
+    differs from its checksum (core/checksums.py; a checkpoint written before checksums loads unverified), and a
+    damaged identifiers.json."""
     directory = Path(directory)
     config = read_checkpoint_config(directory)
     path = directory / MODEL_FILE
@@ -48,6 +51,9 @@ def load_checkpoint(directory: Path, device: str | None = None) -> tuple[nn.Modu
     check_stored(config.model, {k: (str(v.dtype).removeprefix("mlx.core."), tuple(v.shape))
                                 for k, v in tensors.items()}, str(path))
     check_finite({k: bool(mx.isfinite(v).all()) for k, v in tensors.items()}, str(path))
+    if verify:  # after the checks that name what is wrong; this one finds what they cannot see
+        verify_file(directory, MODEL_FILE)
+    check_identifiers(directory, config, verify)
     model = build_model(config.model)
     model.inner.load_weights([(k, v.astype(mx.float32)) for k, v in tensors.items()], strict=True)
     mx.eval(model.parameters())

@@ -149,11 +149,14 @@ def test_checkpoints_written_before_the_model_family_still_load(checkpoint):
         read_checkpoint_config(directory)
 
 
-def test_unknown_keys_only_warn(checkpoint):
+def test_unknown_keys_are_refused_by_name(checkpoint):
     directory, _ = checkpoint
     edit_config(directory, lambda d: d["model"].update(future_field=1))
-    with pytest.warns(UserWarning, match="future_field"):
-        assert read_checkpoint_config(directory).model.hidden_size == 32
+    with pytest.raises(HRMError, match="model has the unknown key 'future_field'"):
+        read_checkpoint_config(directory)
+    edit_config(directory, lambda d: (d["model"].pop("future_field"), d.update(extra_section={})))
+    with pytest.raises(HRMError, match="unknown key 'extra_section'"):
+        read_checkpoint_config(directory)
 
 
 def test_resume_reads_the_run_config_as_strictly(tmp_path):

@@ -50,7 +50,7 @@ def test_each_point_is_an_evaluation_of_exactly_m_segments(backend, sudoku, tmp_
     shutil.copytree(sudoku, data)
     np.save(data / "test" / "all__labels.npy", labels.astype(np.load(sudoku / "test" / "all__labels.npy").dtype))
     r = invoke("scaling", "--backend", backend.name, directory, data, "--steps", "5,1,2,3", "--batch-size", 6,
-               "--json", tmp_path / "s.json")
+               "--json", tmp_path / "s.json", "--no-verify")  # the labels changed since the build, on purpose
     assert r.exit_code == 0, r.output
     result = json.loads((tmp_path / "s.json").read_text())
     assert [p["segments"] for p in result["points"]] == steps and result["count"] == 21

@@ -244,6 +244,16 @@ def format_report(record: dict) -> str:
     return "\n".join(lines)
 
 
+def check_trainable(record: dict) -> None:
+    """Refuse, before anything is allocated, a run of which memory_record says not even one row per process fits
+    (a model too large for the device): HRMError with the prediction. A batch too large only warns (`warning`)."""
+    from hrm_shared.core.errors import HRMError
+
+    if record["max_batch"] == 0:
+        raise HRMError(f"the model cannot train on {record['device']}: {warning(record)[len('Warning: '):]}; "
+                       f"choose a smaller model")
+
+
 def warning(record: dict) -> str:
     """The line `hrm train` prints before a run memory_record says will not fit."""
     advice = (f"--set global_batch_size={record['max_batch']} fits" if record["max_batch"]

@@ -4,10 +4,9 @@ matplotlib, the optional `plot` extra)."""
 from pathlib import Path
 from types import ModuleType
 
-from hrm_shared.app.run import METRICS_FILE, read_metrics
+from hrm_shared.app.run import METRICS_FILE, PLOT_FILE, read_metrics
 from hrm_shared.core.atomic import replace_file
 
-PLOT_FILE = "curves.png"
 SMOOTHING = 50  # train records per plotted point
 
 

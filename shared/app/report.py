@@ -344,6 +344,12 @@ def cards_row(solved: list[bool], cards: list[Card], what: str, meaning: str) ->
                      f"{len(solved) - total_solved:,} unsolved {what}")
 
 
+def is_report(path: Path) -> bool:
+    """Whether the file `path` is a page write_report wrote (its title says so near the start)."""
+    with open(path, "rb") as f:
+        return b"<title>hrm report:" in f.read(4096)
+
+
 def resolve_source(source: Path, data_dir: Path | None) -> tuple[Path, Path, Path]:
     """(outputs .npz, dataset, default report path) for `hrm report SOURCE`: a run directory (RUN_OUTPUTS, and the
     dataset its config.json names under dataset.path; the report goes in the run) or an outputs file (the dataset
@@ -368,11 +374,16 @@ def resolve_source(source: Path, data_dir: Path | None) -> tuple[Path, Path, Pat
 
 def write_report(source: Path, data_dir: Path | None = None, out: Path | None = None,
                  tasks_dirs: list[Path] | None = None, limit: int = DEFAULT_LIMIT,
-                 trajectory: Path | None = None) -> dict:
+                 trajectory: Path | None = None, force: bool = False) -> dict:
     """Write the HTML report of `source` (see resolve_source) to `out` (default: beside the source), with every
     segment's answer from the `trajectory` .npz of the same evaluation when given; returns the report's path and
-    the page's summary table as a dict."""
+    the page's summary table as a dict. `out` follows app/outputs.py's rule: an existing file other than an earlier
+    report needs `force`."""
+    from hrm_shared.app.outputs import check_output_file
+
     outputs_path, data_dir, default_out = resolve_source(source, data_dir)
+    out = Path(out) if out is not None else default_out
+    check_output_file(out, force, is_report)
     outputs = Outputs(outputs_path)
     steps = None if trajectory is None else Trajectory(trajectory)
     if steps is not None and len(steps.shapes["predictions"]) != 3:
@@ -390,7 +401,6 @@ def write_report(source: Path, data_dir: Path | None = None, out: Path | None = 
     if steps is not None:
         summary.append(("trajectory", f"{steps.shapes['predictions'][1]} segments per example "
                                       f"({Path(trajectory).name})"))
-    out = Path(out) if out is not None else default_out
     # Names, not absolute paths: the page is shared, and the paths say nothing to its readers.
     write_file(out, page(f"hrm report: {outputs_path.name} on {Path(data_dir).name}", summary, cards))
     return {"report": str(out), **dict(summary)}

@@ -6,18 +6,21 @@
 <run>/last/            the latest checkpoint plus train_state.safetensors: `hrm train --resume <run>` continues it
 <run>/step_N/          the weights evaluated at step N (a checkpoint `hrm evaluate` takes)
 <run>/eval_outputs.npz the last evaluation's predictions (RUN_OUTPUTS, for `hrm report`)
+<run>/curves.png       the training curves (app/plot.py)
 ```
 train_state.safetensors holds numpy arrays (optimizer moments and step, the carry over the global batch) and, as
 JSON in its metadata under STATE_KEY, the step, the data-iterator position, the exploration generator's state and
 the number of processes that wrote it (a run resumes on any number: every piece of the state is global).
 """
 
+import fcntl
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -25,22 +28,27 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from hrm_shared.core.atomic import newest_version, write_file, writing
+from hrm_shared.core.atomic import newest_version, remove_incomplete, remove_path, write_file, writing
 from hrm_shared.core.checkpoint import (CONFIG_FILE, DATA_FIELDS, TRAIN_STATE_FILE, CheckpointConfig,
-                                        check_checkpoint_output, check_finite, check_fits_dataset, dataset_record,
-                                        read_checkpoint_config)
+                                        check_checkpoint_output, check_finite, check_splits_agree, dataset_record,
+                                        read_checkpoint_config, verify_file)
 from hrm_shared.core.config import ModelConfig, TrainConfig, apply_overrides, preset
 from hrm_shared.core.distributed import launched_rank
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.progress import duration, pace
+from hrm_shared.app.tracking import TENSORBOARD_DIR, WANDB_ID_FILE
 from hrm_shared.core.registry import family_of
 
 METRICS_FILE = "metrics.jsonl"
 RUN_OUTPUTS = "eval_outputs.npz"
+PLOT_FILE = "curves.png"  # the training curves (app/plot.py)
 LAST = "last"
 STATE_KEY = "hrm_train_state"
 # Invocation options a resume keeps unless they are given again.
 OPTIONS = ("eval_interval", "checkpoint_every", "wandb", "tensorboard")
+# The entries of a run directory that hrm writes and reads back, besides the step_N checkpoints and the hidden
+# versions of interrupted writes (core/atomic.py); any other name in a run (report.html) is an output.
+RUN_ENTRIES = {CONFIG_FILE, METRICS_FILE, LAST, RUN_OUTPUTS, PLOT_FILE, TENSORBOARD_DIR, WANDB_ID_FILE}
 ROW_METRICS = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss", "q_continue_loss")
 
 
@@ -70,25 +78,95 @@ def run_config(model: ModelConfig, train: TrainConfig, data_dir: Path, overrides
     check_dataset(data_dir)
     record = dataset_record(Path(data_dir).resolve(), dataset_kind(data_dir))
     model = model.replace(**{name: record[name] for name in DATA_FIELDS})
-    check_fits_dataset(model, read_metadata(data_dir, "test"), f"{data_dir}/test")
+    check_splits_agree(read_metadata(data_dir, "train"), read_metadata(data_dir, "test"), Path(data_dir))
     return CheckpointConfig(model=model, train=train.replace(seed=train.seed if seed is None else seed),
                             dataset=record)
 
 
 def new_run(run: Path, preset_name: str, data_dir: Path, overrides: list[str], seed: int | None,
-            backend: str, options: dict) -> CheckpointConfig:
-    """Create run directory `run` (refused when it holds files) with config.json; return the run's config. Of
-    several processes started by a launcher, only rank 0 checks and writes the directory."""
+            backend: str, options: dict, force: bool = False,
+            check: Callable[[CheckpointConfig], None] | None = None) -> CheckpointConfig:
+    """Create run directory `run` with config.json; return the run's config. A `run` that holds files is refused,
+    unless `force` and it is a run without a checkpoint (what a kill or a failure before the first checkpoint
+    leaves), whose files are removed to start over. Everything that can refuse the run (the config, the dataset,
+    the batch among the processes, the run's length, `check`) is checked before anything is written. Of several
+    processes started by a launcher, only rank 0 checks and writes the directory."""
     run = Path(run)
     writer = launched_rank() == 0
     if writer and run.exists() and (not run.is_dir() or any(run.iterdir())):
-        raise HRMError(f"{run} already holds files; continue that run with `hrm train --resume {run}` or choose "
-                       f"another --out")
+        check_restartable(run, force)
     config = run_config(*preset(preset_name), data_dir, overrides, seed)
     config.backend = backend
+    check_startable(config, Path(data_dir))
+    if check is not None:
+        check(config)
     if writer:
+        for entry in run.iterdir() if run.is_dir() else ():
+            remove_path(entry)
         write_run_config(run, config, options)
     return config
+
+
+def check_restartable(run: Path, force: bool) -> None:
+    """Refuse starting a new run in the non-empty `run`, unless `force` and it is a run without a checkpoint: each
+    refusal says how to continue or start over."""
+    if not run.is_dir():
+        raise HRMError(f"{run} is a file, not a directory; choose another --out")
+    if not (run / CONFIG_FILE).is_file():
+        raise HRMError(f"{run} already holds files and is not a run; choose another --out")
+    checkpoints = [p.name for p in run.iterdir() if p.name == LAST or p.name.startswith("step_")
+                   or p.name.startswith(f".{LAST}.new-")]
+    if checkpoints:
+        raise HRMError(f"{run} already holds files of a run with a checkpoint ({checkpoints[0]}); continue it with "
+                       f"`hrm train --resume {run}`, or remove the directory to start over")
+    if not force:
+        raise HRMError(f"{run} already holds files of a run with no checkpoint yet; start it over with --force (or "
+                       f"remove the directory), or choose another --out")
+    foreign = sorted(p.name for p in run.iterdir() if p.name not in RUN_ENTRIES and not p.name.startswith("."))
+    if foreign:
+        raise HRMError(f"refusing to start over in {run}: it holds files that are not a run's ({', '.join(foreign[:3])})")
+
+
+def check_startable(config: CheckpointConfig, data_dir: Path) -> None:
+    """Refuse a config whose run could not take a step: a global batch that does not divide among the launched
+    processes, or a run of no step (epochs x examples smaller than one global batch)."""
+    from hrm_shared.app.eta import run_length
+    from hrm_shared.app.memory import launched_world
+    from hrm_shared.core.format import read_metadata
+    from hrm_shared.core.iterator import local_batch_size
+
+    train = config.train
+    local_batch_size(train.global_batch_size, launched_world())
+    metadata = read_metadata(data_dir, "train")
+    if run_length(train, metadata) < 1:
+        raise HRMError(f"the run would take no step: epochs x groups x examples ({train.epochs} x "
+                       f"{metadata.total_groups} x {metadata.mean_puzzle_examples:g}) < global_batch_size "
+                       f"{train.global_batch_size}; raise epochs or lower global_batch_size")
+
+
+@contextmanager
+def run_lock(run: Path) -> Iterator[None]:
+    """Hold an advisory lock (flock) on the run directory `run` (made when missing; removed again when the block
+    leaves it empty) for the block: a second `hrm train` on the same run is refused with a one-line HRMError. The
+    system releases the lock when the process ends, however it ends. Once it is held, the temporary versions a
+    killed write left in `run` (core/atomic.py) are removed: no one else writes there."""
+    run = Path(run)
+    made = not run.exists()
+    with writing(run):
+        run.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise HRMError(f"another hrm train is running on {run} (it holds a lock on the directory); wait for it "
+                           f"to stop, or stop it (Ctrl-C saves) before starting this one") from None
+        remove_incomplete(run)
+        yield
+    finally:
+        os.close(fd)
+        if made and run.is_dir() and not any(run.iterdir()):
+            run.rmdir()
 
 
 def write_run_config(run: Path, config: CheckpointConfig, options: dict) -> None:
@@ -104,7 +182,7 @@ def read_run_config(run: Path) -> tuple[CheckpointConfig, dict]:
         raise HRMError(f"{run} is not a training run: {path} is missing (start one with `hrm train --out {run}`)")
     try:
         d = json.loads(path.read_text())
-        config = CheckpointConfig.from_dict(d, str(path))
+        config = CheckpointConfig.from_dict(d, str(path), extra=("options",))
         options = d.get("options", {})
         if not isinstance(config.dataset.get("path"), str) or not isinstance(options, dict):
             raise HRMError(f"{path} needs the dataset's path and an options object")
@@ -144,8 +222,9 @@ def resume_run(run: Path, preset_name: str | None, data_dir: Path | None, overri
                        f"run's own config, or start a new run with --out")
     last = last_checkpoint(run)
     if not (last / TRAIN_STATE_FILE).is_file():
-        raise HRMError(f"{run} has no checkpoint to resume ({last / TRAIN_STATE_FILE} is missing); start the run "
-                       f"again")
+        raise HRMError(f"{run} has no checkpoint to resume ({last / TRAIN_STATE_FILE} is missing: it stopped before "
+                       f"its first checkpoint); start it over with `hrm train --out {run} --force` and its --data "
+                       f"and options")
     if diff := config_difference(read_checkpoint_config(last), config):
         raise HRMError(f"{last} holds a checkpoint of another config than {run / CONFIG_FILE} ({diff}); resume the "
                        f"run it belongs to")
@@ -159,17 +238,22 @@ def write_train_state(directory: Path, tensors: dict[str, np.ndarray], info: dic
     save_file(tensors, str(Path(directory) / TRAIN_STATE_FILE), metadata={STATE_KEY: json.dumps(info)})
 
 
-def read_train_state(directory: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """(tensors, info) as write_train_state wrote them; HRMError when the file is missing or unreadable, or a float
-    tensor holds a NaN or an infinity."""
+def read_train_state(directory: Path, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
+    """(tensors, info) as write_train_state wrote them; HRMError when the file is missing or unreadable, a float
+    tensor holds a NaN or an infinity, or (with `verify`) the file differs from its checksum (core/checksums.py)."""
     path = Path(directory) / TRAIN_STATE_FILE
     try:
         with safe_open(str(path), framework="np") as f:
             info = json.loads((f.metadata() or {})[STATE_KEY])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
+    except (SafetensorError, OSError, KeyError, IndexError, ValueError, UnicodeDecodeError) as e:
         raise HRMError(f"{path} is not a readable training state ({e!r}); start the run again") from None
     check_finite({k: bool(np.isfinite(v).all()) for k, v in tensors.items() if v.dtype.kind == "f"}, str(path))
+    if verify:
+        verify_file(directory, TRAIN_STATE_FILE)
+    if not isinstance(info, dict) or not {"step", "iterator", "rng"} <= set(info):
+        raise HRMError(f"{path} does not hold the training position (step, iterator, rng) hrm writes; the file is "
+                       f"damaged: resume from an earlier checkpoint or start the run again")
     return tensors, info
 
 
@@ -267,14 +351,20 @@ class ProgressLine:
         speed = f"{rate:.2f} steps/s" if rate >= 1 else pace(1 / max(rate, 1e-9))
         text = (f"step {step:,}/{self.total:,}  {speed}  loss {self.sums['loss'] / self.sums['n']:.4f}  "
                 f"exact {exact}  ETA {duration((self.total - step) / max(rate, 1e-9))}")
-        self.stream.write(f"\r\033[K{text}" if self.tty else text + "\n")
-        self.stream.flush()
+        self._show(f"\r\033[K{text}" if self.tty else text + "\n")
         self.shown, self.sums = time.monotonic(), {}
 
     def note(self, text: str) -> None:
         """Print a whole line (an evaluation, a stop) without breaking the progress line."""
-        self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
-        self.stream.flush()
+        self._show(("\r\033[K" if self.tty else "") + text + "\n")
+
+    def _show(self, text: str) -> None:
+        """Write `text`; a terminal that has gone (a hangup: EIO) loses it instead of stopping the run unsaved."""
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except OSError:
+            pass
 
 
 class Budget:

@@ -13,7 +13,7 @@ import numpy as np
 
 from hrm_shared.app.plot import pyplot, save_figure
 from hrm_shared.app.trajectory import Adaptive, halting_rule, scores
-from hrm_shared.core.config import ModelConfig
+from hrm_shared.core.config import MAX_DEPTH, ModelConfig
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.format import read_identifiers, read_metadata
 from hrm_shared.puzzles.arc_vote import ArcVoter, arc_score, read_test_tasks
@@ -21,13 +21,16 @@ from hrm_shared.puzzles.kinds import is_arc
 
 
 def parse_steps(text: str) -> list[int]:
-    """'1,2,4,8' -> [1, 2, 4, 8]: distinct segment counts >= 1, sorted; HRMError otherwise."""
+    """'1,2,4,8' -> [1, 2, 4, 8]: distinct segment counts from 1 to MAX_DEPTH, sorted; HRMError otherwise."""
     try:
         steps = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
         raise HRMError(f"--steps {text!r} must be comma-separated whole numbers, such as 1,2,4,8,16") from None
     if not steps or steps[0] < 1:
         raise HRMError(f"--steps {text!r} must name segment counts of at least 1")
+    if steps[-1] > MAX_DEPTH:
+        raise HRMError(f"--steps {text!r}: {steps[-1]:,} segments is past the {MAX_DEPTH} a model may run "
+                       f"(config.MAX_DEPTH; each segment costs a whole forward pass of every example)")
     return steps
 
 

@@ -47,10 +47,14 @@ from hrm_shared.app.tracking import discard_tracker_files, open_trackers
 
 INTERRUPTED = "interrupted (Ctrl-C)"
 TERMINATED = "terminated (SIGTERM)"
+HUNG_UP = "hung up (SIGHUP)"
 QUIT_STATUS = 130  # 128 + SIGINT: what a shell reports for a process that Ctrl-C ended
+# The signals that stop a run after saving, with the stop each makes: a closed terminal or a dropped SSH session
+# sends SIGHUP, a scheduler SIGTERM.
+STOPS = {signal.SIGINT: INTERRUPTED, signal.SIGTERM: TERMINATED, signal.SIGHUP: HUNG_UP}
 # The exit status of `hrm train` after each stop on a signal (128 + its number), so that `hrm train ... && next`
 # does not go on after an interrupted run.
-STOP_STATUS = {INTERRUPTED: QUIT_STATUS, TERMINATED: 128 + signal.SIGTERM}
+STOP_STATUS = {reason: 128 + number for number, reason in STOPS.items()}
 # The last evaluation writes every prediction to <run>/eval_outputs.npz (for `hrm report`) up to this many tokens.
 MAX_KEPT_TOKENS = 50_000_000
 
@@ -68,6 +72,7 @@ class RunOptions:
     log_every: int | None = None  # steps between reads of the steps' numbers; None: the trainer's (1 on CPU, 10 GPU)
     wandb: str | None = None  # a W&B project the metrics also go to (shared/app/tracking.py)
     tensorboard: bool = False  # also write the metrics as TensorBoard events in <run>/tensorboard
+    verify: bool = True  # check a resumed checkpoint's files against their checksums (core/checksums.py)
 
 
 def _first_notice(number: int) -> None:
@@ -77,11 +82,22 @@ def _first_notice(number: int) -> None:
               file=sys.stderr, flush=True)
 
 
+def _detach(terminals: list[int]) -> None:
+    """Send what this process writes to the file descriptors `terminals` (those of stdout and stderr that were a
+    terminal) to /dev/null: after a hangup a write to the terminal fails (EIO), which would stop the run before it
+    saves. Output redirected to a file is kept."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    for fd in terminals:
+        os.dup2(null, fd)
+    os.close(null)
+
+
 @contextmanager
 def interrupt_flag(on_first: Callable[[int], None] = _first_notice) -> Iterator[Callable[[], int]]:
     """Within the block a first Ctrl-C (SIGINT) only sets the flag the loop checks between steps, so the state it
     saves is whole; a second one ends the process within a moment, with exit status QUIT_STATUS and nothing saved,
-    even inside a long step. SIGTERM (a scheduler's stop, or torchrun passing on a Ctrl-C) only sets the flag. The
+    even inside a long step. SIGTERM (a scheduler's stop, or torchrun passing on a Ctrl-C) and SIGHUP (the terminal
+    closed; the output that went to it goes to /dev/null from then on) only set the flag. The
     first signal's number goes to `on_first` at once (in a thread of its own, even while the main thread is inside
     a long call), before the flag is set; the flag reads as that number (0: none yet). Outside the main thread: no
     handler."""
@@ -93,7 +109,8 @@ def interrupt_flag(on_first: Callable[[int], None] = _first_notice) -> Iterator[
     # for minutes; the C-level handler writes each signal's number to the wakeup socket at once, for `watch` to act.
     reader, writer = socket.socketpair()
     writer.setblocking(False)
-    caught = (signal.SIGINT, signal.SIGTERM)
+    caught = tuple(STOPS)
+    terminals = [fd for fd in (1, 2) if os.isatty(fd)]  # read now: once the terminal hangs up, isatty says no
 
     def watch() -> None:
         while (numbers := reader.recv(64)) and 0 not in numbers:  # 0: the block ended
@@ -103,6 +120,8 @@ def interrupt_flag(on_first: Callable[[int], None] = _first_notice) -> Iterator[
                 if hits and number == signal.SIGINT:
                     print("\nCtrl-C again: quitting without saving", file=sys.stderr, flush=True)
                     os._exit(QUIT_STATUS)
+                if number == signal.SIGHUP:
+                    _detach(terminals)
                 if not hits:
                     on_first(number)
                 hits.append(number)
@@ -240,9 +259,9 @@ class TrainingRun:
         self.last = run_dir / LAST
         if resume:
             source = last_checkpoint(run_dir)  # <run>/last, or the newer version a kill while replacing it left
-            self.model, _ = package.checkpoint.load_checkpoint(source, device)
+            self.model, _ = package.checkpoint.load_checkpoint(source, device, options.verify)
             self.trainer = package.train.Trainer(self.model, self.train_config, options.compile, collective)
-            tensors, info = read_train_state(source)
+            tensors, info = read_train_state(source, options.verify)
             self.trainer.load_state_dict(tensors)
             iterator.load_state_dict(info["iterator"])
             rng.bit_generator.state = info["rng"]
@@ -307,13 +326,13 @@ class TrainingRun:
         return Pace(self.budget.target, len(lines) > 1, warning)
 
     def on_signal(self, number: int) -> None:
-        """The first SIGINT or SIGTERM (from the signal thread): note it and print, on rank 0, the step the run
-        will save at."""
+        """The first SIGINT, SIGTERM or SIGHUP (from the signal thread): note it and print, on rank 0, the step the
+        run will save at."""
         with self.lock:
             self.signal = number
             step = self.stop_step()
         if self.writer:
-            what = "terminated (SIGTERM)" if number == signal.SIGTERM else "interrupted"
+            what = "interrupted" if number == signal.SIGINT else STOPS[number]
             self.line.note(f"\n{what}: saving at step {step:,} (Ctrl-C again to quit now)")
 
     def flush_due(self, step: int) -> bool:
@@ -425,7 +444,7 @@ class TrainingRun:
         all. A collective."""
         flags = self.collective.all_sum_numpy(np.array([number > 0, self.budget.past_deadline()], np.float64))
         if flags[0]:
-            return TERMINATED if number == signal.SIGTERM else INTERRUPTED
+            return STOPS.get(number, INTERRUPTED)  # a process the signal did not reach reports an interrupt
         return self.budget.stop_reason(self.step, past_deadline=bool(flags[1]))
 
     def stop_reason(self) -> str | None:

@@ -43,8 +43,8 @@ def free_space(path: Path) -> str:
     return f"{free:.1f} TB"
 
 
-def _remove(path: Path) -> None:
-    """Remove the file or directory `path`, if there is one."""
+def remove_path(path: Path) -> None:
+    """Remove the file or directory `path`, if there is one (whatever of it can be removed)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -68,7 +68,7 @@ def writing(path: Path, partial: Path | None = None) -> Iterator[None]:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [repr(e)])[0]
             free = free_space(path)
         if partial is not None:
-            _remove(partial)
+            remove_path(partial)
         raise WriteError(path, reason, free) from None
 
 
@@ -89,7 +89,7 @@ def replace_file(path: Path) -> Iterator[Path]:
             os.replace(tmp, path)
             remove_stale(path)
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
 
 
@@ -173,6 +173,14 @@ def newest_version(directory: Path) -> Path | None:
     return directory if directory.exists() else None
 
 
+def remove_incomplete(folder: Path) -> None:
+    """Remove every temporary version (`.<name>.tmp-*`, and those written inside one: `..<name>.tmp-*`) that
+    interrupted writes left in `folder`: only when nothing else writes there (its writer holds a lock)."""
+    for path in Path(folder).iterdir():
+        if re.match(r"\.+[^.].*\.tmp-", path.name):
+            remove_path(path)
+
+
 def remove_stale(directory: Path) -> None:
     """Remove what interrupted writes of the directory (or file) `directory` left beside it: temporary versions and
     replaced ones, also those of directories written inside a temporary one (`..<name>.tmp-1.old-2-0`); called once
@@ -180,4 +188,4 @@ def remove_stale(directory: Path) -> None:
     pattern = re.compile(rf"\.+{re.escape(directory.name)}\.(tmp|new|old)-")
     for path in directory.parent.iterdir():
         if pattern.match(path.name):
-            _remove(path)
+            remove_path(path)

@@ -6,16 +6,19 @@ dataset.
 <ckpt>/model.safetensors        canonical names (shared/core/names.py), float32 master weights
 <ckpt>/train_state.safetensors  what exact resume needs (training checkpoints only)
 <ckpt>/identifiers.json         puzzle names by identifier, when the puzzle table is trained
+<ckpt>/checksums.json           sha256 of each file above but config.json (core/checksums.py), verified on load
 ```
 The tensors are read and written by each backend's checkpoint.py; this module is numpy-free metadata.
 """
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ContextManager
 
 from hrm_shared.core.atomic import check_replaceable, replace_directory
+from hrm_shared.core.checksums import CHECKSUMS_FILE, verify_checksums, write_checksums
 from hrm_shared.core.config import ModelConfig, TrainConfig
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import canonical_shapes
@@ -26,13 +29,17 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 TRAIN_STATE_FILE = "train_state.safetensors"
 IDENTIFIERS_FILE = "identifiers.json"
-CHECKPOINT_FILES = (CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE, IDENTIFIERS_FILE)
+CHECKPOINT_FILES = (CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE, IDENTIFIERS_FILE, CHECKSUMS_FILE)
+# The files checksums.json covers: config.json is left out, as it is read strictly field by field and edited by hand.
+CHECKED_FILES = (MODEL_FILE, TRAIN_STATE_FILE, IDENTIFIERS_FILE)
+VERIFY_FIX = "use another checkpoint, or pass --no-verify to load it anyway"
 # Dataset fields the model's shapes depend on.
 DATA_FIELDS = ("vocab_size", "seq_len", "num_puzzle_identifiers")
 # Stored tensor dtypes; bfloat16 is how the reference keeps H_init/L_init, and widens to float32 exactly.
 STORED_DTYPES = ("float32", "bfloat16")
 # config.json's keys besides "format" and the optional "family".
 SECTIONS = ("backend", "model", "train", "dataset")
+KEYS = ("format", "family", *SECTIONS)
 # The train fields that checkpoints written before there was a second model family (no "family" key) lack, with the
 # values they were trained with.
 LEGACY_TRAIN = {"ema": False, "ema_rate": 0.999}
@@ -55,14 +62,16 @@ class CheckpointConfig:
                 "model": self.model.to_dict(), "train": self.train.to_dict(), "dataset": self.dataset}
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = CONFIG_FILE) -> "CheckpointConfig":
+    def from_dict(cls, d: dict, where: str = CONFIG_FILE, extra: tuple[str, ...] = ()) -> "CheckpointConfig":
         """The config a `to_dict` wrote, read as strictly as the tensors: every SECTIONS key, `model` and `train`
         with every field of their configs in its JSON type (ModelConfig.from_json), `dataset` an object, `backend` a
         string. "family" names the model config's class; HRM when absent, as in checkpoints written before there was
-        a second family (which also lack LEGACY_TRAIN); LEGACY_MODEL fills in what older checkpoints lack. HRMError
-        naming `where` and the first problem."""
+        a second family (which also lack LEGACY_TRAIN); LEGACY_MODEL fills in what older checkpoints lack. A key
+        that is neither KEYS nor `extra` is refused. HRMError naming `where` and the first problem."""
         if not isinstance(d, dict):
             raise HRMError(f"{where} holds {type(d).__name__}, not a JSON object")
+        if unknown := sorted(set(d) - {*KEYS, *extra}):
+            raise HRMError(f"{where} has the unknown key {unknown[0]!r} ({len(unknown)} unknown)")
         if missing := [key for key in SECTIONS if key not in d]:
             raise HRMError(f"{where} lacks {', '.join(map(repr, missing))}")
         family = d.get("family", DEFAULT_FAMILY)
@@ -146,6 +155,16 @@ def check_fits_dataset(model: ModelConfig, metadata, where: str) -> None:
                            f"use a checkpoint trained on this dataset (or a dataset built the same way)")
 
 
+def check_splits_agree(train, test, root: Path) -> None:
+    """Refuse a dataset whose train and test metadata (DatasetMetadata) differ in a DATA_FIELDS value: a new
+    run's model takes them from the train split and would not fit the test split."""
+    for name in DATA_FIELDS:
+        if getattr(train, name) != getattr(test, name):
+            raise HRMError(f"the dataset {root} is inconsistent: {Path(root) / 'train' / 'dataset.json'} has "
+                           f"{name}={getattr(train, name)} but {Path(root) / 'test' / 'dataset.json'} has "
+                           f"{name}={getattr(test, name)}; rebuild the dataset")
+
+
 def dataset_record(root: Path, kind: str | None = None) -> dict:
     """config.json's `dataset`: path, fingerprint and DATA_FIELDS (from the train split) of a dataset directory, and
     the puzzle `kind` ('sudoku', 'maze', 'arc'; puzzles/kinds.py dataset_kind) when known: a 4x4 Sudoku and a 4x4
@@ -163,7 +182,35 @@ def check_checkpoint_output(directory: Path, force: bool) -> None:
     check_replaceable(directory, force, set(CHECKPOINT_FILES), "checkpoint")
 
 
-def checkpoint_directory(directory: Path, force: bool = True) -> ContextManager[Path]:
-    """A temporary directory beside `directory` that replaces it when the block succeeds; on error it is unchanged."""
-    return replace_directory(directory, force, set(CHECKPOINT_FILES), "checkpoint")
+@contextmanager
+def checkpoint_directory(directory: Path, force: bool = True) -> Iterator[Path]:
+    """A temporary directory beside `directory` that replaces it when the block succeeds, with checksums.json of
+    the CHECKED_FILES the block wrote; on error `directory` is unchanged."""
+    with replace_directory(directory, force, set(CHECKPOINT_FILES), "checkpoint") as tmp:
+        yield tmp
+        write_checksums(tmp, [name for name in CHECKED_FILES if (tmp / name).is_file()])
+
+
+def verify_file(directory: Path, name: str) -> bool:
+    """Check `<directory>/<name>` against the checkpoint's checksums.json (core/checksums.py): HRMError when it
+    changed since it was written; False for a checkpoint written before checksums existed."""
+    return verify_checksums(directory, [name], VERIFY_FIX)
+
+
+def check_identifiers(directory: Path, config: CheckpointConfig, verify: bool = True) -> None:
+    """Refuse a checkpoint's identifiers.json (when it has one) unless it is a list of num_puzzle_identifiers
+    puzzle names (strings), as written, and (with `verify`) matches its checksum."""
+    path = Path(directory) / IDENTIFIERS_FILE
+    if not path.is_file():
+        return
+    try:
+        names = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        names = None
+    count = config.model.num_puzzle_identifiers
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(names) != count:
+        raise HRMError(f"{path} is not a list of the {count} puzzle names the model's puzzle table holds; "
+                       f"use another checkpoint (or delete the file: it only names puzzles)")
+    if verify:
+        verify_file(directory, IDENTIFIERS_FILE)
 

@@ -65,11 +65,13 @@ class _ConfigBase:
     @classmethod
     def from_json(cls, d: object, where: str, defaults: dict | None = None):
         """Build from a stored config (a section of a config.json), as strictly as tensors are loaded: every field
-        must be there with its JSON type (`defaults` stand in for fields that older versions did not write); unknown
-        keys are ignored with a warning. HRMError naming `where` and the first missing or mistyped field."""
+        must be there with its JSON type (`defaults` stand in for fields that older versions did not write), and no
+        other key. HRMError naming `where` and the first missing, mistyped or unknown field."""
         if not isinstance(d, dict):
             raise HRMError(f"{where} is {type(d).__name__}, not a JSON object")
         d = {**(defaults or {}), **d}
+        if unknown := sorted(set(d) - {f.name for f in dataclasses.fields(cls)}):
+            raise HRMError(f"{where} has the unknown key {unknown[0]!r} ({len(unknown)} unknown)")
         hints = typing.get_type_hints(cls)
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in d]
         if missing:

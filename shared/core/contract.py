@@ -74,7 +74,8 @@ class CheckpointModule(Protocol):
     def save_checkpoint(self, directory: Path, model: Model, config: CheckpointConfig,
                         identifiers: list[str] | None = None) -> None: ...
 
-    def load_checkpoint(self, directory: Path, device: str | None = None) -> tuple[Model, CheckpointConfig]: ...
+    def load_checkpoint(self, directory: Path, device: str | None = None, verify: bool = True
+                        ) -> tuple[Model, CheckpointConfig]: ...
 
 
 class EvaluateModule(Protocol):

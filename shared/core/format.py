@@ -8,12 +8,14 @@
 <root>/<split>/<set>__puzzle_identifiers.npy  [P] int32
 <root>/<split>/<set>__puzzle_indices.npy      [P+1] int32   examples of puzzle p: [idx[p], idx[p+1])
 <root>/<split>/<set>__group_indices.npy       [G+1] int32   puzzles of group g:  [idx[g], idx[g+1])
+<root>/checksums.json                   sha256 of each file above (core/checksums.py); builds before it lack it
 ```
 """
 
 import dataclasses
 import hashlib
 import json
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ContextManager
@@ -21,12 +23,14 @@ from typing import ContextManager
 import numpy as np
 
 from hrm_shared.core.atomic import check_replaceable, replace_directory
+from hrm_shared.core.checksums import CHECKSUMS_FILE, recorded_checksums, verify_checksums, write_checksums
 from hrm_shared.core.errors import HRMError
 
 SPLITS = ("train", "test")
 ARRAYS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 # Names a builder writes into its output directory; `--force` replaces only directories made of these.
-OWN_FILES = {"identifiers.json", "train", "test", "train.csv", "test.csv"}
+OWN_FILES = {"identifiers.json", "train", "test", "train.csv", "test.csv", CHECKSUMS_FILE}
+VERIFY_FIX = "rebuild the dataset, or pass --no-verify to use it anyway"
 
 
 @dataclass
@@ -172,6 +176,7 @@ def write_dataset(out: Path, splits: dict[str, dict[str, PuzzleSet]], *, vocab_s
         (tmp / "identifiers.json").write_text(json.dumps(identifiers))
         for split, sets in splits.items():
             write_split(tmp / split, split_metadata(sets, vocab_size, seq_len, len(identifiers)), sets)
+        write_checksums(tmp, [p.relative_to(tmp).as_posix() for p in sorted(tmp.rglob("*")) if p.is_file()])
         for name, content in (extra_files or {}).items():
             (tmp / name).write_bytes(content)
 
@@ -204,10 +209,43 @@ def load_split(root: Path, split: str) -> tuple[DatasetMetadata, dict[str, Puzzl
             except EOFError:  # what numpy raises for a 0-byte file; click would print only "Aborted!"
                 raise HRMError(f"{path} is empty ({path.stat().st_size} bytes), not a .npy file; rebuild the "
                                f"dataset") from None
-            except (ValueError, OSError) as e:
-                raise HRMError(f"{path} is not a readable .npy file ({e}); rebuild the dataset") from None
+            except (ValueError, OSError, SyntaxError, tokenize.TokenError) as e:  # the last two: a garbled header
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise HRMError(f"{path} is not a readable .npy file ({reason}); rebuild the dataset") from None
         sets[set_name] = PuzzleSet(**arrays)
     return metadata, sets
+
+
+# Rows of a token array scanned at a time by check_ranges: a bounded working set however large the split.
+SCAN_ROWS = 1 << 16
+
+
+def _first_outside(a: np.ndarray, high: int) -> tuple[int, int] | None:
+    """(row, value) of the first entry of `a` ([N] or [N, L] integers) outside 0..high-1, or None."""
+    for start in range(0, len(a), SCAN_ROWS):
+        chunk = np.asarray(a[start:start + SCAN_ROWS])
+        bad = (chunk < 0) | (chunk >= high)
+        if bad.any():
+            row = int(np.flatnonzero(bad.reshape(len(chunk), -1).any(axis=1))[0])
+            value = chunk[row][bad[row]].reshape(-1)[0]
+            return start + row, int(value)
+    return None
+
+
+def check_ranges(root: Path, split: str, metadata: DatasetMetadata, sets: dict[str, PuzzleSet]) -> None:
+    """Refuse a split whose tokens (inputs, labels) fall outside the vocabulary 0..vocab_size-1 or whose puzzle
+    identifiers fall outside 0..num_puzzle_identifiers-1, before a model reads them (a backend would read past its
+    embedding table or fail deep inside): HRMError naming the split's file, the row and the value. Reads every token
+    once, SCAN_ROWS rows at a time."""
+    limits = {"inputs": (metadata.vocab_size, "the vocabulary"), "labels": (metadata.vocab_size, "the vocabulary"),
+              "puzzle_identifiers": (metadata.num_puzzle_identifiers, "the puzzle identifiers")}
+    for set_name, s in sets.items():
+        for name, (high, what) in limits.items():
+            if found := _first_outside(getattr(s, name), high):
+                path = Path(root) / split / f"{set_name}__{name}.npy"
+                raise HRMError(f"{path} row {found[0]} holds {found[1]}, outside {what} 0..{high - 1} of "
+                               f"{path.parent / 'dataset.json'}; rebuild the dataset (`hrm data validate "
+                               f"{root}` lists every problem)")
 
 
 def read_identifiers(root: Path) -> list[str]:
@@ -262,7 +300,8 @@ def check_arrays(s: PuzzleSet, vocab_size: int, seq_len: int, num_puzzle_identif
 
 def validate_dataset(root: Path, tokens: bool = True) -> list[str]:
     """Check a dataset directory; returns one line per problem, each naming the file and what is wrong. `tokens`
-    False skips the scan of every token (check_arrays), so only headers, metadata and index arrays are read."""
+    False skips the scan of every token (check_arrays) and the checksums (verify_dataset), so only headers,
+    metadata and index arrays are read."""
     root = Path(root)
     if not root.is_dir():
         return [f"{root}: no such directory"]
@@ -298,7 +337,19 @@ def validate_dataset(root: Path, tokens: bool = True) -> list[str]:
         if not np.isclose(metadata.mean_puzzle_examples, expected.mean_puzzle_examples):
             problems.append(f"{where / 'dataset.json'}: mean_puzzle_examples is {metadata.mean_puzzle_examples}, "
                             f"the arrays give {expected.mean_puzzle_examples:.6g}")
+    if tokens:
+        try:
+            verify_dataset(root)
+        except HRMError as e:
+            problems.append(str(e))
     return problems
+
+
+def verify_dataset(root: Path) -> bool:
+    """Check every file `<root>/checksums.json` records against its sha256 (core/checksums.py): HRMError naming
+    the first that changed since the build; False for a dataset built before checksums existed."""
+    digests = recorded_checksums(root)
+    return digests is not None and verify_checksums(root, sorted(digests), VERIFY_FIX)
 
 
 def check_dataset(root: Path) -> None:

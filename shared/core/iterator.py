@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.core.format import DatasetMetadata, PuzzleSet, load_split
+from hrm_shared.core.format import DatasetMetadata, PuzzleSet, check_ranges, load_split
 from hrm_shared.core.errors import HRMError
 
 IGNORE_LABEL_ID = -100
@@ -71,6 +71,7 @@ class TrainIterator:
     def __init__(self, root: Path, global_batch_size: int, seed: int = 0, epochs_per_pass: int = 1,
                  rank: int = 0, world_size: int = 1, split: str = "train"):
         self.metadata, self.sets = load_split(root, split)
+        check_ranges(root, split, self.metadata, self.sets)
         self.set_names = list(self.sets)
         self.global_batch_size = global_batch_size
         self.local_batch_size = local_batch_size(global_batch_size, world_size)
@@ -155,14 +156,19 @@ class TrainIterator:
 
 
 class TestIterator:
-    """Every example of a split once, in order, in global batches padded to the local batch size."""
+    """Every example of a split once, in order, in global batches padded to the local batch size. A batch larger
+    than the largest set is clipped to it (rounded up to a multiple of the processes): rows past the split would
+    only be padding."""
 
     __test__ = False  # not a pytest class
 
     def __init__(self, root: Path, global_batch_size: int, rank: int = 0, world_size: int = 1, split: str = "test"):
         self.metadata, self.sets = load_split(root, split)
-        self.global_batch_size = global_batch_size
-        self.local_batch_size = local_batch_size(global_batch_size, world_size)
+        check_ranges(root, split, self.metadata, self.sets)
+        largest = max((s.num_examples for s in self.sets.values()), default=1)
+        local_batch_size(global_batch_size, world_size)
+        self.global_batch_size = min(global_batch_size, -(-max(largest, 1) // world_size) * world_size)
+        self.local_batch_size = local_batch_size(self.global_batch_size, world_size)
         self.rank = rank
 
     @property

@@ -39,7 +39,7 @@ def load_arc_tasks(dirs: list[Path], rng: np.random.Generator) -> list[ArcTask]:
                            f"training/ and evaluation/ (e.g. ARC-AGI-1/data), not one of them")
         for sub, paths in files.items():
             for i in rng.permutation(len(paths)):
-                task = read_arc_task(paths[i], evaluation=sub.name == EVALUATION_SUBDIR)
+                task = read_arc_task(paths[i], evaluation=sub.name == EVALUATION_SUBDIR, complete=True)
                 base = parse_aug_name(task.name)[0]
                 if base != task.name:  # the scorer would take it for a view of task `base` and merge the two
                     raise HRMError(f"{task.path}: the task name {task.name!r} has the form of an augmentation of "

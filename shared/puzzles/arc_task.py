@@ -34,8 +34,10 @@ def _parse_grid(raw: object, where: str) -> np.ndarray:
     if grid.shape[0] > GRID_SIZE or grid.shape[1] > GRID_SIZE:
         raise HRMError(f"{where}: grid is {grid.shape[0]}x{grid.shape[1]}, ARC grids are at most "
                        f"{GRID_SIZE}x{GRID_SIZE}")
-    if grid.dtype.kind not in "iu" or grid.min() < 0 or grid.max() >= NUM_COLORS:
-        bad = next(v for v in grid.reshape(-1).tolist() if not (type(v) is int and 0 <= v < NUM_COLORS))
+    # numpy reads true as 1 in a row that also holds integers: the cells are checked as JSON gave them
+    if grid.dtype.kind not in "iu" or grid.min() < 0 or grid.max() >= NUM_COLORS or any(
+            type(v) is bool for row in raw for v in row):
+        bad = next(v for row in raw for v in row if not (type(v) is int and 0 <= v < NUM_COLORS))
         raise HRMError(f"{where}: cell value {bad!r} is not a colour (integers 0..{NUM_COLORS - 1})")
     return grid.astype(np.uint8)
 
@@ -52,8 +54,9 @@ def _parse_pairs(raw: object, where: str) -> list[Pair]:
     return pairs
 
 
-def read_arc_task(path: Path, evaluation: bool = False) -> ArcTask:
-    """Read and check one task file; its name is the top-level "name" key if present, else the file stem."""
+def read_arc_task(path: Path, evaluation: bool = False, complete: bool = False) -> ArcTask:
+    """Read and check one task file; its name is the top-level "name" key if present, else the file stem.
+    `complete` (a task to build a dataset from) also requires non-empty "train" and "test" lists."""
     try:
         data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
@@ -65,8 +68,16 @@ def read_arc_task(path: Path, evaluation: bool = False) -> ArcTask:
     name = data.get("name", Path(path).stem)
     if not isinstance(name, str) or not name:
         raise HRMError(f"{path}: \"name\" must be a non-empty string")
+    for key in ("train", "test") if complete else ():
+        if key not in data:
+            raise HRMError(f"{path}: the task has no \"{key}\" key; a task holds \"train\" (demonstration) and "
+                           f"\"test\" lists of {{\"input\", \"output\"}} pairs")
     train = _parse_pairs(data.get("train", []), f"{path}: train")
     test = _parse_pairs(data.get("test", []), f"{path}: test")
+    for key, pairs in (("train", train), ("test", test)) if complete else ():
+        if not pairs:
+            raise HRMError(f"{path}: \"{key}\" holds no pairs; a task to learn needs at least one demonstration "
+                           f"and one test pair")
     if not train and not test:
         raise HRMError(f"{path}: the task has no pairs under \"train\" or \"test\"")
     return ArcTask(name, Path(path), train, test, evaluation)

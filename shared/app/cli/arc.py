@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from hrm_shared.app.cli.common import ExistingDir, Group, PathType, summary
+from hrm_shared.app.cli.common import ExistingDir, Group, PathType, force_option, summary
 
 SHOWN_PROBLEMS = 20  # problems printed; --json keeps them all
 
@@ -21,11 +21,14 @@ def arc() -> None:
               help="Directory of ARC task JSON files with their test outputs (e.g. ARC-AGI-1/data/evaluation).")
 @click.option("--json", "json_path", type=PathType, default=None,
               help="Write pass@1, pass@2, tasks, the solved task ids and every problem to this JSON file.")
-def arc_score_cmd(submission_path, solutions_dir, json_path):
+@force_option
+def arc_score_cmd(submission_path, solutions_dir, json_path, force):
     """Score SUBMISSION ({task: [{"attempt_1": grid, "attempt_2": grid}, ...]}) against the solutions: a task
     counts when every test input is solved; pass@2 (either attempt) is the official metric."""
+    from hrm_shared.app.outputs import check_output_file
     from hrm_shared.puzzles.arc_score import score_file
 
+    check_output_file(json_path, force)
     result = score_file(submission_path, solutions_dir)
     problems = result["problems"]
     for line in problems[:SHOWN_PROBLEMS]:
@@ -59,7 +62,8 @@ def arc_score_cmd(submission_path, solutions_dir, json_path):
 @click.option("--trajectory", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="Also show every segment's answer from this .npz of `hrm evaluate --save-trajectory` (the same "
                    "evaluation).")
-def report_cmd(source, data_dir, tasks_dirs, limit, out, trajectory):
+@force_option
+def report_cmd(source, data_dir, tasks_dirs, limit, out, trajectory, force):
     """Write a self-contained HTML page of an evaluation: per ARC task the demonstrations, test inputs, expected
     outputs and the two most voted answers; per Sudoku or maze example input, answer and prediction.
 
@@ -67,5 +71,5 @@ def report_cmd(source, data_dir, tasks_dirs, limit, out, trajectory):
     `hrm evaluate --save-outputs` (then give --data)."""
     from hrm_shared.app.report import DEFAULT_LIMIT, write_report
 
-    result = write_report(source, data_dir, out, list(tasks_dirs), limit or DEFAULT_LIMIT, trajectory)
+    result = write_report(source, data_dir, out, list(tasks_dirs), limit or DEFAULT_LIMIT, trajectory, force)
     summary(f"Report written to {result.pop('report')}", result)

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from hrm_shared.core.contract import BACKENDS
-from hrm_shared.app.cli.common import PathType, set_option
+from hrm_shared.app.cli.common import PathType, force_option, set_option
 
 DEFAULT_PRESETS = ("sudoku", "arc")
 
@@ -49,14 +49,17 @@ def parse_cycles(text: str) -> tuple[tuple[int, int], ...]:
               help="H_cycles x L_cycles points of the peak-memory sweep, or 'none'.")
 @click.option("--cycles-preset", default=None, help="Preset of the peak-memory sweep  [default: the first preset].")
 @click.option("--json", "json_path", type=PathType, required=True, help="Write the records to this JSON file.")
+@force_option
 def bench_cmd(backends, presets, device, batch, steps, seconds, warmup, overrides, compile_, evaluate, cycles_text,
-              cycles_preset, json_path: Path):
+              cycles_preset, json_path: Path, force):
     """Measure training steps/s, tokens/s, peak memory and MFU, evaluation examples/s, and peak memory as
     H_cycles x L_cycles grow; print a table and write JSON. Each measurement runs in a fresh process on synthetic
     batches of the preset's data shape."""
     from hrm_shared.app.bench import PRESET_DATA, Spec, format_tables, installed_backends, run_benchmark, write_json
+    from hrm_shared.app.outputs import check_output_file
     from hrm_shared.core.errors import HRMError
 
+    check_output_file(json_path, force)
     cycles = parse_cycles(cycles_text)
     backends = list(backends) or installed_backends()
     if not backends:

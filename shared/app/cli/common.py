@@ -27,14 +27,23 @@ class StepFile(click.ParamType):
         return ExistingFile.convert(value, param, ctx)
 
 
+# 128 + SIGINT: the exit status of a command Ctrl-C stopped, as a shell reports it.
+INTERRUPTED_STATUS = 130
+
+
 class Group(click.Group):
-    """A click group that turns HRMError into a one-line `Error: ...` and exit status 1."""
+    """A click group that turns HRMError into a one-line `Error: ...` and exit status 1, and a Ctrl-C outside
+    training's own handling (a builder, an evaluation, the moments a run starts or ends) into exit status 130; the
+    atomic writers (core/atomic.py) leave no partial output behind it."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except HRMError as e:
             raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted (Ctrl-C): nothing more was written", err=True)
+            raise click.exceptions.Exit(INTERRUPTED_STATUS) from None
 
 
 def refuse_existing(out: Path, force: bool) -> None:
@@ -74,5 +83,10 @@ device_option = click.option("--device", default=None, help="torch: cpu, cuda, c
 PRESET_HELP = f"Preset to start from: {', '.join(PRESETS)} (`hrm config --preset NAME` prints one)."
 preset_option = click.option("--preset", "preset_name", default="sudoku", show_default=True, metavar="NAME",
                              help=PRESET_HELP)
+verify_option = click.option("--verify/--no-verify", default=True, show_default=True,
+                             help="Check the checkpoint's and the dataset's files against the checksums recorded when "
+                                  "they were written (a read of every byte).")
+force_option = click.option("--force", is_flag=True,
+                            help="Replace existing output files (never a checkpoint's, run's or dataset's).")
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a config field; repeatable.")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hrm_shared.app.cli.common import ExistingDir, Group, PathType, refuse_existing, summary
+from hrm_shared.app.cli.common import ExistingDir, Group, PathType, force_option, refuse_existing, summary
 from hrm_shared.app.hub import MAZE_REPO, SUDOKU_REPO, download_csv_dir
 
 
@@ -176,10 +176,13 @@ def data_validate(root):
 @click.option("--png", type=PathType, default=None, help="Also write the example as a PNG (ARC).")
 @click.option("--colour/--no-colour", "colour", default=None,
               help="ARC grids as coloured blocks or as digits  [default: colour on a terminal, digits otherwise].")
-def data_show(root, split, index, png, colour):
+@force_option
+def data_show(root, split, index, png, colour, force):
     """Print one example (input and label) of a dataset."""
+    from hrm_shared.app.outputs import check_output_file
     from hrm_shared.puzzles.show import render_example
 
+    check_output_file(png, force)
     if colour is None:  # click strips colour codes from output that is not a terminal: digits read there
         colour = click.get_text_stream("stdout").isatty()
     click.echo(render_example(root, split, index, png, colour), color=colour)

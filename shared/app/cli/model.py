@@ -4,9 +4,11 @@ import json
 
 import click
 
+from hrm_shared.core.config import MAX_DEPTH
 from hrm_shared.core.contract import BACKENDS
 from hrm_shared.app.cli.common import (ExistingDir, PathType, StepFile, backend_option, checkpoint_argument,
-                                       device_option, load_backend, preset_option, set_option, summary)
+                                       device_option, force_option, load_backend, preset_option, set_option,
+                                       summary, verify_option)
 
 
 @click.command("config")
@@ -101,7 +103,7 @@ def convert_cmd(paths, to, step_file, data_dir, force):
 @click.option("--json", "json_path", type=PathType, default=None, help="Write the metrics to this JSON file.")
 @click.option("--submission", "submission_path", type=PathType, default=None,
               help="ARC: write the two most voted answers per test input to this JSON file (ARC Prize format).")
-@click.option("--halt-max-steps", "segments", type=click.IntRange(1), default=None,
+@click.option("--halt-max-steps", "segments", type=click.IntRange(1, MAX_DEPTH), default=None,
               help="Segments each example runs, any M >= 1  [default: the checkpoint's halt_max_steps].")
 @click.option("--halt", "adaptive", is_flag=True,
               help="Also score each example at its own Q-halt decision within M segments (the adaptive mode) and "
@@ -109,8 +111,10 @@ def convert_cmd(paths, to, step_file, data_dir, force):
 @click.option("--save-trajectory", type=PathType, default=None,
               help="Write every segment's predictions [N, M, seq_len], q_halt_logits and q_continue_logits [N, M] "
                    "and puzzle_identifiers [N] to this .npz.")
+@force_option
+@verify_option
 def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs, json_path, submission_path,
-                 segments, adaptive, save_trajectory):
+                 segments, adaptive, save_trajectory, force, verify):
     """Score CHECKPOINT on the test split of dataset DATA; each example runs halt_max_steps segments (or M with
     --halt-max-steps).
 
@@ -124,9 +128,11 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
     from hrm_shared.puzzles.kinds import check_checkpoint_dataset, is_arc
     from hrm_shared.core.atomic import replace_file, write_file
     from hrm_shared.core.checkpoint import check_fits_dataset, read_checkpoint_config
-    from hrm_shared.core.format import check_dataset, read_identifiers, read_metadata
+    from hrm_shared.core.format import check_dataset, read_identifiers, read_metadata, verify_dataset
     from hrm_shared.core.errors import HRMError
+    from hrm_shared.app.outputs import check_output_files
 
+    check_output_files((save_outputs, json_path, submission_path, save_trajectory), force)
     saved = read_checkpoint_config(checkpoint)
     check_dataset(data_dir)
     metadata = read_metadata(data_dir, "test")
@@ -138,8 +144,10 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
     if submission_path is not None and voter is None:
         raise HRMError(f"--submission is for ARC datasets; {data_dir} holds vocab_size {metadata.vocab_size}, "
                        f"seq_len {metadata.seq_len} puzzles")
+    if verify:
+        verify_dataset(data_dir)
     name, package = load_backend(backend)
-    model, config = package.checkpoint.load_checkpoint(checkpoint, device)
+    model, config = package.checkpoint.load_checkpoint(checkpoint, device, verify)
     batch_size = batch_size or config.train.global_batch_size
     segments = segments or config.model.halt_max_steps
     halting = None
@@ -180,7 +188,8 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
 @backend_option
 @device_option
 @click.option("--steps", is_flag=True, help="Print the board after each segment, the cells that changed marked.")
-def solve_cmd(checkpoint, puzzle, backend, device, steps):
+@verify_option
+def solve_cmd(checkpoint, puzzle, backend, device, steps, verify):
     """Show CHECKPOINT's answer to one PUZZLE and whether it is valid.
 
     PUZZLE is a Sudoku string (n*n digits, '.' or 0 for blanks) or a text file holding one for a Sudoku checkpoint,
@@ -192,7 +201,7 @@ def solve_cmd(checkpoint, puzzle, backend, device, steps):
     config = read_checkpoint_config(checkpoint)
     given = read_puzzle(config.model, puzzle, config.dataset.get("kind"))
     _, package = load_backend(backend)
-    model, _ = package.checkpoint.load_checkpoint(checkpoint, device)
+    model, _ = package.checkpoint.load_checkpoint(checkpoint, device, verify)
     answer = package.evaluate.predict_numpy(model, given.batch(), trajectory=steps)
     if steps:
         click.echo(show_steps(given, answer["segment_predictions"][0], answer["segment_q_halt_logits"][0]) + "\n")

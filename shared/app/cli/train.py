@@ -1,12 +1,13 @@
 """`hrm train` and `hrm demo`: training runs, started or resumed, and the small train-and-solve demo."""
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
 
-from hrm_shared.app.cli.common import (PRESET_HELP, ExistingDir, PathType, backend_option, device_option, set_option,
-                                       summary)
+from hrm_shared.app.cli.common import (PRESET_HELP, ExistingDir, PathType, backend_option, device_option,
+                                       set_option, summary, verify_option)
 
 
 @click.command("train")
@@ -41,14 +42,19 @@ from hrm_shared.app.cli.common import (PRESET_HELP, ExistingDir, PathType, backe
                    "WANDB_MODE=offline logs offline).")
 @click.option("--tensorboard/--no-tensorboard", default=None,
               help="Also write the metrics as TensorBoard events in RUN/tensorboard (pip install 'hrm[tensorboard]').")
+@click.option("--force", is_flag=True,
+              help="Start over in --out when it holds a run without a checkpoint (one stopped before its first); "
+                   "with --dry-run, replace an existing --json file.")
+@verify_option
 @click.pass_context
 def train_cmd(ctx, backend, data_dir, preset_name, overrides, out, resume, max_steps, max_minutes, eval_interval,
-              checkpoint_every, seed, device, compile_, dry_run, json_path, wandb_project, tensorboard):
+              checkpoint_every, seed, device, compile_, dry_run, json_path, wandb_project, tensorboard, force, verify):
     """Train HRM: start a run with --data and --out, or continue one with --resume RUN; --dry-run predicts the run's
-    peak memory instead. A run stopped by Ctrl-C or SIGTERM saves and exits with status 130 or 143."""
+    peak memory instead. A run stopped by Ctrl-C, SIGTERM or SIGHUP saves and exits with status 130, 143 or 129."""
     from hrm_shared.app.backend import default_backend, import_backend
     from hrm_shared.core.distributed import launched_rank
-    from hrm_shared.app.run import new_run, read_run_config, resume_run, run_config
+    from hrm_shared.app.outputs import check_output_file
+    from hrm_shared.app.run import new_run, read_run_config, resume_run, run_config, run_lock
     from hrm_shared.app.tracking import check_installed
     from hrm_shared.app.train_loop import STOP_STATUS, RunOptions, train
     from hrm_shared.core.config import preset
@@ -57,42 +63,45 @@ def train_cmd(ctx, backend, data_dir, preset_name, overrides, out, resume, max_s
         raise click.UsageError("--json goes with --dry-run")
     if (out is None) == (resume is None) and not (dry_run and resume is None):
         raise click.UsageError("give either --out RUN (a new run) or --resume RUN")
-    given = {"eval_interval": eval_interval, "checkpoint_every": checkpoint_every, "wandb": wandb_project,
-             "tensorboard": tensorboard}
-    for option in ("wandb", "tensorboard"):
-        if given[option] and not dry_run:
-            check_installed(option)
-    if resume is None:
-        if data_dir is None:
-            raise click.UsageError("a new run needs --data DATASET")
-        name = backend or default_backend()
-        package = import_backend(name)
-        preset_name = preset_name or _default_preset(package, data_dir, device)
-        if dry_run:  # the run's config without creating its directory
-            config = run_config(*preset(preset_name), data_dir, list(overrides), seed)
-        else:
-            config = new_run(out, preset_name, data_dir, list(overrides), seed, name, given)
-        run, options = out, given
-    else:
-        config = resume_run(resume, preset_name, data_dir, list(overrides), seed)
-        _, saved = read_run_config(resume)
-        package = import_backend(backend or config.backend or default_backend())
-        run, options = resume, {k: saved.get(k) if v is None else v for k, v in given.items()}
+    check_output_file(json_path, force)
+    with run_lock(out or resume) if not dry_run and launched_rank() == 0 else nullcontext():
+        given = {"eval_interval": eval_interval, "checkpoint_every": checkpoint_every, "wandb": wandb_project,
+                 "tensorboard": tensorboard}
         for option in ("wandb", "tensorboard"):
-            if options[option] and not dry_run:
+            if given[option] and not dry_run:
                 check_installed(option)
-    if dry_run:
-        _dry_run(package, config, device, json_path, max_steps)
-        return
-    if launched_rank() == 0:
-        _warn_unless_it_fits(package, config, device)
-    run_options = RunOptions(max_steps=max_steps, max_minutes=max_minutes, eval_interval=options["eval_interval"],
-                             checkpoint_every=options["checkpoint_every"] or 1000, device=device, compile=compile_,
-                             wandb=options["wandb"], tensorboard=bool(options["tensorboard"]))
-    result = train(package, run, config, run_options, resume is not None)
-    if launched_rank() == 0:
-        summary("Training stopped", result)
-    ctx.exit(STOP_STATUS.get(result["stopped"], 0))
+        if resume is None:
+            if data_dir is None:
+                raise click.UsageError("a new run needs --data DATASET")
+            name = backend or default_backend()
+            package = import_backend(name)
+            preset_name = preset_name or _default_preset(package, data_dir, device)
+            if dry_run:  # the run's config without creating its directory
+                config = run_config(*preset(preset_name), data_dir, list(overrides), seed)
+            else:
+                config = new_run(out, preset_name, data_dir, list(overrides), seed, name, given, force,
+                                 check=lambda config: _check_start(package, config, device, verify))
+            run, options = out, given
+        else:
+            config = resume_run(resume, preset_name, data_dir, list(overrides), seed)
+            _, saved = read_run_config(resume)
+            package = import_backend(backend or config.backend or default_backend())
+            run, options = resume, {k: saved.get(k) if v is None else v for k, v in given.items()}
+            for option in ("wandb", "tensorboard"):
+                if options[option] and not dry_run:
+                    check_installed(option)
+        if dry_run:
+            _dry_run(package, config, device, json_path, max_steps)
+            return
+        if resume is not None:
+            _check_start(package, config, device, verify)
+        run_options = RunOptions(max_steps=max_steps, max_minutes=max_minutes, eval_interval=options["eval_interval"],
+                                 checkpoint_every=options["checkpoint_every"] or 1000, device=device, compile=compile_,
+                                 wandb=options["wandb"], tensorboard=bool(options["tensorboard"]), verify=verify)
+        result = train(package, run, config, run_options, resume is not None)
+        if launched_rank() == 0:
+            summary("Training stopped", result)
+        ctx.exit(STOP_STATUS.get(result["stopped"], 0))
 
 
 def _default_preset(package, data_dir: Path, device: str | None) -> str:
@@ -134,13 +143,29 @@ def _dry_run(package, config, device: str | None, json_path: Path | None, max_st
         click.echo(f"Wrote {json_path}")
 
 
-def _warn_unless_it_fits(package, config, device: str | None) -> None:
-    """Warn on stderr when the predicted peak memory of `config` exceeds what the device can give."""
-    from hrm_shared.app.memory import memory_record, warning
+def _check_start(package, config, device: str | None, verify: bool) -> None:
+    """Refuse `config` when not even one row per process fits the device (memory.check_trainable) or, with
+    `verify`, when its dataset's files changed since the build (format.verify_dataset); warn on stderr (rank 0) when
+    the predicted peak memory of its batch exceeds what the device can give."""
+    from hrm_shared.app.memory import check_trainable, memory_record, warning
+    from hrm_shared.core.distributed import launched_rank
+    from hrm_shared.core.format import verify_dataset
 
     record = memory_record(package, config.model, config.train, device)
-    if record["fits"] is False:
+    check_trainable(record)
+    if verify:
+        verify_dataset(Path(config.dataset["path"]))
+    if record["fits"] is False and launched_rank() == 0:
         click.echo(click.style(warning(record), fg="yellow"), err=True)
+
+
+def _is_demo_record(path: Path) -> bool:
+    """Whether the file `path` is the --json record of an earlier `hrm demo` (its keys say so)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(record, dict) and {"exact_accuracy", "test_examples", "seconds", "backend"} <= set(record)
 
 
 @click.command()
@@ -154,12 +179,15 @@ def _warn_unless_it_fits(package, config, device: str | None) -> None:
               help="The model family: TRM (preset trm-demo-9, or trm-demo for --size 4) or HRM (demo-9, demo).")
 @click.option("--size", type=click.Choice(["9", "4"]), default="9", show_default=True,
               help="9: 9x9 puzzles with 45 blank cells and a unique solution; 4: minimal 4x4 puzzles.")
-def demo(backend, out, json_path, seed, model, size):
+@click.option("--force", is_flag=True, help="Replace an existing --json file that an earlier demo did not write.")
+def demo(backend, out, json_path, seed, model, size, force):
     """Build a Sudoku set, train a small TRM (or HRM) on it, evaluate it and solve a held-out puzzle: about ten
     minutes on two CPU cores with torch for 9x9, five for 4x4."""
     from hrm_shared.app.backend import default_backend
     from hrm_shared.app.demo import run_demo
+    from hrm_shared.app.outputs import check_output_file
 
+    check_output_file(json_path, force, _is_demo_record)
     result = run_demo(out, backend or default_backend(), seed, family=model, size=int(size))
     if json_path is not None:
         from hrm_shared.core.atomic import write_file
