@@ -31,7 +31,9 @@ class ModelFamily:
     levels: tuple[str, ...]  # the reasoning modules, each the first part of its tensors' canonical names
     # Block calls of one training segment's forward: (not differentiated, differentiated), by the config's `grad`.
     block_calls: Callable[[ModelConfig], tuple[int, int]]
-    q_target: bool  # whether training's halting rule runs a second segment for a Q-continue target
+    # Whether training halts on q_halt > q_continue and trains q_continue on a second segment's target (HRM), rather
+    # than halting on q_halt > 0 alone (TRM).
+    q_target: bool
     state_names: tuple[str, str]  # the family's own names for the carried states z_H, z_L
     demo_presets: dict[int, str]  # the preset `hrm demo --model NAME --size N` trains, by N
     bench_presets: dict[str, str]  # the presets `hrm bench` measures, with the puzzle kind of their data shape

@@ -98,13 +98,13 @@ def pr_cmd(checkpoint, data_dir, examples, segments, backend, batch_size, device
     DATA's test examples: PR = (sum of the covariance's eigenvalues)^2 / (sum of their squares)."""
     from hrm_shared.app.analysis import collect_states, plot_pr, pr_analysis
     from hrm_shared.core.atomic import write_file
-    from hrm_shared.core.config import TRMConfig
+    from hrm_shared.core.registry import family_of
 
     name, package, model, config = _load(checkpoint, data_dir, backend, device)
     batch_size = batch_size or config.train.global_batch_size
     z_H, z_L = collect_states(package, model, data_dir, examples, batch_size, segments)
     result = pr_analysis(z_H, z_L)
-    names = ("y", "z") if isinstance(config.model, TRMConfig) else ("z_H", "z_L")
+    names = family_of(config.model).state_names
     summary(f"{checkpoint} on {data_dir} (test, {name}): participation ratio over {result['examples']:,} examples",
             {f"PR({names[0]})": f"{result['pr_h']:.2f}", f"PR({names[1]})": f"{result['pr_l']:.2f}",
              f"PR({names[0]}) / PR({names[1]})": f"{result['ratio']:.3f}"})
