@@ -51,7 +51,8 @@ def run_demo(out: Path, backend: str, seed: int = 0, device: str | None = None, 
              eval_interval: int = 0) -> dict:
     """Build, train the `family` (a registered model family: "hrm", "trm") demo model for `size` x `size` Sudoku,
     evaluate and solve in `out` (data/ and run/), evaluating every `eval_interval` steps (0: at the end only); print
-    progress and a solved puzzle. Returns exact_accuracy (on the held-out puzzles), test_examples, seconds, backend, model and size."""
+    progress and a solved puzzle. Returns exact_accuracy (on the held-out puzzles), test_examples, seconds, backend,
+    model and size."""
     if size not in SIZES:
         raise HRMError(f"the demo's --size is one of {', '.join(map(str, SIZES))}, got {size}")
     demo = SIZES[size]
