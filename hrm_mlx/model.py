@@ -20,7 +20,8 @@ from hrm_shared.core.config import HRMConfig, ModelConfig
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import check_canonical
 from hrm_shared.core.registry import family_of
-from hrm_mlx.layers import Block, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding
+from hrm_mlx.layers import (CastedEmbedding, CastedLinear, CosSin, PuzzleEmbedding, ReasoningModule,
+                            RotaryEmbedding)
 
 Batch = dict[str, mx.array]
 
@@ -41,33 +42,6 @@ class Carry:
     steps: mx.array
     halted: mx.array
     current_data: Batch
-
-
-class PuzzleEmbedding(nn.Module):
-    """The puzzle table `weights` [num_puzzle_identifiers, puzzle_emb_ndim]: frozen, trained by sparse SignSGD."""
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: mx.Dtype) -> None:
-        super().__init__()
-        self.dtype = dtype
-        self.weights = mx.zeros((num_embeddings, embedding_dim))
-        self.freeze()
-
-    def __call__(self, ids: mx.array) -> mx.array:
-        return self.weights[ids].astype(self.dtype)
-
-
-class ReasoningModule(nn.Module):
-    """One level (HRM's H or L, TRM's single network): add the injection, then run the blocks in order."""
-
-    def __init__(self, config: ModelConfig, num_layers: int) -> None:
-        super().__init__()
-        self.layers = [Block(config) for _ in range(num_layers)]
-
-    def __call__(self, h: mx.array, injection: mx.array, cos_sin: CosSin | None) -> mx.array:
-        h = h + injection
-        for layer in self.layers:
-            h = layer(h, cos_sin)
-        return h
 
 
 class HRMInner(nn.Module):

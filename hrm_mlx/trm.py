@@ -11,8 +11,8 @@ Q-continue term.
 import mlx.core as mx
 
 from hrm_shared.core.config import TRMConfig
-from hrm_mlx.layers import CosSin
-from hrm_mlx.model import HRM, Batch, HRMInner, InnerCarry, ReasoningModule
+from hrm_mlx.layers import CosSin, ReasoningModule
+from hrm_mlx.model import HRM, Batch, HRMInner, InnerCarry
 
 
 class TRMInner(HRMInner):

@@ -21,7 +21,8 @@ from hrm_shared.core.config import HRMConfig, ModelConfig
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import check_canonical
 from hrm_shared.core.registry import family_of
-from hrm_torch.layers import Block, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding
+from hrm_torch.layers import (CastedEmbedding, CastedLinear, CosSin, PuzzleEmbedding, ReasoningModule,
+                              RotaryEmbedding)
 
 Batch = dict[str, torch.Tensor]
 
@@ -42,32 +43,6 @@ class Carry:
     steps: torch.Tensor
     halted: torch.Tensor
     current_data: Batch
-
-
-class PuzzleEmbedding(nn.Module):
-    """The puzzle table `weights` [num_puzzle_identifiers, puzzle_emb_ndim]: a buffer, trained by sparse SignSGD."""
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.dtype = dtype
-        self.register_buffer("weights", torch.zeros(num_embeddings, embedding_dim), persistent=True)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.weights[ids].to(self.dtype)
-
-
-class ReasoningModule(nn.Module):
-    """One level (HRM's H or L, TRM's single network): add the injection, then run the blocks in order."""
-
-    def __init__(self, config: ModelConfig, num_layers: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList([Block(config) for _ in range(num_layers)])
-
-    def forward(self, h: torch.Tensor, injection: torch.Tensor, cos_sin: CosSin | None) -> torch.Tensor:
-        h = h + injection
-        for layer in self.layers:
-            h = layer(h, cos_sin)
-        return h
 
 
 class HRMInner(nn.Module):

@@ -11,8 +11,8 @@ Q-continue term.
 import torch
 
 from hrm_shared.core.config import TRMConfig
-from hrm_torch.layers import CosSin
-from hrm_torch.model import HRM, Batch, HRMInner, InnerCarry, ReasoningModule
+from hrm_torch.layers import CosSin, ReasoningModule
+from hrm_torch.model import HRM, Batch, HRMInner, InnerCarry
 
 
 class TRMInner(HRMInner):

@@ -2,8 +2,8 @@
 
 import mlx.core as mx
 
-from hrm_mlx.layers import CosSin
-from hrm_mlx.model import HRM, HRMInner, ReasoningModule
+from hrm_mlx.layers import CosSin, ReasoningModule
+from hrm_mlx.model import HRM, HRMInner
 
 
 class MidInner(HRMInner):

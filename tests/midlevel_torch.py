@@ -2,8 +2,8 @@
 
 import torch
 
-from hrm_torch.layers import CosSin
-from hrm_torch.model import HRM, HRMInner, ReasoningModule
+from hrm_torch.layers import CosSin, ReasoningModule
+from hrm_torch.model import HRM, HRMInner
 
 
 class MidInner(HRMInner):
