@@ -86,10 +86,11 @@ class Trainer:
         or None), this process's own.
 
         What needs no gradient runs outside mx.value_and_grad, where attention may take MLX's fused kernel (it falls
-        back to unfused attention under differentiation): the early cycles of the segment and, for HRM's Q target,
-        the segment's forward and the second segment. The differentiated function recomputes the embeddings, runs
-        the last cycle(s), the heads and the loss; values and gradients are those of differentiating the model's own
-        call (tests/test_mlx_fast.py).
+        back to unfused attention under differentiation): the family's `detached_cycles` and, for a family with a Q
+        target (`has_q_target`: HRM), the segment's forward and the second segment. The differentiated function
+        recomputes the embeddings, runs `differentiated_cycles`, the heads and the loss; values and gradients are
+        those of differentiating the model's own call (tests/test_mlx_fast.py), the composition of the same public
+        pieces.
         """
         model, inner, carry = self.model, self.model.inner, _unflatten(carry)
         draws = ExplorationDraws(explore=min_halt_steps > 0, min_halt_steps=min_halt_steps)
