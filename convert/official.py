@@ -2,8 +2,8 @@
 a `step_N` file (a torch.save'd state dict) and the `all_config.yaml` beside it become one of our checkpoint
 directories (shared/DESIGN.md section 7, shared/TRM.md section 5).
 
-The model family comes from the yaml's `arch.name` (core/registry.py), or, without one, from the tensors (no
-`H_level` keys: TRM); the model's shapes from `arch`, the tensors (vocab_size, num_puzzle_identifiers) and the
+The model family comes from the yaml's `arch.name` (core/registry.py), or, without one, from the level modules the
+tensors hold (no `H_level` keys: TRM); the model's shapes from `arch`, the tensors (vocab_size, num_puzzle_identifiers) and the
 dataset (seq_len); each is checked against the others, the dataset's seq_len against the position tables (learned
 positions, or the rotary caches some reference versions save). Reading the pickle needs PyTorch.
 """
@@ -48,12 +48,18 @@ PUZZLE_ORDER_WARNING = ("the puzzle rows are matched to this dataset's identifie
 
 
 def reference_family(arch: dict, tensors: dict) -> ModelFamily:
-    """The model family of an official checkpoint: the one whose reference_arch is `arch["name"]`, else TRM when
-    no tensor is under H_level, else HRM."""
+    """The model family of an official checkpoint: the one whose reference_arch is `arch["name"]`, else the one whose
+    levels are the `*_level` modules the tensors hold (no H_level: TRM); HRMError when none is."""
     for family in FAMILIES.values():
         if arch.get("name") == family.reference_arch:
             return family
-    return FAMILIES["hrm" if any(name.startswith("H_level.") for name in tensors) else "trm"]
+    levels = {name.split(".")[0] for name in tensors if name.split(".")[0].endswith("_level")}
+    for family in FAMILIES.values():
+        if levels == set(family.levels):
+            return family
+    raise HRMError(f"the checkpoint's arch.name {arch.get('name')!r} names no known model family, and its levels "
+                   f"({', '.join(sorted(levels)) or 'none'}) are no family's; known: "
+                   f"{', '.join(f'{f.name} ({f.reference_arch})' for f in FAMILIES.values())}")
 
 
 def read_reference_config(path: Path) -> tuple[dict, TrainConfig]:

@@ -14,7 +14,7 @@ from hrm_shared.core.errors import HRMError
 from hrm_shared.core.progress import progress
 from hrm_mlx.device import compute_device, to_backend
 from hrm_mlx.loss import act_loss
-from hrm_mlx.model import HRM, Batch, Carry, InnerCarry
+from hrm_mlx.model import HRM, Batch, Carry
 
 METRICS = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss")
 OUTPUTS = ("predictions", "labels", "q_halt_logits", "puzzle_identifiers")
@@ -33,36 +33,16 @@ def predict(model: HRM, batch: Batch, segments: int | None = None, trajectory: b
         raise HRMError(f"an evaluation runs at least 1 segment, not {M}")
     carry = model.initial_carry(batch)
     running = mx.zeros_like(carry.halted)
-    segment = _segment_function(model)
     steps = []
     for m in range(M):
         # Rows halt at halt_max_steps; past it they keep their state instead of restarting from the batch.
-        carry = replace(carry, halted=running) if m else carry
-        (z_H, z_L, steps_done, halted, data), outputs = segment(carry.inner_carry.z_H, carry.inner_carry.z_L,
-                                                                carry.steps, carry.halted, carry.current_data, batch)
-        carry = Carry(InnerCarry(z_H, z_L), steps_done, halted, data)
+        carry, outputs = model.eval_segment(replace(carry, halted=running) if m else carry, batch)
         if trajectory:
             steps.append((outputs["logits"].argmax(-1).astype(mx.int32), outputs["q_halt_logits"],
                           outputs["q_continue_logits"]))
     if trajectory:
         outputs = {**outputs, **{k: mx.stack(v, axis=1) for k, v in zip(TRAJECTORY, zip(*steps))}}
     return carry, outputs
-
-
-def _segment_function(model: HRM) -> Callable:
-    """One eval segment, mx.compile'd once per model over its state (the weights are inputs, so training, EMA and
-    loading reach it): (z_H, z_L [B, T, H], steps [B] int32, halted [B] bool, the carried data, batch) -> ((the same
-    five, new), outputs). It traces once per batch shape; predictions equal the eager call's
-    (tests/test_mlx_fast.py)."""
-    if "_eval_segment" not in vars(model):
-        def segment(z_H: mx.array, z_L: mx.array, steps: mx.array, halted: mx.array, data: Batch, batch: Batch
-                    ) -> tuple[tuple, dict[str, mx.array]]:
-            carry, outputs = model(Carry(InnerCarry(z_H, z_L), steps, halted, data), batch, training=False)
-            inner = carry.inner_carry
-            return (inner.z_H, inner.z_L, carry.steps, carry.halted, carry.current_data), outputs
-
-        model._eval_segment = mx.compile(segment, inputs=[model.state])
-    return model._eval_segment
 
 
 def _answers(carry: Carry, outputs: dict[str, mx.array], rows: int, states: bool = False) -> dict[str, np.ndarray]:

@@ -1,5 +1,5 @@
 """Transformer layers of HRM and TRM in MLX (shared/DESIGN.md section 2, shared/TRM.md section 1): post-norm blocks
-of RoPE attention (or TRM's token-mixing SwiGLU) and SwiGLU.
+of RoPE attention (or TRM's token-mixing SwiGLU) and SwiGLU, the reasoning modules they make, and the puzzle table.
 
 Parameters are float32 and cast to the activation dtype at each use; RMSNorm statistics and RoPE run in float32.
 Both run as MLX's fused kernels (mx.fast.rms_norm, mx.fast.rope), which compute the same thing (tests/test_mlx_fast.py).
@@ -157,3 +157,30 @@ class Block(nn.Module):
         else:
             x = rms_norm(x + self.self_attn(x, cos_sin), self.eps)
         return rms_norm(x + self.mlp(x), self.eps)
+
+
+class PuzzleEmbedding(nn.Module):
+    """The puzzle table `weights` [num_puzzle_identifiers, puzzle_emb_ndim]: frozen, trained by sparse SignSGD."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: mx.Dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.weights = mx.zeros((num_embeddings, embedding_dim))
+        self.freeze()
+
+    def __call__(self, ids: mx.array) -> mx.array:
+        return self.weights[ids].astype(self.dtype)
+
+
+class ReasoningModule(nn.Module):
+    """One level (HRM's H or L, TRM's single network): add the injection, then run the blocks in order."""
+
+    def __init__(self, config: ModelConfig, num_layers: int) -> None:
+        super().__init__()
+        self.layers = [Block(config) for _ in range(num_layers)]
+
+    def __call__(self, h: mx.array, injection: mx.array, cos_sin: CosSin | None) -> mx.array:
+        h = h + injection
+        for layer in self.layers:
+            h = layer(h, cos_sin)
+        return h

@@ -2,7 +2,8 @@
 
 Paper (arXiv 2506.21734), section 2: the hierarchical recurrence, "approximate gradient" and "adaptive computational
 time". Module attribute paths are the canonical names (shared/core/names.py), relative to `HRM.inner`. TRM (trm.py)
-subclasses HRMInner and HRM, overriding `build_levels`, `recursion` and `q_halting`.
+subclasses HRMInner and HRM, overriding `build_levels`, `detached_cycles`, `differentiated_cycles` and
+`q_halting`.
 """
 
 import importlib
@@ -19,7 +20,8 @@ from hrm_shared.core.config import HRMConfig, ModelConfig
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import check_canonical
 from hrm_shared.core.registry import family_of
-from hrm_mlx.layers import Block, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding
+from hrm_mlx.layers import (CastedEmbedding, CastedLinear, CosSin, PuzzleEmbedding, ReasoningModule,
+                            RotaryEmbedding)
 
 Batch = dict[str, mx.array]
 
@@ -40,33 +42,6 @@ class Carry:
     steps: mx.array
     halted: mx.array
     current_data: Batch
-
-
-class PuzzleEmbedding(nn.Module):
-    """The puzzle table `weights` [num_puzzle_identifiers, puzzle_emb_ndim]: frozen, trained by sparse SignSGD."""
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: mx.Dtype) -> None:
-        super().__init__()
-        self.dtype = dtype
-        self.weights = mx.zeros((num_embeddings, embedding_dim))
-        self.freeze()
-
-    def __call__(self, ids: mx.array) -> mx.array:
-        return self.weights[ids].astype(self.dtype)
-
-
-class ReasoningModule(nn.Module):
-    """One level (HRM's H or L, TRM's single network): add the injection, then run the blocks in order."""
-
-    def __init__(self, config: ModelConfig, num_layers: int) -> None:
-        super().__init__()
-        self.layers = [Block(config) for _ in range(num_layers)]
-
-    def __call__(self, h: mx.array, injection: mx.array, cos_sin: CosSin | None) -> mx.array:
-        h = h + injection
-        for layer in self.layers:
-            h = layer(h, cos_sin)
-        return h
 
 
 class HRMInner(nn.Module):
@@ -131,11 +106,9 @@ class HRMInner(nn.Module):
         return InnerCarry(z_H=mx.where(reset, self.H_init.astype(self.forward_dtype), carry.z_H),
                           z_L=mx.where(reset, self.L_init.astype(self.forward_dtype), carry.z_L))
 
-    def recursion(self, z_H: mx.array, z_L: mx.array, x: mx.array,
-                  cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
-        """The H/L recurrence of one segment from z_H, z_L [B, T, H] with input embedding x [B, T, H] -> new
-        (z_H, z_L), differentiable through the last L and H updates only (grad="bptt": through every update)."""
-        return self._last_cycle(*self._early_cycles(z_H, z_L, x, cos_sin), x, cos_sin)
+    def cos_sin(self) -> CosSin | None:
+        """The RoPE tables [T, head_dim] float32, or None without RoPE."""
+        return self.rotary_emb() if self.config.pos_encodings == "rope" else None
 
     def _cycles(self, z_H: mx.array, z_L: mx.array, x: mx.array, cos_sin: CosSin | None,
                 last: bool) -> tuple[mx.array, mx.array]:
@@ -149,8 +122,8 @@ class HRMInner(nn.Module):
                 z_H = self.H_level(z_H, z_L, cos_sin)
         return z_H, z_L
 
-    def _early_cycles(self, z_H: mx.array, z_L: mx.array, x: mx.array,
-                      cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
+    def detached_cycles(self, z_H: mx.array, z_L: mx.array, x: mx.array,
+                        cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
         """The updates of a segment that are not differentiated, on z_H, z_L, x [B, T, H]: with the one-step gradient
         every update but the last L and H ones, detached; with grad="bptt" none (z_H, z_L as given)."""
         if self.config.grad != "one_step":
@@ -158,9 +131,9 @@ class HRMInner(nn.Module):
         z_H, z_L = self._cycles(z_H, z_L, x, cos_sin, last=False)
         return mx.stop_gradient(z_H), mx.stop_gradient(z_L)
 
-    def _last_cycle(self, z_H: mx.array, z_L: mx.array, x: mx.array,
-                    cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
-        """The differentiated updates after `_early_cycles`: the last L and H updates (the one-step gradient), or
+    def differentiated_cycles(self, z_H: mx.array, z_L: mx.array, x: mx.array,
+                              cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
+        """The differentiated updates after `detached_cycles`: the last L and H updates (the one-step gradient), or
         every update of the segment with grad="bptt"."""
         if self.config.grad != "one_step":
             return self._cycles(z_H, z_L, x, cos_sin, last=True)
@@ -168,11 +141,7 @@ class HRMInner(nn.Module):
         z_H = self.H_level(z_H, z_L, cos_sin)
         return z_H, z_L
 
-    def _cos_sin(self) -> CosSin | None:
-        """The RoPE tables [T, head_dim] float32, or None without RoPE."""
-        return self.rotary_emb() if self.config.pos_encodings == "rope" else None
-
-    def _heads(self, z_H: mx.array, z_L: mx.array) -> tuple[InnerCarry, mx.array, tuple[mx.array, ...]]:
+    def heads(self, z_H: mx.array, z_L: mx.array) -> tuple[InnerCarry, mx.array, tuple[mx.array, ...]]:
         """New states z_H, z_L [B, T, H] -> (detached carry, logits [B, seq_len, vocab], (q_halt [B], q_continue [B])
         float32)."""
         new_carry = InnerCarry(z_H=mx.stop_gradient(z_H), z_L=mx.stop_gradient(z_L))
@@ -182,25 +151,29 @@ class HRMInner(nn.Module):
 
     def __call__(self, carry: InnerCarry, batch: Batch,
                  puzzle_rows: mx.array | None = None) -> tuple[InnerCarry, mx.array, tuple[mx.array, ...]]:
-        """One segment -> (detached new carry, logits [B, seq_len, vocab], (q_halt [B], q_continue [B]) float32).
-
-        `puzzle_rows`: see `input_embeddings`.
-        """
-        cos_sin = self._cos_sin()
+        """One segment: the embeddings, `detached_cycles`, `differentiated_cycles` and `heads` -> (detached new carry,
+        logits [B, seq_len, vocab], (q_halt [B], q_continue [B]) float32). `puzzle_rows`: see `input_embeddings`."""
+        cos_sin = self.cos_sin()
         x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"], puzzle_rows)
-        return self._heads(*self.recursion(carry.z_H, carry.z_L, x, cos_sin))
+        z_H, z_L = self.detached_cycles(carry.z_H, carry.z_L, x, cos_sin)
+        return self.heads(*self.differentiated_cycles(z_H, z_L, x, cos_sin))
 
 
 class HRM(nn.Module):
     """The ACT wrapper: one call advances every row by one segment, resetting rows that halted last call."""
 
     inner_class = HRMInner  # the network one segment runs; a subclass (TRM) swaps in its own
-    _q_target = True  # whether training's halting rule runs a second segment (q_halting): HRM's does, TRM's not
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.inner = self.inner_class(config)
+        self._compiled_eval = None
+
+    @property
+    def has_q_target(self) -> bool:
+        """Whether training's halting rule runs a second segment for a Q target (the registry's q_target)."""
+        return family_of(self.config).q_target
 
     def initial_carry(self, batch: Batch) -> Carry:
         """A carry with every row halted, so the first call loads the batch into every row."""
@@ -218,31 +191,15 @@ class HRM(nn.Module):
         return {k: mx.where(carry.halted.reshape(-1, *[1] * (v.ndim - 1)), batch[k], v)
                 for k, v in carry.current_data.items()}
 
-    def __call__(self, carry: Carry, batch: Batch, training: bool, exploration: ExplorationDraws | None = None,
-                 puzzle_rows: mx.array | None = None) -> tuple[Carry, dict[str, mx.array]]:
-        """One segment for every row -> (new carry, outputs: logits, q_halt_logits, q_continue_logits, and, when
-        training with halt_max_steps > 1, what `q_halting` adds: HRM's target_q_continue).
-
-        `puzzle_rows` [B, ndim] float32: the puzzle-table rows of `segment_data(carry, batch)["puzzle_identifiers"]`,
-        given in training so the caller gets their gradient; None looks them up in the table.
-        """
-        if training and self.config.halt_max_steps > 1 and exploration is None:
-            raise HRMError("training with halt_max_steps > 1 needs exploration draws "
-                           "(hrm_shared.core.act.draw_exploration)")
-        inner_carry, steps, data = self._begin(carry, batch)
-        inner_carry, logits, (q_halt, q_continue) = self.inner(inner_carry, data, puzzle_rows)
-        outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
-        return self._end(inner_carry, steps, data, outputs, training, exploration, puzzle_rows)
-
-    def _begin(self, carry: Carry, batch: Batch) -> tuple[InnerCarry, mx.array, Batch]:
+    def begin_segment(self, carry: Carry, batch: Batch) -> tuple[InnerCarry, mx.array, Batch]:
         """The start of a call: (inner carry with halted rows reset, steps [B] int32 with halted rows at 0, the data
         each row works on: `segment_data`)."""
         inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)
         return inner_carry, mx.where(carry.halted, 0, carry.steps), self.segment_data(carry, batch)
 
-    def _end(self, inner_carry: InnerCarry, steps: mx.array, data: Batch, outputs: dict[str, mx.array],
-             training: bool, exploration: ExplorationDraws | None, puzzle_rows: mx.array | None
-             ) -> tuple[Carry, dict[str, mx.array]]:
+    def end_segment(self, inner_carry: InnerCarry, steps: mx.array, data: Batch, outputs: dict[str, mx.array],
+                    training: bool, exploration: ExplorationDraws | None, puzzle_rows: mx.array | None
+                    ) -> tuple[Carry, dict[str, mx.array]]:
         """The end of a call, after the segment gave `outputs` and the new `inner_carry`: count the step and decide
         which rows halt (training with halt_max_steps > 1: `q_halting`, whose extra outputs join `outputs`) -> (new
         carry, outputs)."""
@@ -254,6 +211,37 @@ class HRM(nn.Module):
             outputs = {**outputs, **targets}
             halted = (halted | q_halted) & (steps >= mx.array(exploration.min_halt_steps))
         return Carry(inner_carry, steps, halted, data), outputs
+
+    def eval_segment(self, carry: Carry, batch: Batch) -> tuple[Carry, dict[str, mx.array]]:
+        """One evaluation call (training=False), mx.compile'd once per model over its state (the weights are inputs,
+        so training, EMA and loading reach it); it traces once per batch shape and predicts as the eager call
+        (tests/test_mlx_fast.py)."""
+        if self._compiled_eval is None:
+            def segment(arrays: tuple[mx.array, ...], data: Batch, batch: Batch) -> tuple[tuple, dict[str, mx.array]]:
+                new, outputs = self(Carry(InnerCarry(*arrays[:2]), *arrays[2:], data), batch, training=False)
+                return (new.inner_carry.z_H, new.inner_carry.z_L, new.steps, new.halted, new.current_data), outputs
+
+            self._compiled_eval = mx.compile(segment, inputs=[self.state])
+        arrays = (carry.inner_carry.z_H, carry.inner_carry.z_L, carry.steps, carry.halted)
+        (z_H, z_L, steps, halted, data), outputs = self._compiled_eval(arrays, carry.current_data, batch)
+        return Carry(InnerCarry(z_H, z_L), steps, halted, data), outputs
+
+    def __call__(self, carry: Carry, batch: Batch, training: bool, exploration: ExplorationDraws | None = None,
+                 puzzle_rows: mx.array | None = None) -> tuple[Carry, dict[str, mx.array]]:
+        """One segment for every row: `begin_segment`, the inner network, `end_segment` -> (new carry, outputs:
+        logits, q_halt_logits, q_continue_logits, and, when training with halt_max_steps > 1, what `q_halting` adds:
+        HRM's target_q_continue).
+
+        `puzzle_rows` [B, ndim] float32: the puzzle-table rows of `segment_data(carry, batch)["puzzle_identifiers"]`,
+        given in training so the caller gets their gradient; None looks them up in the table.
+        """
+        if training and self.config.halt_max_steps > 1 and exploration is None:
+            raise HRMError("training with halt_max_steps > 1 needs exploration draws "
+                           "(hrm_shared.core.act.draw_exploration)")
+        inner_carry, steps, data = self.begin_segment(carry, batch)
+        inner_carry, logits, (q_halt, q_continue) = self.inner(inner_carry, data, puzzle_rows)
+        outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
+        return self.end_segment(inner_carry, steps, data, outputs, training, exploration, puzzle_rows)
 
     def q_halting(self, outputs: dict[str, mx.array], is_last: mx.array, inner_carry: InnerCarry, data: Batch,
                   puzzle_rows: mx.array | None) -> tuple[mx.array, dict[str, mx.array]]:
@@ -271,7 +259,7 @@ class HRM(nn.Module):
 def build_model(config: ModelConfig) -> nn.Module:
     """The ACT model of `config`'s family (core/registry.py), with zero weights: load them with `load_canonical`."""
     family = family_of(config)
-    module = importlib.import_module(f"{__package__}.{family.module}")
+    module = importlib.import_module(family.model_module(__package__.removeprefix("hrm_")))
     return getattr(module, family.model_class)(config)
 
 

@@ -86,32 +86,35 @@ class Trainer:
         or None), this process's own.
 
         What needs no gradient runs outside mx.value_and_grad, where attention may take MLX's fused kernel (it falls
-        back to unfused attention under differentiation): the early cycles of the segment and, for HRM's Q target,
-        the segment's forward and the second segment. The differentiated function recomputes the embeddings, runs
-        the last cycle(s), the heads and the loss; values and gradients are those of differentiating the model's own
-        call (tests/test_mlx_fast.py).
+        back to unfused attention under differentiation): the family's `detached_cycles` and, for a family with a Q
+        target (`has_q_target`: HRM), the segment's forward and the second segment. The differentiated function
+        recomputes the embeddings, runs `differentiated_cycles`, the heads and the loss; values and gradients are
+        those of differentiating the model's own call (tests/test_mlx_fast.py), the composition of the same public
+        pieces.
         """
         model, inner, carry = self.model, self.model.inner, _unflatten(carry)
         draws = ExplorationDraws(explore=min_halt_steps > 0, min_halt_steps=min_halt_steps)
-        inner_carry, steps, data = model._begin(carry, batch)
+        inner_carry, steps, data = model.begin_segment(carry, batch)
         ids = data["puzzle_identifiers"]
         rows = None if self.sparse is None else inner.puzzle_emb.weights[ids]
-        cos_sin = inner._cos_sin()
+        cos_sin = inner.cos_sin()
         x = inner.input_embeddings(data["inputs"], ids, rows)
-        z_H, z_L = inner._early_cycles(inner_carry.z_H, inner_carry.z_L, x, cos_sin)
+        z_H, z_L = inner.detached_cycles(inner_carry.z_H, inner_carry.z_L, x, cos_sin)
+
+        def last_cycles(x: mx.array) -> tuple[InnerCarry, dict[str, mx.array]]:
+            new_inner, logits, (q_halt, q_continue) = inner.heads(*inner.differentiated_cycles(z_H, z_L, x, cos_sin))
+            return new_inner, {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
+
         known = None
-        if model._q_target and model.config.halt_max_steps > 1:
-            new_inner, logits, (q_halt, q_continue) = inner._heads(*inner._last_cycle(z_H, z_L, x, cos_sin))
-            outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
-            known = model._end(new_inner, steps, data, outputs, True, draws, rows)
+        if model.has_q_target and model.config.halt_max_steps > 1:
+            new_inner, outputs = last_cycles(x)
+            known = model.end_segment(new_inner, steps, data, outputs, True, draws, rows)
 
         def loss_fn(params: dict, rows: mx.array | None):
             model.update(params)
-            embedded = inner.input_embeddings(data["inputs"], ids, rows)
-            new_inner, logits, (q_halt, q_continue) = inner._heads(*inner._last_cycle(z_H, z_L, embedded, cos_sin))
-            outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
+            new_inner, outputs = last_cycles(inner.input_embeddings(data["inputs"], ids, rows))
             if known is None:
-                new, outputs = model._end(new_inner, steps, data, outputs, True, draws, rows)
+                new, outputs = model.end_segment(new_inner, steps, data, outputs, True, draws, rows)
             else:
                 new, outputs = known[0], {**outputs, "target_q_continue": known[1]["target_q_continue"]}
             total, metrics = act_loss(outputs, new.current_data["labels"], new.halted, new.steps,

@@ -11,8 +11,8 @@ Q-continue term.
 import mlx.core as mx
 
 from hrm_shared.core.config import TRMConfig
-from hrm_mlx.layers import CosSin
-from hrm_mlx.model import HRM, Batch, HRMInner, InnerCarry, ReasoningModule
+from hrm_mlx.layers import CosSin, ReasoningModule
+from hrm_mlx.model import HRM, Batch, HRMInner, InnerCarry
 
 
 class TRMInner(HRMInner):
@@ -29,26 +29,20 @@ class TRMInner(HRMInner):
             z = self.L_level(z, y + x, cos_sin)
         return self.L_level(y, z, cos_sin), z  # x is not injected into the answer update
 
-    def recursion(self, z_H: mx.array, z_L: mx.array, x: mx.array,
-                  cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
-        """H_cycles recursions from (y, z) = (z_H, z_L) [B, T, H] with input embedding x -> new (y, z): the first
-        H_cycles - 1 without gradient (grad="bptt": with it), the last differentiated throughout, into x at each of
-        its latent updates."""
-        return self._last_cycle(*self._early_cycles(z_H, z_L, x, cos_sin), x, cos_sin)
-
-    def _early_cycles(self, z_H: mx.array, z_L: mx.array, x: mx.array,
-                      cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
-        """The recursions that are not differentiated, on y, z, x [B, T, H]: the first H_cycles - 1, detached; none with
-        grad="bptt"."""
+    def detached_cycles(self, z_H: mx.array, z_L: mx.array, x: mx.array,
+                        cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
+        """The recursions that are not differentiated, on (y, z) = (z_H, z_L) and x [B, T, H]: the first H_cycles - 1,
+        detached; none with grad="bptt"."""
         if self.config.grad != "one_step":
             return z_H, z_L
         for _ in range(self.config.H_cycles - 1):
             z_H, z_L = self.latent_recursion(z_H, z_L, x, cos_sin)
         return mx.stop_gradient(z_H), mx.stop_gradient(z_L)
 
-    def _last_cycle(self, z_H: mx.array, z_L: mx.array, x: mx.array,
-                    cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
-        """The differentiated recursions after `_early_cycles`: the last one, or all H_cycles with grad="bptt"."""
+    def differentiated_cycles(self, z_H: mx.array, z_L: mx.array, x: mx.array,
+                              cos_sin: CosSin | None) -> tuple[mx.array, mx.array]:
+        """The differentiated recursions after `detached_cycles`: the last one, differentiated throughout and into x
+        at each of its latent updates, or all H_cycles with grad="bptt"."""
         for _ in range(1 if self.config.grad == "one_step" else self.config.H_cycles):
             z_H, z_L = self.latent_recursion(z_H, z_L, x, cos_sin)
         return z_H, z_L
@@ -59,7 +53,6 @@ class TRM(HRM):
     halting rule (no second forward, no target_q_continue output)."""
 
     inner_class = TRMInner
-    _q_target = False
 
     def q_halting(self, outputs: dict[str, mx.array], is_last: mx.array, inner_carry: InnerCarry,
                   data: Batch, puzzle_rows: mx.array | None) -> tuple[mx.array, dict[str, mx.array]]:

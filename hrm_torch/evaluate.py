@@ -38,7 +38,7 @@ def predict(model: HRM, batch: Batch, segments: int | None = None, trajectory: b
         steps = []
         for m in range(M):
             # Rows halt at halt_max_steps; past it they keep their state instead of restarting from the batch.
-            carry, outputs = model(replace(carry, halted=running) if m else carry, batch, training=False)
+            carry, outputs = model.eval_segment(replace(carry, halted=running) if m else carry, batch)
             if trajectory:
                 steps.append((outputs["logits"].argmax(-1).to(torch.int32), outputs["q_halt_logits"],
                               outputs["q_continue_logits"]))

@@ -1,5 +1,6 @@
 """Transformer layers of HRM and TRM in PyTorch (shared/DESIGN.md section 2, shared/TRM.md section 1): post-norm
-blocks of RoPE attention (or TRM's token-mixing SwiGLU) and SwiGLU.
+blocks of RoPE attention (or TRM's token-mixing SwiGLU) and SwiGLU, the reasoning modules they make, and the
+puzzle table.
 
 Parameters are float32 and cast to the activation dtype at each use; RMSNorm statistics and RoPE run in float32.
 """
@@ -144,3 +145,29 @@ class Block(nn.Module):
         else:
             x = rms_norm(x + self.self_attn(x, cos_sin), self.eps)
         return rms_norm(x + self.mlp(x), self.eps)
+
+
+class PuzzleEmbedding(nn.Module):
+    """The puzzle table `weights` [num_puzzle_identifiers, puzzle_emb_ndim]: a buffer, trained by sparse SignSGD."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.register_buffer("weights", torch.zeros(num_embeddings, embedding_dim), persistent=True)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.weights[ids].to(self.dtype)
+
+
+class ReasoningModule(nn.Module):
+    """One level (HRM's H or L, TRM's single network): add the injection, then run the blocks in order."""
+
+    def __init__(self, config: ModelConfig, num_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([Block(config) for _ in range(num_layers)])
+
+    def forward(self, h: torch.Tensor, injection: torch.Tensor, cos_sin: CosSin | None) -> torch.Tensor:
+        h = h + injection
+        for layer in self.layers:
+            h = layer(h, cos_sin)
+        return h

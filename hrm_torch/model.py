@@ -3,12 +3,12 @@
 
 Paper (arXiv 2506.21734), section 2: the hierarchical recurrence, "approximate gradient" and "adaptive computational
 time". Module attribute paths are the canonical names (shared/core/names.py), relative to `HRM.inner`. TRM (trm.py)
-subclasses HRMInner and HRM, overriding `build_levels`, `recursion` and `q_halting`.
+subclasses HRMInner and HRM, overriding `build_levels`, `detached_cycles`, `differentiated_cycles` and
+`q_halting`.
 """
 
 import importlib
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +21,8 @@ from hrm_shared.core.config import HRMConfig, ModelConfig
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import check_canonical
 from hrm_shared.core.registry import family_of
-from hrm_torch.layers import Block, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding
+from hrm_torch.layers import (CastedEmbedding, CastedLinear, CosSin, PuzzleEmbedding, ReasoningModule,
+                              RotaryEmbedding)
 
 Batch = dict[str, torch.Tensor]
 
@@ -42,32 +43,6 @@ class Carry:
     steps: torch.Tensor
     halted: torch.Tensor
     current_data: Batch
-
-
-class PuzzleEmbedding(nn.Module):
-    """The puzzle table `weights` [num_puzzle_identifiers, puzzle_emb_ndim]: a buffer, trained by sparse SignSGD."""
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.dtype = dtype
-        self.register_buffer("weights", torch.zeros(num_embeddings, embedding_dim), persistent=True)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.weights[ids].to(self.dtype)
-
-
-class ReasoningModule(nn.Module):
-    """One level (HRM's H or L, TRM's single network): add the injection, then run the blocks in order."""
-
-    def __init__(self, config: ModelConfig, num_layers: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList([Block(config) for _ in range(num_layers)])
-
-    def forward(self, h: torch.Tensor, injection: torch.Tensor, cos_sin: CosSin | None) -> torch.Tensor:
-        h = h + injection
-        for layer in self.layers:
-            h = layer(h, cos_sin)
-        return h
 
 
 class HRMInner(nn.Module):
@@ -131,37 +106,58 @@ class HRMInner(nn.Module):
         return InnerCarry(z_H=torch.where(reset, self.H_init.to(self.forward_dtype), carry.z_H),
                           z_L=torch.where(reset, self.L_init.to(self.forward_dtype), carry.z_L))
 
-    def recursion(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor,
-                  cos_sin: CosSin | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The H/L recurrence of one segment from z_H, z_L [B, T, H] with input embedding x [B, T, H] -> new
-        (z_H, z_L), differentiable through the last L and H updates only (grad="bptt": through every update)."""
+    def cos_sin(self) -> CosSin | None:
+        """The RoPE tables [T, head_dim] float32, or None without RoPE."""
+        return self.rotary_emb() if self.config.pos_encodings == "rope" else None
+
+    def _cycles(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, cos_sin: CosSin | None,
+                last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every L and H update of a segment on z_H, z_L, x [B, T, H]; without the last L and H ones unless `last`."""
         H_cycles, L_cycles = self.config.H_cycles, self.config.L_cycles
-        # nullcontext for bptt, not set_grad_enabled(True): an enclosing no_grad (the Q-target segment) must hold.
-        with torch.no_grad() if self.config.grad == "one_step" else nullcontext():
-            for i in range(H_cycles):
-                for j in range(L_cycles):
-                    if (i, j) != (H_cycles - 1, L_cycles - 1):
-                        z_L = self.L_level(z_L, z_H + x, cos_sin)
-                if i != H_cycles - 1:
-                    z_H = self.H_level(z_H, z_L, cos_sin)
-        # The one-step gradient: only the last L and H updates are differentiated.
+        for i in range(H_cycles):
+            for j in range(L_cycles):
+                if last or (i, j) != (H_cycles - 1, L_cycles - 1):
+                    z_L = self.L_level(z_L, z_H + x, cos_sin)
+            if last or i != H_cycles - 1:
+                z_H = self.H_level(z_H, z_L, cos_sin)
+        return z_H, z_L
+
+    def detached_cycles(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor,
+                        cos_sin: CosSin | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The updates of a segment that are not differentiated, on z_H, z_L, x [B, T, H]: with the one-step gradient
+        every update but the last L and H ones, without autograd; with grad="bptt" none (z_H, z_L as given)."""
+        if self.config.grad != "one_step":
+            return z_H, z_L
+        with torch.no_grad():
+            return self._cycles(z_H, z_L, x, cos_sin, last=False)
+
+    def differentiated_cycles(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor,
+                              cos_sin: CosSin | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The differentiated updates after `detached_cycles`: the last L and H updates (the one-step gradient), or
+        every update of the segment with grad="bptt"."""
+        if self.config.grad != "one_step":
+            return self._cycles(z_H, z_L, x, cos_sin, last=True)
         z_L = self.L_level(z_L, z_H + x, cos_sin)
         z_H = self.H_level(z_H, z_L, cos_sin)
         return z_H, z_L
 
-    def forward(self, carry: InnerCarry, batch: Batch,
-                puzzle_rows: torch.Tensor | None = None) -> tuple[InnerCarry, torch.Tensor, tuple[torch.Tensor, ...]]:
-        """One segment -> (detached new carry, logits [B, seq_len, vocab], (q_halt [B], q_continue [B]) float32).
-
-        `puzzle_rows`: see `input_embeddings`.
-        """
-        cos_sin = self.rotary_emb() if self.config.pos_encodings == "rope" else None
-        x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"], puzzle_rows)
-        z_H, z_L = self.recursion(carry.z_H, carry.z_L, x, cos_sin)
+    def heads(self, z_H: torch.Tensor, z_L: torch.Tensor
+              ) -> tuple[InnerCarry, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """New states z_H, z_L [B, T, H] -> (detached carry, logits [B, seq_len, vocab], (q_halt [B], q_continue [B])
+        float32)."""
         new_carry = InnerCarry(z_H=z_H.detach(), z_L=z_L.detach())
         logits = self.lm_head(z_H)[:, self.puzzle_emb_len:]  # [B, seq_len, vocab]
         q = self.q_head(z_H[:, 0]).to(torch.float32)  # [B, 2]
         return new_carry, logits, (q[..., 0], q[..., 1])
+
+    def forward(self, carry: InnerCarry, batch: Batch,
+                puzzle_rows: torch.Tensor | None = None) -> tuple[InnerCarry, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One segment: the embeddings, `detached_cycles`, `differentiated_cycles` and `heads` -> (detached new carry,
+        logits [B, seq_len, vocab], (q_halt [B], q_continue [B]) float32). `puzzle_rows`: see `input_embeddings`."""
+        cos_sin = self.cos_sin()
+        x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"], puzzle_rows)
+        z_H, z_L = self.detached_cycles(carry.z_H, carry.z_L, x, cos_sin)
+        return self.heads(*self.differentiated_cycles(z_H, z_L, x, cos_sin))
 
 
 class HRM(nn.Module):
@@ -173,6 +169,11 @@ class HRM(nn.Module):
         super().__init__()
         self.config = config
         self.inner = self.inner_class(config)
+
+    @property
+    def has_q_target(self) -> bool:
+        """Whether training's halting rule runs a second segment for a Q target (the registry's q_target)."""
+        return family_of(self.config).q_target
 
     def initial_carry(self, batch: Batch) -> Carry:
         """A carry with every row halted, so the first call loads the batch into every row."""
@@ -191,34 +192,50 @@ class HRM(nn.Module):
         return {k: torch.where(carry.halted.view(-1, *[1] * (v.ndim - 1)), batch[k], v)
                 for k, v in carry.current_data.items()}
 
+    def begin_segment(self, carry: Carry, batch: Batch) -> tuple[InnerCarry, torch.Tensor, Batch]:
+        """The start of a call: (inner carry with halted rows reset, steps [B] int32 with halted rows at 0, the data
+        each row works on: `segment_data`)."""
+        inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)
+        return inner_carry, torch.where(carry.halted, 0, carry.steps), self.segment_data(carry, batch)
+
+    def end_segment(self, inner_carry: InnerCarry, steps: torch.Tensor, data: Batch, outputs: dict[str, torch.Tensor],
+                    training: bool, exploration: ExplorationDraws | None, puzzle_rows: torch.Tensor | None
+                    ) -> tuple[Carry, dict[str, torch.Tensor]]:
+        """The end of a call, after the segment gave `outputs` and the new `inner_carry`: count the step and decide
+        which rows halt (training with halt_max_steps > 1: `q_halting`, whose extra outputs join `outputs`) -> (new
+        carry, outputs). Runs without autograd."""
+        with torch.no_grad():
+            steps = steps + 1
+            is_last = steps >= self.config.halt_max_steps
+            halted = is_last
+            if training and self.config.halt_max_steps > 1:
+                q_halted, targets = self.q_halting(outputs, is_last, inner_carry, data, puzzle_rows)
+                outputs = {**outputs, **targets}
+                min_halt_steps = torch.as_tensor(exploration.min_halt_steps, device=steps.device)
+                halted = (halted | q_halted) & (steps >= min_halt_steps)
+        return Carry(inner_carry, steps, halted, data), outputs
+
+    def eval_segment(self, carry: Carry, batch: Batch) -> tuple[Carry, dict[str, torch.Tensor]]:
+        """One evaluation call (training=False), without autograd."""
+        with torch.inference_mode():
+            return self(carry, batch, training=False)
+
     def forward(self, carry: Carry, batch: Batch, training: bool, exploration: ExplorationDraws | None = None,
                 puzzle_rows: torch.Tensor | None = None) -> tuple[Carry, dict[str, torch.Tensor]]:
-        """One segment for every row -> (new carry, outputs: logits, q_halt_logits, q_continue_logits, and, when
-        training with halt_max_steps > 1, what `q_halting` adds: HRM's target_q_continue).
+        """One segment for every row: `begin_segment`, the inner network, `end_segment` -> (new carry, outputs:
+        logits, q_halt_logits, q_continue_logits, and, when training with halt_max_steps > 1, what `q_halting` adds:
+        HRM's target_q_continue).
 
         `puzzle_rows` [B, ndim] float32: the puzzle-table rows of `segment_data(carry, batch)["puzzle_identifiers"]`,
         given in training so the caller gets their gradient; None looks them up in the table.
         """
-        halt_max_steps = self.config.halt_max_steps
-        act_training = training and halt_max_steps > 1
-        if act_training and exploration is None:
+        if training and self.config.halt_max_steps > 1 and exploration is None:
             raise HRMError("training with halt_max_steps > 1 needs exploration draws "
                            "(hrm_shared.core.act.draw_exploration)")
-        inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)
-        steps = torch.where(carry.halted, 0, carry.steps)
-        data = self.segment_data(carry, batch)
+        inner_carry, steps, data = self.begin_segment(carry, batch)
         inner_carry, logits, (q_halt, q_continue) = self.inner(inner_carry, data, puzzle_rows)
         outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
-        with torch.no_grad():
-            steps = steps + 1
-            is_last = steps >= halt_max_steps
-            halted = is_last
-            if act_training:
-                q_halted, targets = self.q_halting(outputs, is_last, inner_carry, data, puzzle_rows)
-                outputs.update(targets)
-                min_halt_steps = torch.as_tensor(exploration.min_halt_steps, device=steps.device)
-                halted = (halted | q_halted) & (steps >= min_halt_steps)
-        return Carry(inner_carry, steps, halted, data), outputs
+        return self.end_segment(inner_carry, steps, data, outputs, training, exploration, puzzle_rows)
 
     def q_halting(self, outputs: dict[str, torch.Tensor], is_last: torch.Tensor, inner_carry: InnerCarry, data: Batch,
                   puzzle_rows: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -236,7 +253,7 @@ class HRM(nn.Module):
 def build_model(config: ModelConfig) -> nn.Module:
     """The ACT model of `config`'s family (core/registry.py), with zero weights: load them with `load_canonical`."""
     family = family_of(config)
-    module = importlib.import_module(f"{__package__}.{family.module}")
+    module = importlib.import_module(family.model_module(__package__.removeprefix("hrm_")))
     return getattr(module, family.model_class)(config)
 
 

@@ -8,13 +8,11 @@ whole last recursion, and training halts on q_halt > 0 alone, so the ACT loss (s
 Q-continue term.
 """
 
-from contextlib import nullcontext
-
 import torch
 
 from hrm_shared.core.config import TRMConfig
-from hrm_torch.layers import CosSin
-from hrm_torch.model import HRM, Batch, HRMInner, InnerCarry, ReasoningModule
+from hrm_torch.layers import CosSin, ReasoningModule
+from hrm_torch.model import HRM, Batch, HRMInner, InnerCarry
 
 
 class TRMInner(HRMInner):
@@ -31,15 +29,24 @@ class TRMInner(HRMInner):
             z = self.L_level(z, y + x, cos_sin)
         return self.L_level(y, z, cos_sin), z  # x is not injected into the answer update
 
-    def recursion(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor,
-                  cos_sin: CosSin | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """H_cycles recursions from (y, z) = (z_H, z_L) [B, T, H] with input embedding x -> new (y, z): the first
-        H_cycles - 1 without gradient (grad="bptt": with it), the last differentiated throughout, into x at each of
-        its latent updates."""
-        with torch.no_grad() if self.config.grad == "one_step" else nullcontext():
+    def detached_cycles(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor,
+                        cos_sin: CosSin | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The recursions that are not differentiated, on (y, z) = (z_H, z_L) and x [B, T, H]: the first H_cycles - 1,
+        without autograd; none with grad="bptt"."""
+        if self.config.grad != "one_step":
+            return z_H, z_L
+        with torch.no_grad():
             for _ in range(self.config.H_cycles - 1):
                 z_H, z_L = self.latent_recursion(z_H, z_L, x, cos_sin)
-        return self.latent_recursion(z_H, z_L, x, cos_sin)
+        return z_H, z_L
+
+    def differentiated_cycles(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor,
+                              cos_sin: CosSin | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The differentiated recursions after `detached_cycles`: the last one, differentiated throughout and into x
+        at each of its latent updates, or all H_cycles with grad="bptt"."""
+        for _ in range(1 if self.config.grad == "one_step" else self.config.H_cycles):
+            z_H, z_L = self.latent_recursion(z_H, z_L, x, cos_sin)
+        return z_H, z_L
 
 
 class TRM(HRM):

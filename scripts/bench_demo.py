@@ -22,12 +22,13 @@ from hrm_shared.app.demo import SIZES, run_demo  # noqa: E402
 from hrm_shared.app.plot import pyplot, save_figure  # noqa: E402
 from hrm_shared.app.run import METRICS_FILE, read_metrics  # noqa: E402
 from hrm_shared.core.config import preset  # noqa: E402
+from hrm_shared.core.registry import family_named  # noqa: E402
 from hrm_shared.core.schedule import total_steps  # noqa: E402
 
 
 def curve(out: Path, backend: str, family: str, size: int, seed: int, evals: int) -> dict:
     """Run the demo of `family` and `size` in `out`; its preset, steps and test evaluations."""
-    name = SIZES[size].presets[family]
+    name = family_named(family).demo_presets[size]
     _, train = preset(name)
     steps = total_steps(train.epochs, SIZES[size].train_puzzles, 1.0, train.global_batch_size)
     result = run_demo(out, backend, seed, family=family, size=size, eval_interval=max(1, steps // evals))

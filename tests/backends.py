@@ -28,6 +28,25 @@ def tiny_config(**changes) -> HRMConfig:
     return config.replace(**changes)
 
 
+def tiny_trm_config(**changes) -> TRMConfig:
+    """tiny_config's sizes for TRM: hidden 64, 2 heads, 2 layers, 2 recursions of 2 latent updates, seq 16, P = 1."""
+    config = TRMConfig(vocab_size=10, seq_len=16, num_puzzle_identifiers=3, hidden_size=64, num_heads=2,
+                       expansion=2.0, L_layers=2, H_cycles=2, L_cycles=2, halt_max_steps=4, puzzle_emb_ndim=64,
+                       puzzle_emb_len=1, forward_dtype="float32")
+    return config.replace(**changes)
+
+
+# The tiny config of each registered family, which the tests parametrised over FAMILIES (the `family` fixture) run.
+FAMILY_CONFIGS = {"hrm": tiny_config, "trm": tiny_trm_config}
+
+
+def family_config(family: str, **changes) -> ModelConfig:
+    """The tiny config of model `family` (FAMILY_CONFIGS) with `changes`; a family without one fails the test."""
+    if family not in FAMILY_CONFIGS:
+        pytest.fail(f"model family {family!r} has no tiny config: add one to FAMILY_CONFIGS in tests/backends.py")
+    return FAMILY_CONFIGS[family](**changes)
+
+
 def data_config(data: Path, family: str = "hrm", **changes) -> ModelConfig:
     """A tiny float32 config of `family` ("hrm" or "trm") for the dataset `data`: hidden 32, 1 head, 1 layer per
     level, halt_max_steps 3 (TRM: 2 recursions of 2 latent updates, P = 1); `changes` on top."""

@@ -9,6 +9,7 @@ import pytest
 from backends import adapter
 from helpers import make_dataset, write_arc_tasks
 from hrm_shared.core.contract import BACKENDS
+from hrm_shared.core.registry import FAMILIES
 from hrm_shared.data.arc import build_arc_dataset
 
 # torch's OpenMP threads spin between calls and starve MLX's CPU threads (10x slower tests on 2 cores) unless passive:
@@ -26,6 +27,12 @@ def backend(request):
 def both():
     """(torch adapter, mlx adapter); skips unless both backends are installed."""
     return adapter("torch"), adapter("mlx")
+
+
+@pytest.fixture(params=sorted(FAMILIES))
+def family(request) -> str:
+    """Each registered model family's name in turn (its tiny config: backends.family_config)."""
+    return request.param
 
 
 @pytest.fixture

@@ -19,6 +19,11 @@ from hrm_shared.data.sudoku import shuffle_sudoku
 # A run small enough for MLX's CPU build: hidden 32, batch 8, sequences of 8 (make_dataset), 3 cycles of ACT.
 TINY = ["--preset", "tiny", "--set", "hidden_size=32", "--set", "puzzle_emb_ndim=32", "--set", "global_batch_size=8",
         "--set", "halt_max_steps=3", "--set", "lr_warmup_steps=2"]
+# trm-tiny shrunk the same way, 2-position puzzle prefix, EMA at 0.9 so a few steps move the average.
+TRM_TINY = ["--preset", "trm-tiny", "--set", "hidden_size=32", "--set", "puzzle_emb_ndim=32", "--set",
+            "global_batch_size=8", "--set", "halt_max_steps=3", "--set", "lr_warmup_steps=2", "--set", "ema_rate=0.9"]
+# The tiny run of each registered model family, for the `hrm train` tests parametrised over FAMILIES.
+FAMILY_RUNS = {"hrm": TINY, "trm": TRM_TINY}
 # A solved Sudoku grid (digits 1..9) that every test puzzle is shuffled from.
 SUDOKU_BASE = np.array([[(r * 3 + r // 3 + c) % 9 + 1 for c in range(9)] for r in range(9)], dtype=np.uint8)
 

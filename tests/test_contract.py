@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hrm_shared.app.backend import import_backend
-from hrm_shared.core.contract import BACKENDS, installed, problems
+from hrm_shared.core.contract import BACKENDS, installed, model_problems, problems
 from hrm_shared.core.registry import FAMILIES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,8 +85,26 @@ def test_both_backends_follow_the_contract(packages):
 def test_every_model_family_has_its_model_class_in_each_backend(packages):
     for name in packages:
         for family in FAMILIES.values():
-            module = importlib.import_module(f"hrm_{name}.{family.module}")
+            module = importlib.import_module(family.model_module(name))
             assert inspect.isclass(getattr(module, family.model_class, None)), (name, family.name)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_familys_model_follows_the_model_protocol(packages, family):
+    for name in packages:
+        module = importlib.import_module(FAMILIES[family].model_module(name))
+        assert model_problems(getattr(module, FAMILIES[family].model_class)) == []
+
+
+def test_the_model_protocol_names_what_a_model_lacks(packages):
+    model = packages["torch"].model
+    broken = type("Broken", (model.HRM,), {"end_segment": lambda self, carry: carry,
+                                            "inner_class": type("Inner", (model.HRMInner,), {"heads": None})})
+    found = model_problems(broken)
+    assert any(line.endswith("Broken.end_segment should take ('inner_carry', 'steps', 'data', 'outputs', "
+                             "'training', 'exploration', 'puzzle_rows')") for line in found)
+    assert any(line.endswith("Inner.heads should take ('z_H', 'z_L')") for line in found)
+    assert len(found) == 2
 
 
 def test_the_contract_names_what_a_package_lacks(packages):

@@ -1,5 +1,6 @@
 """Conversion between the backends' checkpoints, import of the reference's checkpoints, and the CLI commands
-`hrm init` and `hrm convert` (shared/DESIGN.md sections 7 and 8: the round trip torch -> mlx -> torch is bit-exact)."""
+`hrm init` and `hrm convert` (shared/DESIGN.md sections 7 and 8: the round trip torch -> mlx -> torch is bit-exact).
+The conversion tests run every registered model family (the `family` fixture); the rest HRM's tiny config."""
 
 import json
 import sys
@@ -9,7 +10,7 @@ import pytest
 import yaml
 from safetensors.numpy import load_file as load_numpy
 
-from backends import adapter, random_batch, tiny_config, tiny_weights
+from backends import adapter, family_config, random_batch, tiny_config, tiny_weights
 from helpers import invoke, make_dataset, reference_dataset, write_reference
 from hrm_convert.backends import convert_checkpoint, read_safetensors_header
 from hrm_shared.app.backend import import_backend
@@ -60,8 +61,8 @@ def same_bits(a: dict, b: dict) -> bool:
 
 @pytest.mark.parametrize("init_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("start", ["torch", "mlx"])
-def test_round_trip_through_the_other_backend_is_bit_exact(both, tmp_path, start, init_dtype):
-    config = tiny_config()
+def test_round_trip_through_the_other_backend_is_bit_exact(both, tmp_path, start, init_dtype, family):
+    config = family_config(family)
     save_with(adapter(start), tmp_path / "a", config, tiny_weights(config), init_dtype)
     convert_checkpoint(tmp_path / "a", tmp_path / "b", OTHER[start])
     convert_checkpoint(tmp_path / "b", tmp_path / "c", start)
@@ -77,8 +78,8 @@ def test_round_trip_through_the_other_backend_is_bit_exact(both, tmp_path, start
 
 @pytest.mark.parametrize("init_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("start", ["torch", "mlx"])
-def test_a_checkpoint_from_one_backend_runs_identically_in_the_other(both, tmp_path, start, init_dtype):
-    config = tiny_config()
+def test_a_checkpoint_from_one_backend_runs_identically_in_the_other(both, tmp_path, start, init_dtype, family):
+    config = family_config(family)
     weights = tiny_weights(config)  # H_init, L_init hold bfloat16 values: storing them as bfloat16 loses nothing
     source, target = adapter(start), adapter(OTHER[start])
     save_with(source, tmp_path / "a", config, weights, init_dtype)

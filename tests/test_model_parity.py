@@ -9,13 +9,17 @@ Tolerances (CPU; the worst value measured on the tiny configs below in brackets)
   the other): per block relative RMS <= 0.02 (0.010; max-abs 0.05-0.15 at |x| < 4, a few bfloat16 ulps); per
   segment from the same carry relative RMS <= 0.1 (0.05).
 - one-segment gradients, float32: max|g_torch - g_mlx| <= 1e-4 * max|g_torch| per tensor (6e-6); loss 1e-6 (7e-8).
+
+The block and gradient tests run every registered model family (the `family` fixture, its tiny config); the segment
+tests check HRM's Q target, and tests/test_trm_parity.py TRM's variants.
 """
 
 import numpy as np
 import pytest
 
-from backends import random_batch, tiny_config, tiny_weights
+from backends import family_config, random_batch, tiny_config, tiny_weights
 from hrm_shared.core.act import draw_exploration
+from hrm_shared.core.init import canonical_shapes
 
 STATE = ("z_H", "z_L")
 DATA = ("inputs", "labels", "puzzle_identifiers")
@@ -30,14 +34,16 @@ def _rel_rms(a, b):
 
 
 def _blocks(config):
-    return [(level, i) for level, n in (("H_level", config.H_layers), ("L_level", config.L_layers)) for i in range(n)]
+    """(level, index) of every block of `config`'s model, read from its canonical names."""
+    return sorted({(name.split(".")[0], int(name.split(".")[2])) for name in canonical_shapes(config)
+                   if name.split(".")[1:2] == ["layers"]})
 
 
 @pytest.mark.parametrize("forward_dtype, measure, tolerance", [("float32", "max-abs", 1e-4),
                                                                ("bfloat16", "relative RMS", 0.02)])
 @pytest.mark.parametrize("pos_encodings", ["rope", "learned"])
-def test_blocks(both, forward_dtype, measure, tolerance, pos_encodings):
-    config = tiny_config(forward_dtype=forward_dtype, pos_encodings=pos_encodings)
+def test_blocks(both, forward_dtype, measure, tolerance, pos_encodings, family):
+    config = family_config(family, forward_dtype=forward_dtype, pos_encodings=pos_encodings)
     weights = tiny_weights(config)
     models = [a.build(config, weights) for a in both]
     x = np.random.default_rng(0).normal(0, 3, (4, 17, 64)).astype(np.float32)
@@ -123,8 +129,8 @@ def test_bfloat16_segments_from_the_same_carry(both):
 
 @pytest.mark.parametrize("loss_type", ["stablemax_cross_entropy", "softmax_cross_entropy"])
 @pytest.mark.parametrize("pos_encodings", ["rope", "learned"])
-def test_float32_gradients_of_one_segment(both, loss_type, pos_encodings):
-    config = tiny_config(loss_type=loss_type, pos_encodings=pos_encodings)
+def test_float32_gradients_of_one_segment(both, loss_type, pos_encodings, family):
+    config = family_config(family, loss_type=loss_type, pos_encodings=pos_encodings)
     weights = tiny_weights(config)
     rng = np.random.default_rng(3)
     batch = random_batch(rng, config)

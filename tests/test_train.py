@@ -2,7 +2,8 @@
 
 Parity: 20 optimizer steps from the same weights, batches and exploration draws give loss curves within 1e-3 (absolute)
 and the same halting counts. Resume: a run stopped at step N and resumed to 2N ends with the same bytes as a run that
-went to 2N in one go (weights, optimizer moments, carry, metrics), in float32 on the CPU.
+went to 2N in one go (weights, optimizer moments, carry, metrics), in float32 on the CPU, for every registered model
+family (the `family` fixture; TRM's curves: tests/test_trm_train.py).
 """
 
 import json
@@ -19,7 +20,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from backends import tiny_config, tiny_weights
-from helpers import TINY, make_dataset, run, wait_for_lines
+from helpers import FAMILY_RUNS, TINY, make_dataset, run, wait_for_lines
 from hrm_shared.core.act import draw_exploration
 from hrm_shared.app.backend import import_backend
 from hrm_shared.app.train_loop import QUIT_STATUS
@@ -82,12 +83,12 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-def test_resume_is_exact(tmp_path, name):
+def test_resume_is_exact(tmp_path, name, family):
     data = make_dataset(tmp_path / "ds")
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert run("train", "--backend", name, "--data", data, *TINY, "--out", whole, "--max-steps", 8,
+    assert run("train", "--backend", name, "--data", data, *FAMILY_RUNS[family], "--out", whole, "--max-steps", 8,
                "--eval-interval", 0).exit_code == 0
-    first = run("train", "--backend", name, "--data", data, *TINY, "--out", parts, "--max-steps", 4,
+    first = run("train", "--backend", name, "--data", data, *FAMILY_RUNS[family], "--out", parts, "--max-steps", 4,
                 "--eval-interval", 0)
     assert first.exit_code == 0 and "stopped at --max-steps 4" in first.output
     again = run("train", "--resume", parts, "--max-steps", 8)

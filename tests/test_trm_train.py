@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from helpers import make_dataset, read_records, run
+from helpers import TRM_TINY, make_dataset, read_records, run
 from hrm_shared.core.contract import BACKENDS, installed
-
-# trm-tiny shrunk for MLX's CPU build: hidden 32, batch 8, sequences of 8 (make_dataset), 3 segments.
-TRM_TINY = ["--preset", "trm-tiny", "--set", "hidden_size=32", "--set", "puzzle_emb_ndim=32", "--set",
-            "global_batch_size=8", "--set", "halt_max_steps=3", "--set", "lr_warmup_steps=2", "--set", "ema_rate=0.9"]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -31,13 +31,13 @@ from hrm_shared.core.atomic import write_file
 from hrm_shared.core.contract import BACKENDS, installed
 from hrm_shared.core.config import ModelConfig, TrainConfig, apply_overrides, preset
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.registry import FAMILIES
 from hrm_shared.app.flops import eval_flops, peak_flops, train_step_flops
 
-# vocab_size, seq_len, num_puzzle_identifiers of the synthetic data per preset (ARC's many ids exercise the sparse
-# puzzle-embedding update).
-PRESET_DATA = {"tiny": (11, 81, 1), "sudoku": (11, 81, 1), "sudoku-full": (11, 81, 1), "maze": (6, 900, 1),
-               "arc": (12, 900, 1000), "trm-tiny": (11, 81, 1), "trm-sudoku": (11, 81, 1), "trm-sudoku-att": (11, 81, 1),
-               "trm-maze": (6, 900, 1), "trm-arc-agi-1": (12, 900, 1000)}
+# vocab_size, seq_len, num_puzzle_identifiers of the synthetic data per puzzle kind (ARC's many ids exercise the sparse
+# puzzle-embedding update). Which presets are benchmarked, and on which kind's shape, each family's registry entry
+# says (bench_presets).
+KIND_DATA = {"sudoku": (11, 81, 1), "maze": (6, 900, 1), "arc": (12, 900, 1000)}
 ACCELERATOR_BATCH = 768
 CPU_BATCH = {"tiny": 64, "trm-tiny": 64}  # other presets: 4 on the CPU (a few seconds a step with torch)
 CPU_SKIP_SEQ_LEN = 900  # seq 900 on the CPU takes minutes a step: only when its preset is asked for by name
@@ -70,13 +70,20 @@ def installed_backends() -> list[str]:
     return [name for name in BACKENDS if installed(name)]
 
 
+def preset_data(name: str) -> tuple[int, int, int]:
+    """(vocab_size, seq_len, num_puzzle_identifiers) of the synthetic data for preset `name`, from the kind its
+    family's registry entry gives it; HRMError naming the benchmarked presets when no family benchmarks it."""
+    kinds = {preset: kind for family in FAMILIES.values() for preset, kind in family.bench_presets.items()}
+    if name not in kinds:
+        raise HRMError(f"no benchmark for preset {name!r}; choose among {', '.join(kinds)}")
+    return KIND_DATA[kinds[name]]
+
+
 def bench_config(spec: Spec, on_cpu: bool) -> tuple[ModelConfig, TrainConfig, list[str]]:
     """The preset's configs with its data shape, the batch and `spec.overrides` -> (model, train, notes). On the
     CPU the forward dtype defaults to float32: most CPUs have no bfloat16 matmul and emulate it, an order of
     magnitude slower."""
-    if spec.preset not in PRESET_DATA:
-        raise HRMError(f"no benchmark data shape for preset {spec.preset!r}; choose one of {', '.join(PRESET_DATA)}")
-    vocab_size, seq_len, ids = PRESET_DATA[spec.preset]
+    vocab_size, seq_len, ids = preset_data(spec.preset)
     model, train = preset(spec.preset)
     model = model.replace(vocab_size=vocab_size, seq_len=seq_len, num_puzzle_identifiers=ids)
     notes = []

@@ -19,6 +19,7 @@ from hrm_shared.app.backend import import_backend
 from hrm_shared.core.format import load_split
 from hrm_shared.data.sudoku_small import build_small_sudoku
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.registry import family_named
 from hrm_shared.app.run import CONFIG_FILE, METRICS_FILE, new_run
 from hrm_shared.puzzles.solve import Puzzle, show_answer
 from hrm_shared.app.train_loop import RunOptions, train
@@ -26,17 +27,15 @@ from hrm_shared.app.train_loop import RunOptions, train
 
 @dataclass(frozen=True)
 class DemoSize:
-    """What `hrm demo --size N` builds and trains: distinct puzzles (with fewer the model memorises its training
-    set), their blank cells (None: minimal puzzles) and each family's preset."""
+    """What `hrm demo --size N` builds: distinct puzzles (with fewer the model memorises its training set) and their
+    blank cells (None: minimal puzzles). Each family's registry entry names the preset it trains (demo_presets)."""
 
     train_puzzles: int
     test_puzzles: int
     blanks: int | None
-    presets: dict[str, str]
 
 
-SIZES = {4: DemoSize(10_000, 500, None, {"hrm": "demo", "trm": "trm-demo"}),
-         9: DemoSize(20_000, 500, 45, {"hrm": "demo-9", "trm": "trm-demo-9"})}
+SIZES = {4: DemoSize(10_000, 500, None), 9: DemoSize(20_000, 500, 45)}
 
 
 def clear_previous(out: Path) -> None:
@@ -50,12 +49,17 @@ def clear_previous(out: Path) -> None:
 
 def run_demo(out: Path, backend: str, seed: int = 0, device: str | None = None, family: str = "trm", size: int = 9,
              eval_interval: int = 0) -> dict:
-    """Build, train the `family` ("hrm" or "trm") demo model for `size` x `size` Sudoku, evaluate and solve in `out`
-    (data/ and run/), evaluating every `eval_interval` steps (0: at the end only); print progress and a solved
-    puzzle. Returns exact_accuracy (on the held-out puzzles), test_examples, seconds, backend, model and size."""
+    """Build, train the `family` (a registered model family: "hrm", "trm") demo model for `size` x `size` Sudoku,
+    evaluate and solve in `out` (data/ and run/), evaluating every `eval_interval` steps (0: at the end only); print
+    progress and a solved puzzle. Returns exact_accuracy (on the held-out puzzles), test_examples, seconds, backend,
+    model and size."""
     if size not in SIZES:
         raise HRMError(f"the demo's --size is one of {', '.join(map(str, SIZES))}, got {size}")
     demo = SIZES[size]
+    presets = family_named(family).demo_presets
+    if size not in presets:
+        raise HRMError(f"the {family} family has no demo preset for --size {size}; choose one of "
+                       f"{', '.join(map(str, presets))}")
     begin = time.monotonic()
     out = Path(out)
     clear_previous(out)
@@ -65,7 +69,7 @@ def run_demo(out: Path, backend: str, seed: int = 0, device: str | None = None, 
     kind = "minimal" if demo.blanks is None else f"{demo.blanks}-blank"
     click.echo(f"{built['train_puzzles']:,} train and {built['test_puzzles']:,} held-out {kind} {size}x{size} puzzles "
                f"in {data}")
-    name = demo.presets[family]
+    name = presets[size]
     config = new_run(run, name, data, [], seed, backend, {})
     click.echo(f"Training the {family.upper()} demo model ({name}) with {backend} in {run}")
     train(package, run, config, RunOptions(eval_interval=eval_interval, device=device), resume=False)

@@ -22,10 +22,13 @@ TRM (shared/TRM.md section 2) has one network of L_layers blocks (a block with m
 width J over the S = P + seq_len positions, 2*B*H*3*J*S, in place of attention). A segment runs
 H_cycles * (L_cycles + 1) network calls and the heads; a training step runs the first H_cycles - 1 recursions
 without gradient and the last one, L_cycles + 1 calls and the heads, forward and backward (3x); no Q-target segment.
-With grad="bptt" (either family) the no-gradient part is differentiated too: the whole segment counts 3x.
+With grad="bptt" (either family) the no-gradient part is differentiated too: the whole segment counts 3x. Each
+family's registry entry (core/registry.py) gives its block calls, split into the two parts, and whether it has a
+Q-target segment.
 """
 
-from hrm_shared.core.config import ModelConfig, TRMConfig
+from hrm_shared.core.config import ModelConfig
+from hrm_shared.core.registry import family_of
 
 # Peak dense bfloat16 tensor-core FLOP/s, keyed by a substring of torch.cuda.get_device_name(); the first key found
 # in the name wins, so the more specific names come first.
@@ -61,33 +64,19 @@ def heads_flops(config: ModelConfig, batch: int) -> int:
 
 
 def segment_flops(config: ModelConfig, batch: int) -> int:
-    """Forward FLOPs of one whole segment: H_cycles * L_cycles L updates, H_cycles H updates and the heads (TRM:
-    H_cycles * (L_cycles + 1) network calls and the heads)."""
-    block = block_flops(config, batch)
-    if isinstance(config, TRMConfig):
-        return config.H_cycles * (config.L_cycles + 1) * config.L_layers * block + heads_flops(config, batch)
-    L_level, H_level = config.L_layers * block, config.H_layers * block
-    cycles = config.H_cycles * config.L_cycles
-    return cycles * L_level + config.H_cycles * H_level + heads_flops(config, batch)
+    """Forward FLOPs of one whole segment: every block call of the family's cycles (HRM: H_cycles * L_cycles L
+    updates and H_cycles H updates; TRM: H_cycles * (L_cycles + 1) network calls) and the heads."""
+    return sum(family_of(config).block_calls(config)) * block_flops(config, batch) + heads_flops(config, batch)
 
 
 def train_step_flops(config: ModelConfig, batch: int) -> int:
-    """FLOPs of one training step of `batch` rows. HRM: the no-gradient cycles, the one-step gradient's forward and
-    backward (3x its forward) and, with halt_max_steps > 1, the Q-target segment's forward. TRM: the no-gradient
-    recursions and the full-gradient last recursion with the heads, forward and backward. With grad="bptt": the
-    whole segment forward and backward, and HRM's Q-target segment."""
+    """FLOPs of one training step of `batch` rows: the block calls that are not differentiated, the differentiated
+    ones with the heads forward and backward (3x their forward; with grad="bptt" the whole segment) and, for a family
+    with a Q target (HRM) and halt_max_steps > 1, the Q-target segment's forward."""
+    detached, differentiated = family_of(config).block_calls(config)
     block = block_flops(config, batch)
-    q_target = segment_flops(config, batch) if config.halt_max_steps > 1 and not isinstance(config, TRMConfig) else 0
-    if config.grad == "bptt":
-        return 3 * segment_flops(config, batch) + q_target
-    if isinstance(config, TRMConfig):
-        net = config.L_layers * block
-        recursion = (config.L_cycles + 1) * net
-        return (config.H_cycles - 1) * recursion + 3 * (recursion + heads_flops(config, batch))
-    L_level, H_level = config.L_layers * block, config.H_layers * block
-    no_grad = (config.H_cycles * config.L_cycles - 1) * L_level + (config.H_cycles - 1) * H_level
-    one_step = 3 * (L_level + H_level + heads_flops(config, batch))
-    return no_grad + one_step + q_target
+    q_target = segment_flops(config, batch) if config.halt_max_steps > 1 and family_of(config).q_target else 0
+    return detached * block + 3 * (differentiated * block + heads_flops(config, batch)) + q_target
 
 
 def eval_flops(config: ModelConfig, batch: int) -> int:

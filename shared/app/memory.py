@@ -34,9 +34,10 @@ import os
 from dataclasses import dataclass
 from types import ModuleType
 
-from hrm_shared.core.config import ModelConfig, TrainConfig, TRMConfig
+from hrm_shared.core.config import ModelConfig, TrainConfig
 from hrm_shared.core.distributed import torchrun_world
 from hrm_shared.core.init import count_parameters
+from hrm_shared.core.registry import family_of
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
 # Memory a CPU process holds beyond its tensors (allocator arenas, thread pools, kernel workspaces): the intercept of
@@ -81,14 +82,10 @@ def block_parameters(config: ModelConfig) -> int:
 
 
 def differentiated_blocks(config: ModelConfig) -> int:
-    """Block calls the backward runs through: HRM's one-step gradient (one L and one H update, flat in the cycles),
-    TRM's last recursion (L_cycles + 1 calls of the network); with grad="bptt" every block call of the segment."""
-    bptt = config.grad == "bptt"
-    if isinstance(config, TRMConfig):
-        return (config.H_cycles if bptt else 1) * (config.L_cycles + 1) * config.L_layers
-    if bptt:
-        return config.H_cycles * (config.L_cycles * config.L_layers + config.H_layers)
-    return config.L_layers + config.H_layers
+    """Block calls the backward runs through (the family's, core/registry.py): HRM's one-step gradient (one L and one
+    H update, flat in the cycles), TRM's last recursion (L_cycles + 1 calls of the network); with grad="bptt" every
+    block call of the segment."""
+    return family_of(config).block_calls(config)[1]
 
 
 def block_activation_bytes(config: ModelConfig, runtime: Runtime) -> int:
@@ -111,7 +108,7 @@ def activation_bytes(config: ModelConfig, rows: int, runtime: Runtime) -> int:
     T, H, V = _positions(config), config.hidden_size, config.vocab_size
     s = DTYPE_BYTES[config.forward_dtype]
     calls = differentiated_blocks(config)
-    q_target = runtime.backend == "mlx" and not isinstance(config, TRMConfig) and config.halt_max_steps > 1
+    q_target = runtime.backend == "mlx" and family_of(config).q_target and config.halt_max_steps > 1
     heads = 2 * s * T * H + config.seq_len * V * (s + 8 * 8)
     per_row = (calls + 1 + q_target) * block_activation_bytes(config, runtime) + heads
     weight_casts = 0 if s == 4 else 2 * calls * block_parameters(config)

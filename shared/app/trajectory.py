@@ -15,6 +15,7 @@ import numpy as np
 from hrm_shared.core.atomic import replace_file
 from hrm_shared.core.config import ModelConfig
 from hrm_shared.core.iterator import IGNORE_LABEL_ID
+from hrm_shared.core.registry import family_of
 from hrm_shared.puzzles.arc_vote import ArcTestTask, ArcVoter, arc_score
 
 # The trajectory file's arrays, one row per test example in dataset order, and the evaluate() answers they are.
@@ -45,8 +46,9 @@ def scores(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def halts_on_q_halt_alone(config: ModelConfig) -> bool:
-    """Whether the family halts on q_halt > 0 alone (TRM's no_ACT_continue) rather than q_halt > q_continue (HRM)."""
-    return bool(getattr(config, "no_ACT_continue", False))
+    """Whether the family halts on q_halt > 0 alone (TRM's no_ACT_continue) rather than q_halt > q_continue (HRM):
+    whether it trains no Q-continue target (the registry's q_target)."""
+    return not family_of(config).q_target
 
 
 def halting_rule(config: ModelConfig, segments: int) -> str:

@@ -4,7 +4,8 @@ A backend is the package `hrm_<name>` for a name in BACKENDS; it is installed wh
 imports. Each Protocol below is one module of the package (`hrm_torch/model.py`, `hrm_mlx/model.py`, ...), with the
 functions it defines and their parameter names; classes a module must define are named in CLASSES with their
 methods. Each model family of the registry (core/registry.py) adds its model module, which `model.build_model`
-imports when a config of that family is built. The backend loader (app/backend.py), the benchmark (app/bench.py) and
+imports when a config of that family is built; its ACT model class follows the Model protocol and its inner
+network the Inner protocol (`model_problems`). The backend loader (app/backend.py), the benchmark (app/bench.py) and
 the tests (tests/conftest.py) use this one definition; `problems` checks a package against it.
 """
 
@@ -24,8 +25,55 @@ from hrm_shared.core.distributed import Collective
 BACKENDS = ("torch", "mlx")
 FRAMEWORKS = {"torch": "torch", "mlx": "mlx.core"}  # what must import for the backend to be installed
 
-Model = Any  # the framework's module (torch.nn.Module, mlx.nn.Module) of a model family
 Arrays = dict[str, Any]  # name -> the framework's tensor
+
+
+class Inner(Protocol):
+    """model.HRMInner and each family's subclass of it (the model's `inner`): one segment of the network. A call is
+    `heads(*differentiated_cycles(*detached_cycles(z_H, z_L, x, cos_sin()), x, cos_sin()))` on the carried states
+    and x = input_embeddings(...); a family overrides the two cycle methods, and the MLX trainer runs the pieces
+    apart (the detached cycles outside differentiation)."""
+
+    def input_embeddings(self, inputs: Any, puzzle_identifiers: Any, puzzle_rows: Any = None) -> Any: ...
+
+    def empty_carry(self, batch_size: int) -> Any: ...
+
+    def reset_carry(self, reset: Any, carry: Any) -> Any: ...
+
+    def cos_sin(self) -> Any: ...
+
+    def detached_cycles(self, z_H: Any, z_L: Any, x: Any, cos_sin: Any) -> tuple[Any, Any]: ...
+
+    def differentiated_cycles(self, z_H: Any, z_L: Any, x: Any, cos_sin: Any) -> tuple[Any, Any]: ...
+
+    def heads(self, z_H: Any, z_L: Any) -> tuple[Any, Any, tuple[Any, Any]]: ...
+
+
+class Model(Protocol):
+    """model.HRM and each family's ACT model (a torch.nn.Module, an mlx.nn.Module): a call is
+    `end_segment(<the inner call on begin_segment's carry and data>, ...)`."""
+
+    config: ModelConfig
+    inner: Inner
+    inner_class: type
+    has_q_target: bool  # training's halting rule runs a second segment (the registry's q_target)
+
+    def __call__(self, carry: Any, batch: Arrays, training: bool, exploration: Any = None,
+                 puzzle_rows: Any = None) -> tuple[Any, Arrays]: ...
+
+    def initial_carry(self, batch: Arrays) -> Any: ...
+
+    def segment_data(self, carry: Any, batch: Arrays) -> Arrays: ...
+
+    def begin_segment(self, carry: Any, batch: Arrays) -> tuple[Any, Any, Arrays]: ...
+
+    def end_segment(self, inner_carry: Any, steps: Any, data: Arrays, outputs: Arrays, training: bool,
+                    exploration: Any, puzzle_rows: Any) -> tuple[Any, Arrays]: ...
+
+    def eval_segment(self, carry: Any, batch: Arrays) -> tuple[Any, Arrays]: ...
+
+    def q_halting(self, outputs: Arrays, is_last: Any, inner_carry: Any, data: Arrays,
+                  puzzle_rows: Any) -> tuple[Any, Arrays]: ...
 
 
 class LayersModule(Protocol):
@@ -192,16 +240,39 @@ def installed(name: str) -> bool:
         return False
 
 
-def _members(protocol: type) -> dict[str, Callable]:
-    """The methods a Protocol declares, by name."""
+def _members(protocol: type, calls: bool = False) -> dict[str, Callable]:
+    """The methods a Protocol declares, by name (with `calls`, `__call__` too)."""
     return {name: value for name, value in vars(protocol).items()
-            if inspect.isfunction(value) and not name.startswith("_")}
+            if inspect.isfunction(value) and (not name.startswith("_") or (calls and name == "__call__"))}
 
 
 def _parameters(function: Callable, bound: bool) -> tuple[str, ...]:
     """Parameter names of `function`, without `self` when `bound` is False for a Protocol method."""
     names = tuple(inspect.signature(function).parameters)
     return names[1:] if bound else names
+
+
+def _method_problems(cls: type, protocol: type, where: str) -> list[str]:
+    """The methods of `protocol` that `cls` lacks or defines with other parameter names; torch's `forward` stands
+    for `__call__`."""
+    found = []
+    for name, declared in _members(protocol, calls=True).items():
+        method = getattr(cls, "forward" if name == "__call__" and hasattr(cls, "forward") else name, None)
+        if not callable(method) or _parameters(method, True) != _parameters(declared, True):
+            found.append(f"{where}.{name} should take {_parameters(declared, True)}")
+    return found
+
+
+def model_problems(model_class: type) -> list[str]:
+    """What a family's ACT model class and its `inner_class` lack of the Model and Inner protocols, one line each.
+    Empty when they conform."""
+    where = f"{model_class.__module__}.{model_class.__name__}"
+    found = [f"{where}.has_q_target is missing"] if not hasattr(model_class, "has_q_target") else []
+    inner = getattr(model_class, "inner_class", None)
+    if not inspect.isclass(inner):
+        return [*found, f"{where}.inner_class is missing"]
+    return [*found, *_method_problems(model_class, Model, where),
+            *_method_problems(inner, Inner, f"{inner.__module__}.{inner.__name__}")]
 
 
 def problems(package: ModuleType) -> list[str]:
@@ -227,8 +298,5 @@ def problems(package: ModuleType) -> list[str]:
                 continue
             if _parameters(cls.__init__, bound=True) != CONSTRUCTORS[class_name]:
                 found.append(f"{module.__name__}.{class_name}() should take {CONSTRUCTORS[class_name]}")
-            for name, declared in _members(class_protocol).items():
-                method = getattr(cls, name, None)
-                if not callable(method) or _parameters(method, True) != _parameters(declared, True):
-                    found.append(f"{module.__name__}.{class_name}.{name} should take {_parameters(declared, True)}")
+            found += _method_problems(cls, class_protocol, f"{module.__name__}.{class_name}")
     return found

@@ -7,7 +7,7 @@ from hrm_shared.core.config import HRMConfig, ModelConfig, TRMConfig
 from hrm_shared.core.errors import HRMError
 
 
-def _common_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+def common_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The tensors every family holds: initial states, token table, heads, puzzle table, learned positions."""
     if config.vocab_size < 1 or config.seq_len < 1:
         raise HRMError(f"vocab_size={config.vocab_size} and seq_len={config.seq_len} must be at least 1: "
@@ -22,7 +22,7 @@ def _common_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _block_shapes(config: ModelConfig, prefix: str, token_mixer: bool = False) -> dict[str, tuple[int, ...]]:
+def block_shapes(config: ModelConfig, prefix: str, token_mixer: bool = False) -> dict[str, tuple[int, ...]]:
     """One block's tensors under `prefix`: attention (or, with `token_mixer`, mlp_t over the positions) and SwiGLU."""
     H, I = config.hidden_size, config.intermediate_size
     if token_mixer:
@@ -37,17 +37,17 @@ def _block_shapes(config: ModelConfig, prefix: str, token_mixer: bool = False) -
 
 def hrm_shapes(config: HRMConfig) -> dict[str, tuple[int, ...]]:
     """{canonical name: shape} of every HRM tensor (trainable or not); rotary tables are never saved."""
-    shapes = _common_shapes(config)
+    shapes = common_shapes(config)
     for level, n_layers in (("H_level", config.H_layers), ("L_level", config.L_layers)):
         for i in range(n_layers):
-            shapes.update(_block_shapes(config, f"{level}.layers.{i}."))
+            shapes.update(block_shapes(config, f"{level}.layers.{i}."))
     return shapes
 
 
 def trm_shapes(config: TRMConfig) -> dict[str, tuple[int, ...]]:
     """{canonical name: shape} of every TRM tensor: HRM's names without H_level, `mlp_t.*` in place of
     `self_attn.*` when config.mlp_t."""
-    shapes = _common_shapes(config)
+    shapes = common_shapes(config)
     for i in range(config.L_layers):
-        shapes.update(_block_shapes(config, f"L_level.layers.{i}.", token_mixer=config.mlp_t))
+        shapes.update(block_shapes(config, f"L_level.layers.{i}.", token_mixer=config.mlp_t))
     return shapes

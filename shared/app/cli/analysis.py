@@ -109,7 +109,7 @@ def pr_cmd(checkpoint, data_dir, examples, segments, backend, batch_size, device
     from hrm_shared.app.analysis import collect_states, plot_pr, pr_analysis
     from hrm_shared.app.outputs import check_output_files
     from hrm_shared.core.atomic import write_file
-    from hrm_shared.core.config import TRMConfig
+    from hrm_shared.core.registry import family_of
 
     png_path = png_path or (json_path.with_suffix(".png") if json_path is not None else None)
     check_output_files((json_path, png_path), force)
@@ -117,7 +117,7 @@ def pr_cmd(checkpoint, data_dir, examples, segments, backend, batch_size, device
     batch_size = batch_size or config.train.global_batch_size
     z_H, z_L = collect_states(package, model, data_dir, examples, batch_size, segments)
     result = pr_analysis(z_H, z_L)
-    names = ("y", "z") if isinstance(config.model, TRMConfig) else ("z_H", "z_L")
+    names = family_of(config.model).state_names
     summary(f"{checkpoint} on {data_dir} (test, {name}): participation ratio over {result['examples']:,} examples",
             {f"PR({names[0]})": f"{result['pr_h']:.2f}", f"PR({names[1]})": f"{result['pr_l']:.2f}",
              f"PR({names[0]}) / PR({names[1]})": f"{result['ratio']:.3f}"})

@@ -55,7 +55,7 @@ def bench_cmd(backends, presets, device, batch, steps, seconds, warmup, override
     """Measure training steps/s, tokens/s, peak memory and MFU, evaluation examples/s, and peak memory as
     H_cycles x L_cycles grow; print a table and write JSON. Each measurement runs in a fresh process on synthetic
     batches of the preset's data shape."""
-    from hrm_shared.app.bench import PRESET_DATA, Spec, format_tables, installed_backends, run_benchmark, write_json
+    from hrm_shared.app.bench import Spec, format_tables, installed_backends, preset_data, run_benchmark, write_json
     from hrm_shared.app.outputs import check_output_file
     from hrm_shared.core.errors import HRMError
 
@@ -67,8 +67,7 @@ def bench_cmd(backends, presets, device, batch, steps, seconds, warmup, override
     named = bool(presets)
     presets = list(presets) or list(DEFAULT_PRESETS)
     for name in presets:
-        if name not in PRESET_DATA:
-            raise HRMError(f"no benchmark for preset {name!r}; choose among {', '.join(PRESET_DATA)}")
+        preset_data(name)
     cycles_preset = cycles_preset or presets[0]
     if cycles and cycles_preset not in presets:
         raise HRMError(f"--cycles-preset {cycles_preset} is not among the presets measured ({', '.join(presets)})")

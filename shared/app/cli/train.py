@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from hrm_shared.core.registry import FAMILIES
 from hrm_shared.app.cli.common import (PRESET_HELP, ExistingDir, PathType, backend_option, device_option,
                                        set_option, summary, verify_option)
 
@@ -175,8 +176,9 @@ def _is_demo_record(path: Path) -> bool:
 @click.option("--json", "json_path", type=PathType, default=None,
               help="Write exact_accuracy, test_examples, seconds, backend and model to this JSON file.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--model", type=click.Choice(["trm", "hrm"]), default="trm", show_default=True,
-              help="The model family: TRM (preset trm-demo-9, or trm-demo for --size 4) or HRM (demo-9, demo).")
+@click.option("--model", type=click.Choice(list(FAMILIES)), default="trm", show_default=True,
+              help="The model family: TRM (preset trm-demo-9, or trm-demo for --size 4) or HRM (demo-9, demo); each "
+                   "family's registry entry names its demo presets.")
 @click.option("--size", type=click.Choice(["9", "4"]), default="9", show_default=True,
               help="9: 9x9 puzzles with 45 blank cells and a unique solution; 4: minimal 4x4 puzzles.")
 @click.option("--force", is_flag=True, help="Replace an existing --json file that an earlier demo did not write.")
