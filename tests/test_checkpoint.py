@@ -149,7 +149,7 @@ def test_import_backend_returns_the_package_with_its_checkpoint_module():
 @pytest.mark.parametrize("name, framework", [("torch", "torch"), ("mlx", "mlx.core")])
 def test_a_backend_whose_framework_is_missing_is_an_error_with_the_fix(monkeypatch, name, framework):
     monkeypatch.setitem(sys.modules, framework, None)  # `import framework` now fails as if it were not installed
-    with pytest.raises(HRMError, match=rf"the {name} backend is not installed: pip install 'hrm\[{name}\]'"):
+    with pytest.raises(HRMError, match=rf"the {name} backend is not installed: pip install 'hrm-reasoning\[{name}\]'"):
         import_backend(name)
 
 

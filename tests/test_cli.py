@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from importlib.metadata import version
 
 import numpy as np
 
@@ -19,6 +20,11 @@ def test_every_command_has_help():
                  ["data", "maze", "--help"], ["data", "sudoku-extreme", "--help"], ["demo", "--help"],
                  ["train", "--help"], ["arc", "score", "--help"], ["report", "--help"], ["bench", "--help"]):
         assert run(*args).exit_code == 0, args
+
+
+def test_version_names_the_installed_distribution():
+    r = run("--version")
+    assert r.exit_code == 0 and r.output.endswith(f", version {version('hrm-reasoning')}\n")
 
 
 def test_info_and_validate(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 
 from hrm_shared.app.backend import import_backend
 from hrm_shared.core.contract import BACKENDS, installed, model_problems, problems
+from hrm_shared.core.errors import DISTRIBUTION
 from hrm_shared.core.registry import FAMILIES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,13 +185,13 @@ def test_the_wheel_installs_only_project_names_and_imports_beside_a_users_shared
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                             str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
-    wheel = next((tmp_path / "dist").glob("hrm-*.whl"))
+    wheel = next((tmp_path / "dist").glob(f"{DISTRIBUTION.replace('-', '_')}-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         top = {name.split("/")[0] for name in archive.namelist()}
         archive.extractall(tmp_path / "site")
     assert {name for name in top if not name.endswith(".dist-info")} == set(INSTALLED)
-    metadata = next((tmp_path / "site").glob("hrm-*.dist-info")) / "METADATA"
-    assert "License-Expression: Apache-2.0" in metadata.read_text()
+    metadata = next((tmp_path / "site").glob("*.dist-info")).joinpath("METADATA").read_text()
+    assert f"Name: {DISTRIBUTION}\n" in metadata and "License-Expression: Apache-2.0" in metadata
     user = tmp_path / "project"
     for own in ("shared", "convert"):
         (user / own).mkdir(parents=True)

@@ -313,8 +313,8 @@ def test_cli_says_how_to_install_a_missing_backend(tmp_path, monkeypatch, framew
     name = framework.partition(".")[0]
     monkeypatch.setitem(sys.modules, framework, None)  # `import framework` now fails as if it were not installed
     r = invoke("init", "--backend", name, "--preset", "tiny", "--data", data, tmp_path / "t")
-    assert r.exit_code == 1 and f"the {name} backend is not installed: pip install 'hrm[{name}]'" in r.output
+    assert r.exit_code == 1 and f"the {name} backend is not installed: pip install 'hrm-reasoning[{name}]'" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "t").exists()
     if name == "torch":
         r = invoke("convert", "--from-official", data / IDENTIFIERS_FILE, "--data", data, tmp_path / "t")
-        assert r.exit_code == 1 and "pip install 'hrm[torch]'" in r.output
+        assert r.exit_code == 1 and "pip install 'hrm-reasoning[torch]'" in r.output

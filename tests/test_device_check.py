@@ -1,6 +1,6 @@
 """scripts/gpu_check.sh and scripts/mac_check.sh in their --cpu-smoke mode: every stage runs on the CPU at toy sizes
 (the device tests, `hrm bench`, the Sudoku-Extreme-equivalent build, the training run) and the results file and the
-table hold what the README describes. The two share one work folder, so the data is built once."""
+table hold what docs/benchmarks.md describes. The two share one work folder, so the data is built once."""
 
 import json
 import os

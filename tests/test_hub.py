@@ -187,5 +187,5 @@ def test_hub_usage_errors(hub, tmp_path):
 def test_without_the_hub_extra_the_error_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # `import huggingface_hub` now fails
     r = invoke("data", "sudoku", "--hub", "--out", tmp_path / "out")
-    assert r.exit_code == 1 and "needs huggingface_hub: pip install 'hrm[hub]'" in r.output
+    assert r.exit_code == 1 and "needs huggingface_hub: pip install 'hrm-reasoning[hub]'" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "out").exists()

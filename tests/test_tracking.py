@@ -108,7 +108,7 @@ def test_a_missing_tracker_package_names_its_extra(tmp_path, monkeypatch, option
     data = make_dataset(tmp_path / "ds")
     r = invoke("train", *ARGS, "--data", data, "--out", tmp_path / "run", *option)
     assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
-    assert r.output == f"Error: {option[0]} needs the {module} package: pip install 'hrm[{extra}]'\n"
+    assert r.output == f"Error: {option[0]} needs the {module} package: pip install 'hrm-reasoning[{extra}]'\n"
     assert not (tmp_path / "run").exists()
 
 

@@ -127,6 +127,6 @@ def test_the_official_import_says_how_to_install_pyyaml(tmp_path, monkeypatch):
     step = write_official_trm(tmp_path / "run", config, weights_of(config))
     monkeypatch.setitem(sys.modules, "yaml", None)  # as if PyYAML were not installed
     r = invoke("convert", "--from-official", step, "--data", dataset(tmp_path), tmp_path / "ours")
-    assert r.exit_code == 1 and "needs PyYAML: pip install 'hrm[official]'" in r.output
+    assert r.exit_code == 1 and "needs PyYAML: pip install 'hrm-reasoning[official]'" in r.output
     assert not (tmp_path / "ours").exists()
 

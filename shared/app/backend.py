@@ -10,7 +10,7 @@ import sys
 from types import ModuleType
 
 from hrm_shared.core.contract import BACKENDS, MODULES, installed, problems
-from hrm_shared.core.errors import HRMError
+from hrm_shared.core.errors import HRMError, install_hint
 
 
 def default_backend() -> str:
@@ -26,7 +26,7 @@ def import_backend(name: str) -> ModuleType:
     if name not in BACKENDS:
         raise HRMError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if not installed(name):
-        raise HRMError(f"the {name} backend is not installed: pip install 'hrm[{name}]'")
+        raise HRMError(f"the {name} backend is not installed: {install_hint(name)}")
     for module in MODULES:
         importlib.import_module(f"hrm_{name}.{module}")  # binds it as an attribute of the package
     package = importlib.import_module(f"hrm_{name}")

@@ -1,11 +1,11 @@
-"""Downloads from the Hugging Face Hub (the optional extra `hrm[hub]`): the official datasets' CSV files and the
+"""Downloads from the Hugging Face Hub (the optional extra `hub`): the official datasets' CSV files and the
 official checkpoints. Files go through huggingface_hub's own cache (HF_HUB_CACHE or HF_HOME), so a second run reads
 them from disk, and HF_HUB_OFFLINE=1 reads only the cache.
 """
 
 from pathlib import Path
 
-from hrm_shared.core.errors import HRMError
+from hrm_shared.core.errors import HRMError, install_hint
 
 SUDOKU_REPO = "sapientinc/sudoku-extreme"
 MAZE_REPO = "sapientinc/maze-30x30-hard-1k"
@@ -27,7 +27,7 @@ def snapshot(repo: str, repo_type: str, alternative: str, allow: list[str] | Non
         from huggingface_hub.utils import (HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
                                            RepositoryNotFoundError)
     except ImportError:
-        raise HRMError("downloading from the Hugging Face Hub needs huggingface_hub: pip install 'hrm[hub]'") from None
+        raise HRMError(f"downloading from the Hugging Face Hub needs huggingface_hub: {install_hint('hub')}") from None
     try:
         return Path(snapshot_download(repo, repo_type=repo_type, allow_patterns=allow, ignore_patterns=ignore))
     except HFValidationError as e:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from hrm_shared.core.atomic import write_file
 from hrm_shared.core.checkpoint import CheckpointConfig
-from hrm_shared.core.errors import HRMError
+from hrm_shared.core.errors import HRMError, install_hint
 
 TENSORBOARD_DIR = "tensorboard"  # <run>/tensorboard/: the event files
 WANDB_ID_FILE = "wandb_run_id"  # <run>/wandb_run_id: the W&B run a resume continues
@@ -38,7 +38,7 @@ def check_installed(option: str) -> None:
     is missing; checked before a run starts, without importing it."""
     module, extra = PACKAGES[option]
     if find_spec(module) is None:
-        raise HRMError(f"--{option} needs the {module} package: pip install 'hrm[{extra}]'")
+        raise HRMError(f"--{option} needs the {module} package: {install_hint(extra)}")
 
 
 def _import(option: str) -> Any:

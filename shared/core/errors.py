@@ -1,6 +1,15 @@
-"""The one exception type the CLI turns into a one-line error message, and its kind for a failed write."""
+"""The one exception type the CLI turns into a one-line error message, its kind for a failed write, and the install
+command such a message gives for a missing optional extra."""
 
 from pathlib import Path
+
+# The name on PyPI (pyproject.toml [project] name); the command stays `hrm` and the import names hrm_*.
+DISTRIBUTION = "hrm-reasoning"
+
+
+def install_hint(extra: str) -> str:
+    """The shell command that installs the optional extra `extra` ('torch', 'hub', ...) of this distribution."""
+    return f"pip install '{DISTRIBUTION}[{extra}]'"
 
 
 class HRMError(Exception):

@@ -10,10 +10,11 @@ from hrm_shared.app.cli.data import data
 from hrm_shared.app.cli.launch import launch_cmd
 from hrm_shared.app.cli.model import config_cmd, convert_cmd, evaluate_cmd, init_cmd, solve_cmd
 from hrm_shared.app.cli.train import demo, train_cmd
+from hrm_shared.core.errors import DISTRIBUTION
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="hrm")
+@click.version_option(package_name=DISTRIBUTION)
 def main() -> None:
     """Hierarchical Reasoning Model: datasets, training and evaluation in MLX and PyTorch."""
 

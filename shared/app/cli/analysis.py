@@ -6,6 +6,7 @@ import json
 import click
 
 from hrm_shared.core.config import MAX_DEPTH
+from hrm_shared.core.errors import install_hint
 from hrm_shared.app.cli.common import (Group, PathType, backend_option, checkpoint_argument, device_option,
                                        force_option, load_backend, summary, verify_option)
 
@@ -77,7 +78,7 @@ def scaling_cmd(checkpoint, data_dir, steps_text, backend, batch_size, device, j
     if png_path is not None:
         drawn = plot_scaling(result, png_path, _title(checkpoint, data_dir))
         click.echo(f"curve drawn to {drawn}" if drawn else "no curve drawn: matplotlib is not installed "
-                   "(pip install 'hrm[plot]')")
+                   f"({install_hint('plot')})")
 
 
 @click.group(cls=Group)
@@ -129,4 +130,4 @@ def pr_cmd(checkpoint, data_dir, examples, segments, backend, batch_size, device
     if png_path is not None:
         drawn = plot_pr(result, png_path, _title(checkpoint, data_dir), names)
         click.echo(f"growth drawn to {drawn}" if drawn else "no plot drawn: matplotlib is not installed "
-                   "(pip install 'hrm[plot]')")
+                   f"({install_hint('plot')})")

@@ -12,7 +12,7 @@ DEFAULT_PRESETS = ("sudoku", "arc")
 
 def parse_cycles(text: str) -> tuple[tuple[int, int], ...]:
     """"2x2,4x8" -> ((2, 2), (4, 8)); "none" -> ()."""
-    from hrm_shared.core.errors import HRMError
+    from hrm_shared.core.errors import HRMError, install_hint
 
     if text.strip().lower() == "none":
         return ()
@@ -57,13 +57,13 @@ def bench_cmd(backends, presets, device, batch, steps, seconds, warmup, override
     batches of the preset's data shape."""
     from hrm_shared.app.bench import Spec, format_tables, installed_backends, preset_data, run_benchmark, write_json
     from hrm_shared.app.outputs import check_output_file
-    from hrm_shared.core.errors import HRMError
+    from hrm_shared.core.errors import HRMError, install_hint
 
     check_output_file(json_path, force)
     cycles = parse_cycles(cycles_text)
     backends = list(backends) or installed_backends()
     if not backends:
-        raise HRMError("no backend is installed: pip install 'hrm[torch]' or 'hrm[mlx]'")
+        raise HRMError(f"no backend is installed: {install_hint('torch')} or {install_hint('mlx')}")
     named = bool(presets)
     presets = list(presets) or list(DEFAULT_PRESETS)
     for name in presets:

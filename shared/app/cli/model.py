@@ -74,11 +74,11 @@ def convert_cmd(paths, to, step_file, data_dir, force):
     from importlib.util import find_spec
 
     from hrm_shared.app.backend import import_backend
-    from hrm_shared.core.errors import HRMError
+    from hrm_shared.core.errors import HRMError, install_hint
 
     import_backend("torch")  # the reference's step files are torch pickles
     if find_spec("yaml") is None:  # beside them, all_config.yaml
-        raise HRMError("reading the official all_config.yaml needs PyYAML: pip install 'hrm[official]'")
+        raise HRMError(f"reading the official all_config.yaml needs PyYAML: {install_hint('official')}")
     if isinstance(step_file, str):  # hub:REPO; refuse a full DST before the download
         from hrm_shared.app.hub import download_step_file
         from hrm_shared.core.checkpoint import check_checkpoint_output

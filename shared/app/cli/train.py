@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from hrm_shared.core.errors import install_hint
 from hrm_shared.core.registry import FAMILIES
 from hrm_shared.app.cli.common import (PRESET_HELP, ExistingDir, PathType, backend_option, device_option,
                                        set_option, summary, verify_option)
@@ -39,10 +40,10 @@ from hrm_shared.app.cli.common import (PRESET_HELP, ExistingDir, PathType, backe
 @click.option("--json", "json_path", type=PathType, default=None,
               help="With --dry-run: write its figures to this JSON file.")
 @click.option("--wandb", "wandb_project", default=None, metavar="PROJECT",
-              help="Also log the metrics to this Weights & Biases project (pip install 'hrm[wandb]'; "
+              help=f"Also log the metrics to this Weights & Biases project ({install_hint('wandb')}; "
                    "WANDB_MODE=offline logs offline).")
 @click.option("--tensorboard/--no-tensorboard", default=None,
-              help="Also write the metrics as TensorBoard events in RUN/tensorboard (pip install 'hrm[tensorboard]').")
+              help=f"Also write the metrics as TensorBoard events in RUN/tensorboard ({install_hint('tensorboard')}).")
 @click.option("--force", is_flag=True,
               help="Start over in --out when it holds a run without a checkpoint (one stopped before its first); "
                    "with --dry-run, replace an existing --json file.")
