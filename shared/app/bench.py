@@ -32,12 +32,10 @@ from hrm_shared.core.contract import BACKENDS, installed
 from hrm_shared.core.config import ModelConfig, TrainConfig, apply_overrides, preset
 from hrm_shared.core.errors import HRMError
 from hrm_shared.app.flops import eval_flops, peak_flops, train_step_flops
+from hrm_shared.puzzles.kinds import bench_shapes
 
-# vocab_size, seq_len, num_puzzle_identifiers of the synthetic data per preset (ARC's many ids exercise the sparse
-# puzzle-embedding update).
-PRESET_DATA = {"tiny": (11, 81, 1), "sudoku": (11, 81, 1), "sudoku-full": (11, 81, 1), "maze": (6, 900, 1),
-               "arc": (12, 900, 1000), "trm-tiny": (11, 81, 1), "trm-sudoku": (11, 81, 1), "trm-sudoku-att": (11, 81, 1),
-               "trm-maze": (6, 900, 1), "trm-arc-agi-1": (12, 900, 1000)}
+# vocab_size, seq_len, num_puzzle_identifiers of the synthetic data per preset: its puzzle kind's bench shape.
+PRESET_DATA = bench_shapes()
 ACCELERATOR_BATCH = 768
 CPU_BATCH = {"tiny": 64, "trm-tiny": 64}  # other presets: 4 on the CPU (a few seconds a step with torch)
 CPU_SKIP_SEQ_LEN = 900  # seq 900 on the CPU takes minutes a step: only when its preset is asked for by name

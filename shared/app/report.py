@@ -24,12 +24,10 @@ from hrm_shared.core.checkpoint import CONFIG_FILE
 from hrm_shared.app.trajectory import TRAJECTORY_KEYS
 from hrm_shared.puzzles.arc_augment import crop_prediction, parse_aug_name, unaugment_grid
 from hrm_shared.puzzles.arc_task import Pair, read_arc_task
-from hrm_shared.core.format import load_split, read_identifiers, read_metadata
+from hrm_shared.core.format import load_split, read_identifiers
 from hrm_shared.core.iterator import IGNORE_LABEL_ID
-from hrm_shared.puzzles import maze
-from hrm_shared.puzzles.kinds import SUDOKU_BOXES, is_arc, recognise
-from hrm_shared.puzzles.render import SYMBOLS
-from hrm_shared.puzzles.show import arc_grid
+from hrm_shared.puzzles.kinds import PuzzleKind, dataset_shape, kind_named
+from hrm_shared.puzzles.render import arc_grid
 from hrm_shared.core.errors import HRMError
 from hrm_shared.app.report_page import Card, Grid, page
 from hrm_shared.app.run import RUN_OUTPUTS
@@ -127,20 +125,20 @@ def arc_picture(grid: np.ndarray, caption: str, expected: np.ndarray | None = No
     return Grid("arc", "".join(map(str, grid.reshape(-1).tolist())), grid.shape, caption, wrong, changed=changed)
 
 
-def board_picture(kind: str, tokens: np.ndarray, caption: str, wrong: np.ndarray | None = None,
+def board_picture(kind: PuzzleKind, tokens: np.ndarray, caption: str, wrong: np.ndarray | None = None,
                   changed: np.ndarray | None = None) -> Grid:
-    """A Sudoku or maze sequence of dataset tokens [n*n] as a square Grid; `wrong` and `changed` bool [n*n] to
-    highlight."""
+    """A board (Sudoku, maze) of dataset tokens [n*n] of puzzle `kind` as a square Grid in its record's cell style
+    (kinds.py); `wrong` and `changed` bool [n*n] to highlight."""
     tokens = np.asarray(tokens).reshape(-1)
     n = math.isqrt(tokens.size)
-    chars = np.array(list(".." + SYMBOLS) if kind == "sudoku" else list("?" + maze.CHARSET))
+    record = kind_named(kind.name)
+    chars = np.array(list(record.cells))
     cells = "".join(chars[np.clip(tokens, 0, len(chars) - 1)].tolist())
-    return Grid(kind, cells, (n, n), caption, None if wrong is None else np.asarray(wrong).reshape(n, n),
-                SUDOKU_BOXES.get(n) if kind == "sudoku" else None,
-                None if changed is None else np.asarray(changed).reshape(n, n))
+    return Grid(record.style, cells, (n, n), caption, None if wrong is None else np.asarray(wrong).reshape(n, n),
+                kind.box, None if changed is None else np.asarray(changed).reshape(n, n))
 
 
-def board_steps(kind: str, predictions: np.ndarray, q_halt: np.ndarray, given: np.ndarray, expected: np.ndarray,
+def board_steps(kind: PuzzleKind, predictions: np.ndarray, q_halt: np.ndarray, given: np.ndarray, expected: np.ndarray,
                 supervised: np.ndarray) -> list[list[Grid]]:
     """One example's trajectory, predictions [M, seq_len] and q_halt [M], as one picture per segment: the cells
     wrong against `expected` [seq_len] where `supervised`, and those changed since the segment before (the first:
@@ -278,15 +276,13 @@ def arc_report(outputs: Outputs, data_dir: Path, tasks_dirs: list[Path], limit: 
     return summary + [shown_row], cards
 
 
-def board_report(outputs: Outputs, data_dir: Path, limit: int, steps: Trajectory | None = None
+def board_report(outputs: Outputs, data_dir: Path, kind: PuzzleKind, limit: int, steps: Trajectory | None = None
                  ) -> tuple[list[tuple[str, str]], list[Card]]:
-    """The summary rows and the cards (the first `limit` examples) of a Sudoku or maze evaluation, with each
-    example's trajectory from `steps` when given."""
-    metadata, sets, identifiers = _test_split(data_dir, outputs)
+    """The summary rows and the cards (the first `limit` examples) of an evaluation on boards of puzzle `kind`
+    (Sudoku, maze), with each example's trajectory from `steps` when given."""
+    _, sets, identifiers = _test_split(data_dir, outputs)
     inputs = [s.inputs for s in sets.values()]
     offsets = np.cumsum([0] + [len(x) for x in inputs])  # example index -> (set, row)
-    label = np.asarray(next(iter(sets.values())).labels[0])  # one label row tells a 4x4 maze from a Sudoku
-    kind = recognise(metadata.vocab_size, metadata.seq_len, label=label).name
     counted, exact_sum, accuracy_sum, start = 0, 0.0, 0.0, 0
     cards, solved = [], []
     for chunk, steps_chunk in zip(outputs.chunks(), steps.chunks() if steps is not None else itertools.repeat(None)):
@@ -316,7 +312,7 @@ def board_report(outputs: Outputs, data_dir: Path, limit: int, steps: Trajectory
                     kind, steps_chunk["predictions"][row], steps_chunk["q_halt_logits"][row], given, labels[row],
                     supervised[row])))
         start += len(labels)
-    summary = [("puzzles", kind), ("examples", f"{counted:,} with a supervised cell ({outputs.rows:,} rows)"),
+    summary = [("puzzles", kind.name), ("examples", f"{counted:,} with a supervised cell ({outputs.rows:,} rows)"),
                ("exact accuracy", _fraction(exact_sum / max(counted, 1), counted)),
                ("cell accuracy", f"{accuracy_sum / max(counted, 1):.4f}"),
                cards_row(solved, cards, "examples", "every cell right")]
@@ -342,6 +338,14 @@ def cards_row(solved: list[bool], cards: list[Card], what: str, meaning: str) ->
     total_solved = sum(solved)
     return ("cards", f"{shown_solved:,} of {total_solved:,} solved ({meaning}) and {len(cards) - shown_solved:,} of "
                      f"{len(solved) - total_solved:,} unsolved {what}")
+
+
+def split_kind(data_dir: Path) -> PuzzleKind:
+    """The puzzle kind of the dataset's test split (kinds.py dataset_shape; for a kind-less 4x4 shape its first
+    label row tells a maze from a Sudoku); HRMError for a kind this version does not know."""
+    metadata, sets = load_split(data_dir, "test")
+    label = next((np.asarray(s.labels[0]) for s in sets.values() if len(s.labels)), None)
+    return dataset_shape(metadata, label, str(data_dir))
 
 
 def resolve_source(source: Path, data_dir: Path | None) -> tuple[Path, Path, Path]:
@@ -381,12 +385,13 @@ def write_report(source: Path, data_dir: Path | None = None, out: Path | None = 
     if steps is not None and steps.rows != outputs.rows:
         raise HRMError(f"{trajectory} has {steps.rows:,} rows but {outputs_path} has {outputs.rows:,}: give the "
                        f"trajectory of the same evaluation")
-    if is_arc(read_metadata(data_dir, "test")):
+    kind = split_kind(data_dir)
+    if kind_named(kind.name).voted:
         summary, cards = arc_report(outputs, data_dir, list(tasks_dirs or []), limit, steps)
     elif tasks_dirs:
         raise HRMError(f"--tasks is for ARC; {data_dir} is not an ARC dataset")
     else:
-        summary, cards = board_report(outputs, data_dir, limit, steps)
+        summary, cards = board_report(outputs, data_dir, kind, limit, steps)
     if steps is not None:
         summary.append(("trajectory", f"{steps.shapes['predictions'][1]} segments per example "
                                       f"({Path(trajectory).name})"))

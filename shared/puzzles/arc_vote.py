@@ -17,7 +17,7 @@ from hrm_shared.puzzles.arc_augment import (COLOR_OFFSET, GRID_SIZE, NUM_COLORS,
                                             unaugment_grid)
 from hrm_shared.core.format import load_split, read_identifiers
 from hrm_shared.puzzles.kinds import ARC, is_arc
-from hrm_shared.puzzles.show import arc_grid
+from hrm_shared.puzzles.render import arc_grid
 from hrm_shared.core.errors import HRMError
 
 PASS_KS = (1, 2, 10)
