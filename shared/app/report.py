@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.puzzles.arc_vote import ATTEMPTS, ArcVoter, arc_score, read_test_tasks, truth_ranks
+from hrm_shared.puzzles.arc_vote import ATTEMPTS, ArcVote, pass_rates, truth_ranks
 from hrm_shared.core.atomic import write_file
 from hrm_shared.core.checkpoint import CONFIG_FILE
 from hrm_shared.app.trajectory import TRAJECTORY_KEYS
@@ -223,17 +223,17 @@ def arc_report(outputs: Outputs, data_dir: Path, tasks_dirs: list[Path], limit: 
     """The summary rows and the cards (the first `limit` tasks) of an ARC evaluation, with the trajectory `steps`
     of each test input's first view when given."""
     _, _, identifiers = _test_split(data_dir, outputs)
-    voter = ArcVoter(read_identifiers(data_dir))
+    vote = ArcVote.read(data_dir)
+    voter, tasks = vote.voter, vote.tasks
     start = 0
     for chunk in outputs.chunks():
         _check_rows(chunk, start, identifiers, outputs.path)
-        voter.add(chunk)
+        vote.add(chunk)
         start += len(chunk["predictions"])
-    tasks = read_test_tasks(data_dir)
-    score = arc_score(voter, tasks)
+    score = vote.score()
     n = score["tasks"]
     summary = [("puzzles", "arc"), ("tasks", f"{n:,} ({score['test_inputs']:,} test inputs)")]
-    summary += [(k, _fraction(v, n)) for k, v in score.items() if k.startswith("pass@")]
+    summary += [(k, _fraction(v, n)) for k, v in pass_rates(score).items()]
     summary += [("pass@2, each test input a fraction of its task", f"{score['fractional']['pass@2']:.4f}"),
                 ("predictions voted", f"{voter.rows:,} ({voter.empty:,} empty, no vote)")]
     ranks_of = {name: truth_ranks(voter, task) for name, task in tasks.items()}
