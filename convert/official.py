@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from hrm_shared.app.backend import import_backend
+from hrm_shared.core.backend import import_backend
 from hrm_shared.core.contract import BACKENDS
 from hrm_shared.core.checkpoint import (CheckpointConfig, check_checkpoint_output, check_finite, check_stored,
                                         dataset_record)

@@ -9,17 +9,13 @@ import mlx.core as mx
 import numpy as np
 
 from hrm_shared.core.iterator import TestIterator
-from hrm_shared.core.distributed import SOLO, Collective, gather_rows
+from hrm_shared.core.distributed import SOLO, Collective
+from hrm_shared.core.evaluation import SUMS, TRAJECTORY, Answers
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.progress import progress
 from hrm_mlx.device import compute_device, to_backend
 from hrm_mlx.loss import act_loss
 from hrm_mlx.model import HRM, Batch, Carry
-
-METRICS = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss")
-OUTPUTS = ("predictions", "labels", "q_halt_logits", "puzzle_identifiers")
-# With trajectory=True: every segment's argmax [B, M, seq_len] int32 and Q logits [B, M] float32.
-TRAJECTORY = ("segment_predictions", "segment_q_halt_logits", "segment_q_continue_logits")
 
 
 def predict(model: HRM, batch: Batch, segments: int | None = None, trajectory: bool = False
@@ -86,9 +82,9 @@ def evaluate(model: HRM, data_dir: Path, batch_size: int, device: str | None = N
     every process reach `on_batch` on each of them, and outputs are kept on rank 0 (None elsewhere).
     """
     iterator = TestIterator(Path(data_dir), batch_size, collective.rank, collective.size)
-    B, keys = iterator.local_batch_size, ("count", *METRICS)
-    sums = np.zeros(len(keys), np.float64)
-    kept: dict[str, list[np.ndarray]] = {k: [] for k in (*OUTPUTS, *(TRAJECTORY if trajectory else ()))}
+    B = iterator.local_batch_size
+    sums = np.zeros(len(SUMS), np.float64)
+    answers = Answers(B, keep_outputs, on_batch, collective, trajectory)
     batches = progress(iterator, label="Evaluating", length=len(iterator)) if collective.rank == 0 else iterator
     with mx.stream(compute_device(model, device)):
         for numpy_batch, rows in batches:
@@ -96,19 +92,8 @@ def evaluate(model: HRM, data_dir: Path, batch_size: int, device: str | None = N
             real = mx.arange(B) < rows  # [B]: not padding
             _, metrics = act_loss(outputs, carry.current_data["labels"], real, carry.steps, model.config.loss_type)
             mx.eval(metrics, outputs)
-            sums += [metrics[k].item() for k in keys]
-            if keep_outputs or on_batch is not None:
-                answers = {**_answers(carry, outputs, rows), "labels": numpy_batch["labels"][:rows],
-                           "puzzle_identifiers": numpy_batch["puzzle_identifiers"][:rows]}
-                if collective.size > 1:
-                    answers = gather_rows(collective, answers, rows, B)
-                if on_batch is not None:
-                    on_batch(answers)
-                if keep_outputs and collective.rank == 0:
-                    for k, v in answers.items():
-                        kept[k].append(v)
+            sums += [metrics[k].item() for k in SUMS]
+            if answers.wanted:
+                answers.add(_answers(carry, outputs, rows), numpy_batch, rows)
             collective.beat()
-    count, *totals = collective.all_sum_numpy(sums).tolist()
-    result = {"count": int(count), **{k: v / max(count, 1.0) for k, v in zip(METRICS, totals)}}
-    return result, ({k: np.concatenate(v) for k, v in kept.items()} if keep_outputs and collective.rank == 0
-                    else None)
+    return answers.result(sums)

@@ -13,16 +13,13 @@ from mlx.utils import tree_flatten, tree_unflatten
 from hrm_shared.core.act import ExplorationDraws
 from hrm_shared.core.config import ModelConfig, TrainConfig
 from hrm_shared.core.iterator import local_batch_size
-from hrm_shared.core.distributed import rank_rows
-from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import init_weights
+from hrm_shared.core.train_state import CARRY, carry_rows, carry_state, entries
 from hrm_mlx.distributed import Collective
 from hrm_mlx.device import place, to_backend
 from hrm_mlx.loss import act_loss
 from hrm_mlx.model import Batch, Carry, InnerCarry, build_model, load_canonical
 from hrm_mlx.optim import EMA, AdamATan2, SignSGD
-
-CARRY = ("z_H", "z_L", "steps", "halted", "inputs", "labels", "puzzle_identifiers")
 
 
 def new_model(config: ModelConfig, seed: int, device: str | None = None) -> nn.Module:
@@ -216,9 +213,7 @@ class Trainer:
         arrays = dict(zip(CARRY, _flatten(self.carry)))
         arrays["z_H"], arrays["z_L"] = arrays["z_H"].astype(mx.float32), arrays["z_L"].astype(mx.float32)
         state = {f"adam.{k}": np.array(v) for k, v in self.adam.state_dict().items()}
-        for name in CARRY:
-            local = np.array(arrays[name])
-            state[f"carry.{name}"] = local if self.collective is None else self.collective.all_gather_numpy(local)
+        state.update(carry_state({name: np.array(arrays[name]) for name in CARRY}, self.collective))
         if self.ema is not None:
             state.update({f"raw.{k}": v for k, v in self.ema.raw_state().items()})
         return state
@@ -228,18 +223,12 @@ class Trainer:
         rows of the global carry; with EMA the model's weights (the average) become the shadow and "raw.<name>" its
         parameters. A missing or misshapen entry is an HRMError."""
         local = dict(zip(CARRY, _flatten(self.carry)))
-        B = local["steps"].shape[0]
-        for name in CARRY:
-            key, shape = f"carry.{name}", (B * self.world, *local[name].shape[1:])
-            if key not in state or state[key].shape != shape:
-                raise HRMError(f"training state: {key!r} is missing or misshapen; it was saved for another config")
-        self.adam.load_state_dict({k.removeprefix("adam."): mx.array(v) for k, v in state.items()
-                                   if k.startswith("adam.")})
+        rows = carry_rows(state, {name: tuple(local[name].shape) for name in CARRY}, self.rank, self.world)
+        self.adam.load_state_dict({k: mx.array(v) for k, v in entries(state, "adam.").items()})
         dtype = self.carry.inner_carry.z_H.dtype
-        mine = rank_rows(self.rank, B)
-        arrays = [mx.array(state[f"carry.{k}"][mine]) for k in CARRY]
+        arrays = [mx.array(rows[k]) for k in CARRY]
         self.carry = _unflatten((arrays[0].astype(dtype), arrays[1].astype(dtype), *arrays[2:]))
         mx.eval(_flatten(self.carry), self.adam.state)
         if self.ema is not None:
-            self.ema.load_raw_state({k.removeprefix("raw."): v for k, v in state.items() if k.startswith("raw.")})
+            self.ema.load_raw_state(entries(state, "raw."))
 

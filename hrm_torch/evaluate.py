@@ -9,17 +9,13 @@ import numpy as np
 import torch
 
 from hrm_shared.core.iterator import TestIterator
-from hrm_shared.core.distributed import SOLO, Collective, gather_rows
+from hrm_shared.core.distributed import SOLO, Collective
+from hrm_shared.core.evaluation import SUMS, TRAJECTORY, Answers
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.progress import progress
 from hrm_torch.device import compute_device, to_backend
 from hrm_torch.loss import act_loss
 from hrm_torch.model import HRM, Batch, Carry
-
-METRICS = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss")
-OUTPUTS = ("predictions", "labels", "q_halt_logits", "puzzle_identifiers")
-# With trajectory=True: every segment's argmax [B, M, seq_len] int32 and Q logits [B, M] float32.
-TRAJECTORY = ("segment_predictions", "segment_q_halt_logits", "segment_q_continue_logits")
 
 
 def predict(model: HRM, batch: Batch, segments: int | None = None, trajectory: bool = False
@@ -89,28 +85,17 @@ def evaluate(model: HRM, data_dir: Path, batch_size: int, device: torch.device |
     """
     device = compute_device(model, device)
     iterator = TestIterator(Path(data_dir), batch_size, collective.rank, collective.size)
-    B, keys = iterator.local_batch_size, ("count", *METRICS)
-    sums = torch.zeros(len(keys), dtype=torch.float64, device=device)  # summed on the device: no wait per batch
-    kept: dict[str, list[np.ndarray]] = {k: [] for k in (*OUTPUTS, *(TRAJECTORY if trajectory else ()))}
+    B = iterator.local_batch_size
+    sums = torch.zeros(len(SUMS), dtype=torch.float64, device=device)  # summed on the device: no wait per batch
+    answers = Answers(B, keep_outputs, on_batch, collective, trajectory)
     batches = progress(iterator, label="Evaluating", length=len(iterator)) if collective.rank == 0 else iterator
     for numpy_batch, rows in batches:
         carry, outputs = predict(model, to_backend(numpy_batch, device), segments, trajectory)
         with torch.inference_mode():
             real = torch.arange(B, device=carry.steps.device) < rows  # [B]: not padding
             _, metrics = act_loss(outputs, carry.current_data["labels"], real, carry.steps, model.config.loss_type)
-            sums = sums + torch.stack([metrics[k] for k in keys]).to(torch.float64)
-        if keep_outputs or on_batch is not None:
-            answers = {**_answers(carry, outputs, rows), "labels": numpy_batch["labels"][:rows],
-                       "puzzle_identifiers": numpy_batch["puzzle_identifiers"][:rows]}
-            if collective.size > 1:
-                answers = gather_rows(collective, answers, rows, B)
-            if on_batch is not None:
-                on_batch(answers)
-            if keep_outputs and collective.rank == 0:
-                for k, v in answers.items():
-                    kept[k].append(v)
+            sums = sums + torch.stack([metrics[k] for k in SUMS]).to(torch.float64)
+        if answers.wanted:
+            answers.add(_answers(carry, outputs, rows), numpy_batch, rows)
         collective.beat()
-    count, *totals = collective.all_sum_numpy(sums.cpu().numpy()).tolist()
-    result = {"count": int(count), **{k: v / max(count, 1.0) for k, v in zip(METRICS, totals)}}
-    return result, ({k: np.concatenate(v) for k, v in kept.items()} if keep_outputs and collective.rank == 0
-                    else None)
+    return answers.result(sums.cpu().numpy())

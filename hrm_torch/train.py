@@ -11,16 +11,13 @@ from torch import nn
 from hrm_shared.core.act import ExplorationDraws
 from hrm_shared.core.config import ModelConfig, TrainConfig
 from hrm_shared.core.iterator import local_batch_size
-from hrm_shared.core.distributed import rank_rows
-from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import init_weights
+from hrm_shared.core.train_state import CARRY, carry_rows, carry_state, entries
 from hrm_torch.distributed import Collective
 from hrm_torch.device import place, to_backend
 from hrm_torch.loss import act_loss
 from hrm_torch.model import Batch, Carry, InnerCarry, build_model, load_canonical
 from hrm_torch.optim import EMA, AdamATan2, SignSGD
-
-CARRY = ("z_H", "z_L", "steps", "halted", "inputs", "labels", "puzzle_identifiers")
 
 
 def new_model(config: ModelConfig, seed: int, device: str | None = None) -> nn.Module:
@@ -142,10 +139,7 @@ class Trainer:
         tensors = {"z_H": carry.inner_carry.z_H.float(), "z_L": carry.inner_carry.z_L.float(), "steps": carry.steps,
                    "halted": carry.halted, **carry.current_data}
         state = {f"adam.{k}": v.detach().cpu().numpy().copy() for k, v in self.adam.state_dict().items()}
-        for name in CARRY:
-            local = tensors[name].detach().cpu().numpy()
-            state[f"carry.{name}"] = local.copy() if self.collective is None else \
-                self.collective.all_gather_numpy(local)
+        state.update(carry_state({name: tensors[name].detach().cpu().numpy() for name in CARRY}, self.collective))
         if self.ema is not None:
             state.update({f"raw.{k}": v for k, v in self.ema.raw_state().items()})
         return state
@@ -154,20 +148,13 @@ class Trainer:
         """Take a state written by `state_dict` (either backend's, any number of processes); this process takes its
         rows of the global carry; with EMA the model's weights (the average) become the shadow and "raw.<name>" its
         parameters. A missing or misshapen entry is an HRMError."""
-        B = self.carry.steps.shape[0]
         local = {"z_H": self.carry.inner_carry.z_H, "z_L": self.carry.inner_carry.z_L, "steps": self.carry.steps,
                  "halted": self.carry.halted, **self.carry.current_data}
-        for name in CARRY:
-            key, shape = f"carry.{name}", (B * self.world, *local[name].shape[1:])
-            if key not in state or state[key].shape != shape:
-                raise HRMError(f"training state: {key!r} is missing or misshapen; it was saved for another config")
-        self.adam.load_state_dict({k.removeprefix("adam."): torch.from_numpy(v) for k, v in state.items()
-                                   if k.startswith("adam.")})
-        mine = rank_rows(self.rank, B)
-        t = {name: torch.from_numpy(np.ascontiguousarray(state[f"carry.{name}"][mine])).to(self.device)
-             for name in CARRY}
+        rows = carry_rows(state, {name: tuple(local[name].shape) for name in CARRY}, self.rank, self.world)
+        self.adam.load_state_dict({k: torch.from_numpy(v) for k, v in entries(state, "adam.").items()})
+        t = {name: torch.from_numpy(rows[name]).to(self.device) for name in CARRY}
         dtype = self.carry.inner_carry.z_H.dtype
         self.carry = Carry(InnerCarry(t["z_H"].to(dtype), t["z_L"].to(dtype)), t["steps"], t["halted"],
                            {k: t[k] for k in ("inputs", "labels", "puzzle_identifiers")})
         if self.ema is not None:
-            self.ema.load_raw_state({k.removeprefix("raw."): v for k, v in state.items() if k.startswith("raw.")})
+            self.ema.load_raw_state(entries(state, "raw."))

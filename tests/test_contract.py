@@ -166,19 +166,44 @@ def test_the_import_graph_has_no_cycle():
             visit(module, [])
 
 
-@pytest.mark.parametrize("importer, allowed", [
-    ("hrm_shared.core", ("hrm_shared.core",)),
-    ("hrm_shared.puzzles", ("hrm_shared.core", "hrm_shared.puzzles")),
-    ("hrm_shared.data", ("hrm_shared.core", "hrm_shared.puzzles", "hrm_shared.data")),
-    ("hrm_torch", ("hrm_shared.core", "hrm_torch")),
-    ("hrm_mlx", ("hrm_shared.core", "hrm_mlx")),
-])
-def test_imports_face_one_way(importer, allowed):
-    """The backends import only core/; core/ imports nothing that drives it; puzzles/ and data/ never reach app/."""
+# What each package may import: a package lower in the list never imports one higher up. app/ drives everything
+# and loads a backend only through core/backend.py, by name; convert/ is a library below the commands.
+ONE_WAY = {
+    "hrm_shared.core": ("hrm_shared.core",),
+    "hrm_shared.puzzles": ("hrm_shared.core", "hrm_shared.puzzles"),
+    "hrm_shared.data": ("hrm_shared.core", "hrm_shared.puzzles", "hrm_shared.data"),
+    "hrm_torch": ("hrm_shared.core", "hrm_torch"),
+    "hrm_mlx": ("hrm_shared.core", "hrm_mlx"),
+    "hrm_convert": ("hrm_shared.core", "hrm_shared.puzzles", "hrm_convert"),
+    "hrm_shared.app": ("hrm_shared.core", "hrm_shared.puzzles", "hrm_shared.data", "hrm_convert", "hrm_shared.app"),
+    "hrm_shared": (),
+}
+
+
+def _package(module: str) -> str:
+    """The ONE_WAY package a project module belongs to: the longest key that is it or holds it."""
+    return max((p for p in ONE_WAY if module == p or module.startswith(p + ".")), key=len)
+
+
+def test_every_project_module_belongs_to_a_one_way_package():
+    assert {_package(module) for module in import_graph()} == set(ONE_WAY)
+
+
+@pytest.mark.parametrize("importer", list(ONE_WAY))
+def test_imports_face_one_way(importer):
+    """The backends import only core/; core/ imports nothing that drives it; puzzles/ and data/ never reach app/;
+    convert/ never reaches app/ (which imports it), so no two packages import each other."""
+    allowed = ONE_WAY[importer]
     for module, imported in import_graph().items():
-        if module == importer or module.startswith(importer + "."):
-            bad = sorted(name for name in imported if not name.startswith(allowed))
+        if _package(module) == importer:
+            bad = sorted(name for name in imported if not any(name == a or name.startswith(a + ".") for a in allowed))
             assert not bad, f"{module} imports {bad}"
+
+
+def test_no_two_packages_import_each_other():
+    edges = {(_package(module), _package(name)) for module, imported in import_graph().items() for name in imported}
+    loops = sorted((a, b) for a, b in edges if a < b and (b, a) in edges)
+    assert not loops, f"packages that import each other: {loops}"
 
 
 def test_the_wheel_installs_only_project_names_and_imports_beside_a_users_shared(tmp_path):

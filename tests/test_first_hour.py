@@ -16,11 +16,12 @@ import hrm_shared.app.eta as eta
 from hrm_shared.app.eta import DAY_SECONDS, Pace, day_warning, fitting_preset
 from hrm_shared.app.run import read_metrics
 from hrm_shared.app.train_loop import QUIT_STATUS
-from hrm_shared.core.config import KIND_PRESETS, PRESETS, default_preset, preset
+from hrm_shared.core.config import PRESETS, preset
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.format import read_metadata
 from hrm_shared.core.progress import duration, pace
 from hrm_shared.data.sudoku_small import build_small_sudoku
+from hrm_shared.puzzles.kinds import KINDS, default_preset
 
 ROOT = Path(__file__).parents[1]
 
@@ -52,7 +53,7 @@ def test_the_default_preset_follows_the_kind_and_the_device():
     for kind, device in ((None, "cuda"), ("maze", "gpu"), ("maze", "cpu")):
         with pytest.raises(HRMError, match="--preset"):
             default_preset(kind, 900, device)
-    assert all(name in PRESETS for names in KIND_PRESETS.values() for name in names)
+    assert all(name in PRESETS for kind in KINDS.values() for name in kind.presets)
 
 
 def test_train_without_preset_says_which_and_how_long(sudoku4, tmp_path):

@@ -17,7 +17,7 @@ from hrm_shared.core.config import HRMConfig
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.format import read_identifiers, read_metadata
 from hrm_shared.data.sudoku_small import build_small_sudoku
-from hrm_shared.puzzles.arc_vote import ArcVoter
+from hrm_shared.puzzles.arc_vote import ArcVote, ArcVoter
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +71,9 @@ def test_arc_votes_per_m_are_those_of_separate_evaluations(arc_build, tmp_path):
     directory, model = write_checkpoint(torch_adapter, tmp_path / "ckpt", ds, H_cycles=1, L_cycles=1)  # seq 900: cheap
     evaluate = torch_adapter.package.evaluate.evaluate
     names = read_identifiers(ds)
-    curve = SegmentCurve([1, 3], names)
+    curve = SegmentCurve([1, 3], ArcVote.read(ds))
     evaluate(model, ds, 32, on_batch=curve.add, segments=3, trajectory=True)
-    for M, voter in zip(curve.steps, curve.voters):
+    for M, voter in zip(curve.steps, (vote.voter for vote in curve.votes)):
         separate = ArcVoter(names)
         evaluate(model, ds, 32, on_batch=separate.add, segments=M)
         assert voter.rows == separate.rows > 0 and voter.empty == separate.empty

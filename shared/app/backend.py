@@ -1,16 +1,16 @@
-"""Choosing and importing a backend package (hrm_torch or hrm_mlx) without importing either framework up front.
+"""Choosing a backend package (hrm_torch or hrm_mlx) without importing either framework up front, and loading it.
 
-What a backend provides is written once, in core/contract.py; this loader imports a package's contract modules and
-checks them against it.
+The loader, import_backend, lives in core/backend.py (so that convert/ loads a backend without reaching app/); the
+commands take it, with the backend names, from here beside the choice.
 """
 
-import importlib
 import platform
 import sys
-from types import ModuleType
 
-from hrm_shared.core.contract import BACKENDS, MODULES, installed, problems
-from hrm_shared.core.errors import HRMError, install_hint
+from hrm_shared.core.backend import import_backend
+from hrm_shared.core.contract import BACKENDS, installed
+
+__all__ = ["BACKENDS", "default_backend", "import_backend"]
 
 
 def default_backend() -> str:
@@ -18,19 +18,3 @@ def default_backend() -> str:
     if sys.platform == "darwin" and platform.machine() == "arm64" and installed("mlx"):
         return "mlx"
     return "torch" if installed("torch") else "mlx"
-
-
-def import_backend(name: str) -> ModuleType:
-    """The backend package `hrm_<name>` with its contract modules (core/contract.py MODULES) loaded as attributes,
-    checked against the contract; HRMError when the backend is unknown or its framework is not installed."""
-    if name not in BACKENDS:
-        raise HRMError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    if not installed(name):
-        raise HRMError(f"the {name} backend is not installed: {install_hint(name)}")
-    for module in MODULES:
-        importlib.import_module(f"hrm_{name}.{module}")  # binds it as an attribute of the package
-    package = importlib.import_module(f"hrm_{name}")
-    if missing := problems(package):
-        raise HRMError(f"internal: hrm_{name} does not follow the backend contract (core/contract.py): "
-                       f"{'; '.join(missing)}")
-    return package

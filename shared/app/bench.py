@@ -33,11 +33,8 @@ from hrm_shared.core.config import ModelConfig, TrainConfig, apply_overrides, pr
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.registry import FAMILIES
 from hrm_shared.app.flops import eval_flops, peak_flops, train_step_flops
+from hrm_shared.puzzles.kinds import kind_named
 
-# vocab_size, seq_len, num_puzzle_identifiers of the synthetic data per puzzle kind (ARC's many ids exercise the sparse
-# puzzle-embedding update). Which presets are benchmarked, and on which kind's shape, each family's registry entry
-# says (bench_presets).
-KIND_DATA = {"sudoku": (11, 81, 1), "maze": (6, 900, 1), "arc": (12, 900, 1000)}
 ACCELERATOR_BATCH = 768
 CPU_BATCH = {"tiny": 64, "trm-tiny": 64}  # other presets: 4 on the CPU (a few seconds a step with torch)
 CPU_SKIP_SEQ_LEN = 900  # seq 900 on the CPU takes minutes a step: only when its preset is asked for by name
@@ -71,12 +68,13 @@ def installed_backends() -> list[str]:
 
 
 def preset_data(name: str) -> tuple[int, int, int]:
-    """(vocab_size, seq_len, num_puzzle_identifiers) of the synthetic data for preset `name`, from the kind its
-    family's registry entry gives it; HRMError naming the benchmarked presets when no family benchmarks it."""
+    """(vocab_size, seq_len, num_puzzle_identifiers) of the synthetic data for preset `name`: the bench shape
+    (puzzles/kinds.py) of the kind its family's registry entry gives it; HRMError naming the benchmarked presets when
+    no family benchmarks it."""
     kinds = {preset: kind for family in FAMILIES.values() for preset, kind in family.bench_presets.items()}
     if name not in kinds:
         raise HRMError(f"no benchmark for preset {name!r}; choose among {', '.join(kinds)}")
-    return KIND_DATA[kinds[name]]
+    return kind_named(kinds[name], f"preset {name!r}'s benchmark").bench_shape
 
 
 def bench_config(spec: Spec, on_cpu: bool) -> tuple[ModelConfig, TrainConfig, list[str]]:

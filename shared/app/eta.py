@@ -15,10 +15,11 @@ from collections.abc import Callable
 import numpy as np
 
 from hrm_shared.app.flops import peak_flops, train_step_flops
-from hrm_shared.core.config import KIND_PRESETS, ModelConfig, TrainConfig, preset
+from hrm_shared.core.config import ModelConfig, TrainConfig, preset
 from hrm_shared.core.format import DatasetMetadata
 from hrm_shared.core.progress import duration, pace
 from hrm_shared.core.schedule import total_steps
+from hrm_shared.puzzles.kinds import KINDS
 
 DAY_SECONDS = 86400.0
 CPU_EFFICIENCY = {"torch": 0.9, "mlx": 0.07}
@@ -62,10 +63,11 @@ def run_length(train: TrainConfig, metadata: DatasetMetadata) -> int:
 
 def fitting_preset(kind: str | None, model: ModelConfig, metadata: DatasetMetadata, flops: float, processes: int,
                    seconds: float = DAY_SECONDS) -> tuple[str, float] | None:
-    """(name, estimated seconds of its whole run) of the largest preset for puzzles of `kind` (config.KIND_PRESETS)
-    whose run on this dataset (`model`'s data fields, the train split's `metadata`) takes under `seconds` at
-    `flops`; None when none does."""
-    for name in KIND_PRESETS.get(kind or "", ()):
+    """(name, estimated seconds of its whole run) of the largest preset for puzzles of `kind` (its record's presets
+    in puzzles/kinds.py; none for an unknown kind) whose run on this dataset (`model`'s data fields, the train
+    split's `metadata`) takes under `seconds` at `flops`; None when none does."""
+    presets = KINDS[kind].presets if kind is not None and kind in KINDS else ()
+    for name in presets:
         candidate, train = preset(name)
         candidate = candidate.replace(vocab_size=model.vocab_size, seq_len=model.seq_len,
                                       num_puzzle_identifiers=model.num_puzzle_identifiers)

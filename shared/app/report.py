@@ -18,18 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.puzzles.arc_vote import ATTEMPTS, ArcVoter, arc_score, read_test_tasks, truth_ranks
+from hrm_shared.puzzles.arc_vote import ATTEMPTS, ArcVote, pass_rates, truth_ranks
 from hrm_shared.core.atomic import write_file
 from hrm_shared.core.checkpoint import CONFIG_FILE
 from hrm_shared.app.trajectory import TRAJECTORY_KEYS
 from hrm_shared.puzzles.arc_augment import crop_prediction, parse_aug_name, unaugment_grid
 from hrm_shared.puzzles.arc_task import Pair, read_arc_task
-from hrm_shared.core.format import load_split, read_identifiers, read_metadata
+from hrm_shared.core.format import load_split, read_identifiers
 from hrm_shared.core.iterator import IGNORE_LABEL_ID
-from hrm_shared.puzzles import maze
-from hrm_shared.puzzles.kinds import SUDOKU_BOXES, is_arc, recognise
-from hrm_shared.puzzles.render import SYMBOLS
-from hrm_shared.puzzles.show import arc_grid
+from hrm_shared.puzzles.kinds import PuzzleKind, dataset_shape, kind_named
+from hrm_shared.puzzles.render import arc_grid
 from hrm_shared.core.errors import HRMError
 from hrm_shared.app.report_page import Card, Grid, page
 from hrm_shared.app.run import RUN_OUTPUTS
@@ -127,20 +125,20 @@ def arc_picture(grid: np.ndarray, caption: str, expected: np.ndarray | None = No
     return Grid("arc", "".join(map(str, grid.reshape(-1).tolist())), grid.shape, caption, wrong, changed=changed)
 
 
-def board_picture(kind: str, tokens: np.ndarray, caption: str, wrong: np.ndarray | None = None,
+def board_picture(kind: PuzzleKind, tokens: np.ndarray, caption: str, wrong: np.ndarray | None = None,
                   changed: np.ndarray | None = None) -> Grid:
-    """A Sudoku or maze sequence of dataset tokens [n*n] as a square Grid; `wrong` and `changed` bool [n*n] to
-    highlight."""
+    """A board (Sudoku, maze) of dataset tokens [n*n] of puzzle `kind` as a square Grid in its record's cell style
+    (kinds.py); `wrong` and `changed` bool [n*n] to highlight."""
     tokens = np.asarray(tokens).reshape(-1)
     n = math.isqrt(tokens.size)
-    chars = np.array(list(".." + SYMBOLS) if kind == "sudoku" else list("?" + maze.CHARSET))
+    record = kind_named(kind.name)
+    chars = np.array(list(record.cells))
     cells = "".join(chars[np.clip(tokens, 0, len(chars) - 1)].tolist())
-    return Grid(kind, cells, (n, n), caption, None if wrong is None else np.asarray(wrong).reshape(n, n),
-                SUDOKU_BOXES.get(n) if kind == "sudoku" else None,
-                None if changed is None else np.asarray(changed).reshape(n, n))
+    return Grid(record.style, cells, (n, n), caption, None if wrong is None else np.asarray(wrong).reshape(n, n),
+                kind.box, None if changed is None else np.asarray(changed).reshape(n, n))
 
 
-def board_steps(kind: str, predictions: np.ndarray, q_halt: np.ndarray, given: np.ndarray, expected: np.ndarray,
+def board_steps(kind: PuzzleKind, predictions: np.ndarray, q_halt: np.ndarray, given: np.ndarray, expected: np.ndarray,
                 supervised: np.ndarray) -> list[list[Grid]]:
     """One example's trajectory, predictions [M, seq_len] and q_halt [M], as one picture per segment: the cells
     wrong against `expected` [seq_len] where `supervised`, and those changed since the segment before (the first:
@@ -225,17 +223,17 @@ def arc_report(outputs: Outputs, data_dir: Path, tasks_dirs: list[Path], limit: 
     """The summary rows and the cards (the first `limit` tasks) of an ARC evaluation, with the trajectory `steps`
     of each test input's first view when given."""
     _, _, identifiers = _test_split(data_dir, outputs)
-    voter = ArcVoter(read_identifiers(data_dir))
+    vote = ArcVote.read(data_dir)
+    voter, tasks = vote.voter, vote.tasks
     start = 0
     for chunk in outputs.chunks():
         _check_rows(chunk, start, identifiers, outputs.path)
-        voter.add(chunk)
+        vote.add(chunk)
         start += len(chunk["predictions"])
-    tasks = read_test_tasks(data_dir)
-    score = arc_score(voter, tasks)
+    score = vote.score()
     n = score["tasks"]
     summary = [("puzzles", "arc"), ("tasks", f"{n:,} ({score['test_inputs']:,} test inputs)")]
-    summary += [(k, _fraction(v, n)) for k, v in score.items() if k.startswith("pass@")]
+    summary += [(k, _fraction(v, n)) for k, v in pass_rates(score).items()]
     summary += [("pass@2, each test input a fraction of its task", f"{score['fractional']['pass@2']:.4f}"),
                 ("predictions voted", f"{voter.rows:,} ({voter.empty:,} empty, no vote)")]
     ranks_of = {name: truth_ranks(voter, task) for name, task in tasks.items()}
@@ -278,15 +276,13 @@ def arc_report(outputs: Outputs, data_dir: Path, tasks_dirs: list[Path], limit: 
     return summary + [shown_row], cards
 
 
-def board_report(outputs: Outputs, data_dir: Path, limit: int, steps: Trajectory | None = None
+def board_report(outputs: Outputs, data_dir: Path, kind: PuzzleKind, limit: int, steps: Trajectory | None = None
                  ) -> tuple[list[tuple[str, str]], list[Card]]:
-    """The summary rows and the cards (the first `limit` examples) of a Sudoku or maze evaluation, with each
-    example's trajectory from `steps` when given."""
-    metadata, sets, identifiers = _test_split(data_dir, outputs)
+    """The summary rows and the cards (the first `limit` examples) of an evaluation on boards of puzzle `kind`
+    (Sudoku, maze), with each example's trajectory from `steps` when given."""
+    _, sets, identifiers = _test_split(data_dir, outputs)
     inputs = [s.inputs for s in sets.values()]
     offsets = np.cumsum([0] + [len(x) for x in inputs])  # example index -> (set, row)
-    label = np.asarray(next(iter(sets.values())).labels[0])  # one label row tells a 4x4 maze from a Sudoku
-    kind = recognise(metadata.vocab_size, metadata.seq_len, label=label).name
     counted, exact_sum, accuracy_sum, start = 0, 0.0, 0.0, 0
     cards, solved = [], []
     for chunk, steps_chunk in zip(outputs.chunks(), steps.chunks() if steps is not None else itertools.repeat(None)):
@@ -316,7 +312,7 @@ def board_report(outputs: Outputs, data_dir: Path, limit: int, steps: Trajectory
                     kind, steps_chunk["predictions"][row], steps_chunk["q_halt_logits"][row], given, labels[row],
                     supervised[row])))
         start += len(labels)
-    summary = [("puzzles", kind), ("examples", f"{counted:,} with a supervised cell ({outputs.rows:,} rows)"),
+    summary = [("puzzles", kind.name), ("examples", f"{counted:,} with a supervised cell ({outputs.rows:,} rows)"),
                ("exact accuracy", _fraction(exact_sum / max(counted, 1), counted)),
                ("cell accuracy", f"{accuracy_sum / max(counted, 1):.4f}"),
                cards_row(solved, cards, "examples", "every cell right")]
@@ -348,6 +344,14 @@ def is_report(path: Path) -> bool:
     """Whether the file `path` is a page write_report wrote (its title says so near the start)."""
     with open(path, "rb") as f:
         return b"<title>hrm report:" in f.read(4096)
+
+
+def split_kind(data_dir: Path) -> PuzzleKind:
+    """The puzzle kind of the dataset's test split (kinds.py dataset_shape; for a kind-less 4x4 shape its first
+    label row tells a maze from a Sudoku); HRMError for a kind this version does not know."""
+    metadata, sets = load_split(data_dir, "test")
+    label = next((np.asarray(s.labels[0]) for s in sets.values() if len(s.labels)), None)
+    return dataset_shape(metadata, label, str(data_dir))
 
 
 def resolve_source(source: Path, data_dir: Path | None) -> tuple[Path, Path, Path]:
@@ -392,12 +396,13 @@ def write_report(source: Path, data_dir: Path | None = None, out: Path | None = 
     if steps is not None and steps.rows != outputs.rows:
         raise HRMError(f"{trajectory} has {steps.rows:,} rows but {outputs_path} has {outputs.rows:,}: give the "
                        f"trajectory of the same evaluation")
-    if is_arc(read_metadata(data_dir, "test")):
+    kind = split_kind(data_dir)
+    if kind_named(kind.name).voted:
         summary, cards = arc_report(outputs, data_dir, list(tasks_dirs or []), limit, steps)
     elif tasks_dirs:
         raise HRMError(f"--tasks is for ARC; {data_dir} is not an ARC dataset")
     else:
-        summary, cards = board_report(outputs, data_dir, limit, steps)
+        summary, cards = board_report(outputs, data_dir, kind, limit, steps)
     if steps is not None:
         summary.append(("trajectory", f"{steps.shapes['predictions'][1]} segments per example "
                                       f"({Path(trajectory).name})"))

@@ -12,12 +12,11 @@ from types import ModuleType
 import numpy as np
 
 from hrm_shared.app.plot import pyplot, save_figure
+from hrm_shared.app.scoring import score
 from hrm_shared.app.trajectory import Adaptive, halting_rule, scores
 from hrm_shared.core.config import MAX_DEPTH, ModelConfig
 from hrm_shared.core.errors import HRMError
-from hrm_shared.core.format import read_identifiers, read_metadata
-from hrm_shared.puzzles.arc_vote import ArcVoter, arc_score, read_test_tasks
-from hrm_shared.puzzles.kinds import is_arc
+from hrm_shared.puzzles.arc_vote import ArcVote, arc_vote
 
 
 def parse_steps(text: str) -> list[int]:
@@ -36,14 +35,14 @@ def parse_steps(text: str) -> list[int]:
 
 class SegmentCurve:
     """Sums per segment count in `steps` over the batches of evaluate(trajectory=True) answers of max(steps)
-    segments: counted examples, exact and token accuracy; with ARC `names` (identifiers.json) a voter per count."""
+    segments: counted examples, exact and token accuracy; with an ARC `vote` a fresh one per count."""
 
-    def __init__(self, steps: list[int], names: list[str] | None = None) -> None:
+    def __init__(self, steps: list[int], vote: ArcVote | None = None) -> None:
         self.steps = steps
         self.count = 0
         self.exact = np.zeros(len(steps), np.int64)
         self.accuracy = np.zeros(len(steps), np.float64)
-        self.voters = None if names is None else [ArcVoter(names) for _ in steps]
+        self.votes = None if vote is None else [vote.fresh() for _ in steps]
 
     def add(self, answers: dict[str, np.ndarray]) -> None:
         """Count one batch: the answer after each M of `steps` is segment_predictions[:, M - 1]."""
@@ -54,8 +53,8 @@ class SegmentCurve:
                 self.count += int(counted.sum())
             self.exact[i] += int(exact[counted].sum())
             self.accuracy[i] += float(accuracy[counted].sum())
-            if self.voters is not None:
-                self.voters[i].add({"predictions": predictions, "puzzle_identifiers": answers["puzzle_identifiers"],
+            if self.votes is not None:
+                self.votes[i].add({"predictions": predictions, "puzzle_identifiers": answers["puzzle_identifiers"],
                                     "q_halt_logits": answers["segment_q_halt_logits"][:, M - 1]})
 
 
@@ -65,26 +64,17 @@ def scaling_curve(package: ModuleType, model, config: ModelConfig, data_dir: Pat
     -> {"points": [{segments, exact_accuracy, accuracy[, pass@k]}] per M, "adaptive": the adaptive mode within
     max(steps) ({count, exact_accuracy, accuracy, mean_segments[, pass@k]}), "count", "metrics" (the backend's at
     max(steps)), "halting": the rule}."""
-    arc = is_arc(read_metadata(data_dir, "test"))
-    names = read_identifiers(data_dir) if arc else None
-    tasks = read_test_tasks(data_dir) if arc else {}
-    curve = SegmentCurve(steps, names)
-    adaptive = Adaptive(config, ArcVoter(names) if arc else None)
-
-    def on_batch(answers: dict[str, np.ndarray]) -> None:
-        curve.add(answers)
-        adaptive.add(answers)
-
-    metrics, _ = package.evaluate.evaluate(model, data_dir, batch_size, on_batch=on_batch, segments=max(steps),
-                                           trajectory=True)
+    vote = arc_vote(data_dir)
+    curve = SegmentCurve(steps, vote)
+    adaptive = Adaptive(config, vote.fresh() if vote is not None else None)
+    scored = score(package, model, data_dir, batch_size, None, [curve.add, adaptive.add], segments=max(steps),
+                   trajectory=True)
     n = max(curve.count, 1)
     points = []
     for i, M in enumerate(steps):
         point = {"segments": M, "exact_accuracy": curve.exact[i] / n, "accuracy": curve.accuracy[i] / n}
-        if arc:
-            point.update({k: v for k, v in arc_score(curve.voters[i], tasks).items() if k.startswith("pass@")})
-        points.append(point)
-    return {"points": points, "adaptive": adaptive.result(tasks), "count": curve.count, "metrics": metrics,
+        points.append({**point, **(curve.votes[i].passes() if curve.votes is not None else {})})
+    return {"points": points, "adaptive": adaptive.result(), "count": curve.count, "metrics": scored.metrics,
             "halting": halting_rule(config, max(steps))}
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from hrm_shared.core.act import ExplorationDraws, draw_exploration
 from hrm_shared.core.checkpoint import CONFIG_FILE, CheckpointConfig, checkpoint_directory
 from hrm_shared.core.config import TrainConfig
-from hrm_shared.puzzles.arc_vote import ArcVoter, arc_score, is_arc, read_test_tasks
+from hrm_shared.puzzles.arc_vote import arc_vote
 from hrm_shared.core.format import DatasetMetadata, read_identifiers, read_metadata
 from hrm_shared.core.iterator import TestIterator, TrainIterator, local_batch_size
 from hrm_shared.core.distributed import Collective, describe_world, launched_rank, rank_rows
@@ -39,6 +39,7 @@ from hrm_shared.core.init import count_parameters
 from hrm_shared.app.eta import Pace, day_warning, device_flops, fitting_preset, run_estimate
 from hrm_shared.app.flops import train_step_flops
 from hrm_shared.app.plot import plot_run
+from hrm_shared.app.scoring import score
 from hrm_shared.app.run import (LAST, METRICS_FILE, RUN_OUTPUTS, Budget, MetricsLog, ProgressLine,
                                 last_checkpoint, mean_metrics, read_train_state, step_dir, write_train_state)
 from hrm_shared.core.progress import duration
@@ -253,7 +254,7 @@ class TrainingRun:
 
         self.identifiers = read_identifiers(self.data_dir)
         test_metadata = read_metadata(self.data_dir, "test")
-        self.arc_tasks = read_test_tasks(self.data_dir) if is_arc(test_metadata) else None
+        self.arc_vote = arc_vote(self.data_dir)
         self.test_tokens = TestIterator(self.data_dir, self.batch_size).num_examples * test_metadata.seq_len
 
         self.last = run_dir / LAST
@@ -399,15 +400,12 @@ class TrainingRun:
         """Score the model (its EMA with train.ema) on the test split, log and print the metrics, save the weights
         to `<run>/step_N`; the `final` evaluation also writes every prediction to `<run>/RUN_OUTPUTS` (up to
         MAX_KEPT_TOKENS). Returns the metrics."""
-        voter = ArcVoter(self.identifiers) if self.arc_tasks else None
         keep = final and self.test_tokens <= MAX_KEPT_TOKENS
         with self.trainer.averaged():  # with train.ema the average is what is scored
-            metrics, outputs = self.package.evaluate.evaluate(self.model, self.data_dir,
-                                                              self.trainer.eval_batch_size, keep_outputs=keep,
-                                                              on_batch=voter.add if voter else None,
-                                                              collective=self.collective)
-        if voter is not None:
-            metrics.update({k: v for k, v in arc_score(voter, self.arc_tasks).items() if k.startswith("pass@")})
+            scored = score(self.package, self.model, self.data_dir, self.trainer.eval_batch_size,
+                           self.arc_vote.fresh() if self.arc_vote else None, keep_outputs=keep,
+                           collective=self.collective)
+        metrics, outputs = scored.with_passes(), scored.outputs
         if self.writer:
             self.log.write({"split": "test", "step": self.step, "epoch": self.feed.position.epoch,
                             "train_seconds": round(self.train_seconds(), 1), **metrics})

@@ -16,7 +16,7 @@ from hrm_shared.core.atomic import replace_file
 from hrm_shared.core.config import ModelConfig
 from hrm_shared.core.iterator import IGNORE_LABEL_ID
 from hrm_shared.core.registry import family_of
-from hrm_shared.puzzles.arc_vote import ArcTestTask, ArcVoter, arc_score
+from hrm_shared.puzzles.arc_vote import ArcVote
 
 # The trajectory file's arrays, one row per test example in dataset order, and the evaluate() answers they are.
 TRAJECTORY_KEYS = {"predictions": "segment_predictions", "q_halt_logits": "segment_q_halt_logits",
@@ -76,10 +76,10 @@ def at_segments(answers: dict[str, np.ndarray], segments: np.ndarray) -> dict[st
 
 class Adaptive:
     """The adaptive mode's sums over the batches of evaluate(trajectory=True) answers: each example scored at its
-    own halting segment (halt_segments) and, on ARC data (`voter`, a new ArcVoter), voted with those answers."""
+    own halting segment (halt_segments) and, on ARC data (`vote`, a fresh ArcVote), voted with those answers."""
 
-    def __init__(self, config: ModelConfig, voter: ArcVoter | None = None) -> None:
-        self.q_halt_alone, self.voter = halts_on_q_halt_alone(config), voter
+    def __init__(self, config: ModelConfig, vote: ArcVote | None = None) -> None:
+        self.q_halt_alone, self.vote = halts_on_q_halt_alone(config), vote
         self.count, self.exact, self.accuracy, self.segments = 0, 0, 0.0, 0
 
     def add(self, answers: dict[str, np.ndarray]) -> None:
@@ -92,15 +92,13 @@ class Adaptive:
         self.exact += int(exact[counted].sum())
         self.accuracy += float(accuracy[counted].sum())
         self.segments += int(segments[counted].sum())
-        if self.voter is not None:
-            self.voter.add(halted)
+        if self.vote is not None:
+            self.vote.add(halted)
 
-    def result(self, tasks: dict[str, ArcTestTask] | None = None) -> dict:
+    def result(self) -> dict:
         """count (examples with a supervised token), exact_accuracy, accuracy and mean_segments over them, and with
-        a voter ARC's pass@k over `tasks` (arc_vote.read_test_tasks)."""
+        a vote ARC's pass@k."""
         n = max(self.count, 1)
         result = {"count": self.count, "exact_accuracy": self.exact / n, "accuracy": self.accuracy / n,
                   "mean_segments": self.segments / n}
-        if self.voter is not None:
-            result.update({k: v for k, v in arc_score(self.voter, tasks or {}).items() if k.startswith("pass@")})
-        return result
+        return {**result, **(self.vote.passes() if self.vote is not None else {})}

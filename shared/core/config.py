@@ -402,32 +402,6 @@ def preset(name: str) -> tuple[ModelConfig, TrainConfig]:
     return config_class(**model), TrainConfig(**train)
 
 
-# Per puzzle kind, the presets `hrm train` chooses from when no --preset is given, from the largest: the reference's
-# recipe (for an NVIDIA GPU), the one that fits a 16 GB Mac, the small one that trains on a CPU.
-KIND_PRESETS: dict[str, tuple[str, ...]] = {"sudoku": ("sudoku", "sudoku-laptop", "demo"),
-                                            "maze": ("maze", "tiny"), "arc": ("arc", "arc-laptop", "tiny")}
-
-
-def default_preset(kind: str | None, seq_len: int, device: str) -> str:
-    """The preset `hrm train` starts from without --preset, for a dataset of puzzle `kind` ('sudoku', 'maze', 'arc';
-    None: unknown) with sequences of `seq_len` tokens, on `device` (a backend's resolved device: 'cuda', 'cuda:N',
-    'mps', 'gpu' or 'cpu'): the kind's reference recipe on an NVIDIA GPU; its laptop preset on a Mac's GPU; on the CPU
-    the presets that learn in minutes there (`demo` for Sudoku smaller than 9x9, `trm-demo-9` for 9x9) and the laptop
-    preset for ARC. HRMError where no preset is made for the case (an unknown kind; mazes off CUDA), naming what to
-    pass."""
-    if kind not in KIND_PRESETS:
-        raise HRMError("no --preset given and the puzzle kind of this dataset is unknown; choose one with --preset "
-                       "NAME (tiny trains in minutes on a CPU; `hrm config --preset NAME` prints one)")
-    if device.startswith("cuda"):
-        return KIND_PRESETS[kind][0]
-    if kind == "maze":
-        raise HRMError("no --preset given and no maze preset is made for this device: --preset maze is the "
-                       "reference's recipe for an NVIDIA GPU, --preset tiny trains on a CPU; choose one")
-    if kind == "sudoku" and (seq_len < 81 or device == "cpu"):
-        return "demo" if seq_len < 81 else "trm-demo-9"
-    return KIND_PRESETS[kind][1]
-
-
 def apply_overrides(model: ModelConfig, train: TrainConfig, overrides: list[str]) -> tuple[ModelConfig, TrainConfig]:
     """Apply `key=value` strings (`key` a field of either config, optionally prefixed `model.` or `train.`)."""
     changes: dict[str, dict] = {"model": {}, "train": {}}

@@ -27,6 +27,7 @@ from hrm_shared.core.checksums import CHECKSUMS_FILE, recorded_checksums, verify
 from hrm_shared.core.errors import HRMError
 
 SPLITS = ("train", "test")
+OPTIONAL_FIELDS = ("kind",)  # DatasetMetadata fields a dataset.json may lack
 ARRAYS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 # Names a builder writes into its output directory; `--force` replaces only directories made of these.
 OWN_FILES = {"identifiers.json", "train", "test", "train.csv", "test.csv", CHECKSUMS_FILE}
@@ -46,6 +47,7 @@ class DatasetMetadata:
     total_groups: int
     mean_puzzle_examples: float
     sets: list[str]
+    kind: str | None = None  # the puzzle kind (puzzles/kinds.py); absent in datasets written before it was stored
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "dataset.json") -> "DatasetMetadata":
@@ -54,14 +56,23 @@ class DatasetMetadata:
         if not isinstance(d, dict):
             raise HRMError(f"{where} holds a {type(d).__name__}, not an object; rebuild the dataset with "
                            f"`hrm data ...`")
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d]
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d and f.name not in OPTIONAL_FIELDS]
         if missing:
             raise HRMError(f"{where} lacks {', '.join(missing)}; rebuild the dataset with `hrm data ...`")
-        for f in dataclasses.fields(cls):
-            if expected := _field_type_problem(f.name, d[f.name]):
-                raise HRMError(f"{where} has {f.name}={d[f.name]!r}, expected {expected}; rebuild the dataset "
+        present = [f.name for f in dataclasses.fields(cls) if f.name in d]
+        for name in present:
+            if expected := _field_type_problem(name, d[name]):
+                raise HRMError(f"{where} has {name}={d[name]!r}, expected {expected}; rebuild the dataset "
                                f"with `hrm data ...`")
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{name: d[name] for name in present})
+
+    def to_dict(self) -> dict:
+        """The fields for dataset.json; `kind` only when known, so a kind-less dataset's file keeps the reference's
+        fields exactly."""
+        record = dataclasses.asdict(self)
+        if record["kind"] is None:
+            del record["kind"]
+        return record
 
 
 def _field_type_problem(name: str, value: object) -> str | None:
@@ -71,6 +82,8 @@ def _field_type_problem(name: str, value: object) -> str | None:
         return None if ok else "a list of set names"
     if name == "ignore_label_id" and value is None:
         return None
+    if name == "kind":
+        return None if isinstance(value, str) and value else "a puzzle kind name"
     number = (int, float) if name == "mean_puzzle_examples" else int
     if isinstance(value, number) and not isinstance(value, bool):
         return None
@@ -142,16 +155,17 @@ def atomic_directory(out: Path, force: bool = False) -> ContextManager[Path]:
     return replace_directory(out, force, OWN_FILES, "dataset")
 
 
-def split_metadata(sets: dict[str, PuzzleSet], vocab_size: int, seq_len: int,
-                   num_puzzle_identifiers: int) -> DatasetMetadata:
-    """dataset.json for one split, counting groups and mean examples per puzzle over all its sets."""
+def split_metadata(sets: dict[str, PuzzleSet], vocab_size: int, seq_len: int, num_puzzle_identifiers: int,
+                   kind: str | None = None) -> DatasetMetadata:
+    """dataset.json for one split of puzzles of `kind` (None: not stored), counting groups and mean examples per
+    puzzle over all its sets."""
     examples = sum(s.num_examples for s in sets.values())
     puzzles = sum(s.num_puzzles for s in sets.values())
     return DatasetMetadata(
         pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=vocab_size, seq_len=seq_len,
         num_puzzle_identifiers=num_puzzle_identifiers,
         total_groups=sum(s.num_groups for s in sets.values()),
-        mean_puzzle_examples=examples / max(1, puzzles), sets=list(sets),
+        mean_puzzle_examples=examples / max(1, puzzles), sets=list(sets), kind=kind,
     )
 
 
@@ -161,12 +175,14 @@ def write_split(directory: Path, metadata: DatasetMetadata, sets: dict[str, Puzz
     for set_name, arrays in sets.items():
         for name in ARRAYS:
             np.save(directory / f"{set_name}__{name}.npy", getattr(arrays, name))
-    (directory / "dataset.json").write_text(json.dumps(dataclasses.asdict(metadata)))
+    (directory / "dataset.json").write_text(json.dumps(metadata.to_dict()))
 
 
 def write_dataset(out: Path, splits: dict[str, dict[str, PuzzleSet]], *, vocab_size: int, seq_len: int,
-                  identifiers: list[str], force: bool = False, extra_files: dict[str, bytes] | None = None) -> None:
-    """Write a whole dataset (identifiers.json, every split, `extra_files`) to `out` atomically."""
+                  identifiers: list[str], force: bool = False, extra_files: dict[str, bytes] | None = None,
+                  kind: str | None = None) -> None:
+    """Write a whole dataset (identifiers.json, every split, `extra_files`) of puzzles of `kind` (puzzles/kinds.py
+    KINDS; None: not stored, recognised from the shapes) to `out` atomically."""
     for split, sets in splits.items():
         for set_name, arrays in sets.items():
             problems = check_arrays(arrays, vocab_size, seq_len, len(identifiers))
@@ -175,7 +191,7 @@ def write_dataset(out: Path, splits: dict[str, dict[str, PuzzleSet]], *, vocab_s
     with atomic_directory(Path(out), force) as tmp:
         (tmp / "identifiers.json").write_text(json.dumps(identifiers))
         for split, sets in splits.items():
-            write_split(tmp / split, split_metadata(sets, vocab_size, seq_len, len(identifiers)), sets)
+            write_split(tmp / split, split_metadata(sets, vocab_size, seq_len, len(identifiers), kind), sets)
         write_checksums(tmp, [p.relative_to(tmp).as_posix() for p in sorted(tmp.rglob("*")) if p.is_file()])
         for name, content in (extra_files or {}).items():
             (tmp / name).write_bytes(content)
@@ -370,7 +386,7 @@ def fingerprint(root: Path) -> str:
     h.update((root / "identifiers.json").read_bytes())
     for split in SPLITS:
         metadata, sets = load_split(root, split)
-        h.update(json.dumps(dataclasses.asdict(metadata), sort_keys=True).encode())
+        h.update(json.dumps(metadata.to_dict(), sort_keys=True).encode())
         for set_name, s in sets.items():
             for name in ARRAYS:
                 a = np.ascontiguousarray(getattr(s, name))
@@ -386,7 +402,7 @@ def dataset_info(root: Path) -> dict:
     for split in SPLITS:
         metadata, sets = load_split(root, split)
         info["splits"][split] = {
-            **dataclasses.asdict(metadata),
+            **metadata.to_dict(),
             "examples": sum(s.num_examples for s in sets.values()),
             "puzzles": sum(s.num_puzzles for s in sets.values()),
             "groups": sum(s.num_groups for s in sets.values()),

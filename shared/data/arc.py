@@ -192,7 +192,7 @@ def build_arc_dataset(dirs: list[Path], out: Path, num_aug: int = 1000, seed: in
             for split, chosen in groups.items()}
     names = ["<blank>"] + list(identifiers)
     write_dataset(out, {split: {"all": s} for split, s in sets.items()}, vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN,
-                  identifiers=names, force=force)
+                  identifiers=names, force=force, kind="arc")
     summary: dict = {"out": str(out)}
     for split, s in sets.items():
         summary.update({f"{split}_tasks": s.num_groups, f"{split}_puzzles": s.num_puzzles,

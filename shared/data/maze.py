@@ -81,7 +81,7 @@ def write_maze_dataset(out: Path, splits: dict[str, tuple[np.ndarray, np.ndarray
         raise HRMError(f"train and test mazes differ in size ({seq_lens}); use mazes of one size")
     write_dataset(Path(out), {split: {"all": maze_puzzle_set(q, a)} for split, (q, a) in splits.items()},
                   vocab_size=VOCAB_SIZE, seq_len=next(iter(seq_lens.values())), identifiers=IDENTIFIERS,
-                  force=force, extra_files=extra_files)
+                  force=force, extra_files=extra_files, kind="maze")
 
 
 def build_maze_dataset(csv_dir: Path, out: Path, force: bool = False) -> dict:

@@ -142,7 +142,8 @@ def build_sudoku_dataset(csv_dir: Path, out: Path, subsample_size: int | None = 
         verify_unique(test)
     splits = {"train": {"all": sudoku_set(train, num_aug, rng, "Building train")},
               "test": {"all": sudoku_set(test, 0, rng, "Building test")}}
-    write_dataset(out, splits, vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN, identifiers=["<blank>"], force=force)
+    write_dataset(out, splits, vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN, identifiers=["<blank>"], force=force,
+                  kind="sudoku")
     return {
         "out": str(out),
         "train_puzzles": len(train.boards), "train_examples": splits["train"]["all"].num_examples,

@@ -75,7 +75,8 @@ def build_small_sudoku(out: Path, size: int, n_train: int, n_test: int, seed: in
         for puzzle, solution in chosen:
             builder.add_group([(0, puzzle.reshape(1, -1) + 1, solution.reshape(1, -1) + 1)])
         splits[split] = {"all": builder.build()}
-    write_dataset(out, splits, vocab_size=size + 2, seq_len=size * size, identifiers=["<blank>"], force=force)
+    write_dataset(out, splits, vocab_size=size + 2, seq_len=size * size, identifiers=["<blank>"], force=force,
+                  kind="sudoku")
     return {
         "out": str(out), "size": size, "train_puzzles": n_train, "test_puzzles": n_test,
         "mean_blanks": round(float(np.mean([np.sum(p == 0) for p, _ in puzzles])), 2),

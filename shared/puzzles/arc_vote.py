@@ -1,5 +1,6 @@
 """ARC score of a model (shared/DESIGN.md section 6): a streaming vote over the augmented views of every test
-input, pass@k, and a submission in the ARC Prize format.
+input, pass@k, and a submission in the ARC Prize format. ArcVote is what every scorer uses (shared/app/scoring.py):
+one evaluation's vote on a dataset's test tasks and its pass@k.
 
 Each test row's prediction is cropped (the largest top-left rectangle of colour tokens), its augmentation undone
 (dihedral inverse, then the colour map) and counted as one vote for that grid under (task, test index); between
@@ -15,9 +16,9 @@ import numpy as np
 
 from hrm_shared.puzzles.arc_augment import (COLOR_OFFSET, GRID_SIZE, NUM_COLORS, inverse_dihedral, parse_aug_name,
                                             unaugment_grid)
-from hrm_shared.core.format import load_split, read_identifiers
+from hrm_shared.core.format import load_split, read_identifiers, read_metadata
 from hrm_shared.puzzles.kinds import ARC, is_arc
-from hrm_shared.puzzles.show import arc_grid
+from hrm_shared.puzzles.render import arc_grid
 from hrm_shared.core.errors import HRMError
 
 PASS_KS = (1, 2, 10)
@@ -186,6 +187,46 @@ def arc_score(voter: ArcVoter, tasks: dict[str, ArcTestTask], ks: tuple[int, ...
     """pass_at() over `tasks` plus the rows voted and those whose crop was empty."""
     return {**pass_at({name: truth_ranks(voter, task) for name, task in tasks.items()}, ks),
             "rows": voter.rows, "empty_predictions": voter.empty}
+
+
+class ArcVote:
+    """One evaluation's vote on an ARC dataset: an ArcVoter fed batches of answers (`add`, an evaluate on_batch
+    listener) and scored against the dataset's test tasks (`names`: identifiers.json; `tasks`: read_test_tasks)."""
+
+    def __init__(self, names: list[str], tasks: dict[str, ArcTestTask]) -> None:
+        self.names, self.tasks, self.voter = names, tasks, ArcVoter(names)
+
+    @classmethod
+    def read(cls, data_dir: Path) -> "ArcVote":
+        """The vote for the test split of ARC dataset `data_dir` (HRMError as read_test_tasks)."""
+        return cls(read_identifiers(Path(data_dir)), read_test_tasks(data_dir))
+
+    def fresh(self) -> "ArcVote":
+        """A new, empty vote on the same tasks: one per evaluation, or per way of answering within one."""
+        return ArcVote(self.names, self.tasks)
+
+    def add(self, answers: dict[str, np.ndarray]) -> None:
+        """Count one batch of answers (ArcVoter.add)."""
+        self.voter.add(answers)
+
+    def score(self) -> dict:
+        """arc_score of the votes so far: pass@k, `fractional`, tasks, test inputs, rows and empty predictions."""
+        return arc_score(self.voter, self.tasks)
+
+    def passes(self) -> dict[str, float]:
+        """The pass@k rates of score() alone: what metrics, curves and the adaptive mode report."""
+        return pass_rates(self.score())
+
+
+def pass_rates(score: dict) -> dict[str, float]:
+    """The pass@k rates of an arc_score result alone, {"pass@1": ..., "pass@2": ..., ...} in PASS_KS order."""
+    return {k: v for k, v in score.items() if k.startswith("pass@")}
+
+
+def arc_vote(data_dir: Path) -> ArcVote | None:
+    """The vote for `data_dir`'s test split when it holds ARC (kinds.is_arc), else None; read before an evaluation,
+    as it may refuse the task names."""
+    return ArcVote.read(data_dir) if is_arc(read_metadata(Path(data_dir), "test")) else None
 
 
 def submission(voter: ArcVoter, tasks: dict[str, ArcTestTask]) -> dict[str, list[dict[str, list]]]:

@@ -1,4 +1,5 @@
-"""Pictures of puzzles for people: Sudoku as boxed text, ARC grids as coloured terminal blocks or a PNG file.
+"""Pictures of puzzles for people: Sudoku as boxed text, ARC grids (found in their encoded sequences) as coloured
+terminal blocks or a PNG file.
 
 numpy only: the PNG is written with zlib and struct. The maze text renderer lives in shared/puzzles/maze.py.
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from hrm_shared.core.atomic import write_file
-from hrm_shared.puzzles.kinds import SUDOKU_BOXES
+from hrm_shared.puzzles.arc_augment import GRID_SIZE, PAD_TOKEN, crop_prediction
 
 # The standard ARC colours 0..9: black, blue, red, green, yellow, grey, magenta, orange, sky, maroon.
 ARC_PALETTE = np.array([
@@ -21,6 +22,7 @@ ARC_PALETTE = np.array([
 BACKGROUND = np.array((0xFF, 0xFF, 0xFF), dtype=np.uint8)
 LINE = np.array((0x55, 0x55, 0x55), dtype=np.uint8)
 SYMBOLS = "123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+SUDOKU_BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # side n -> (rows, columns) of one box
 _DEFAULT_BOXES = {**SUDOKU_BOXES, 16: (4, 4)}
 
 
@@ -45,6 +47,18 @@ def sudoku_text(tokens: np.ndarray, box: tuple[int, int] | None = None) -> str:
         if (r + 1) % box_rows == 0:
             lines.append(rule)
     return "\n".join(lines)
+
+
+def arc_grid(tokens: np.ndarray) -> np.ndarray:
+    """The colour grid uint8 [h, w] in an encoded ARC sequence [900], wherever translation put it: the sequence is
+    shifted so the grid's top-left corner (first non-pad row and column) is at (0, 0), then cropped."""
+    canvas = np.asarray(tokens).reshape(GRID_SIZE, GRID_SIZE)
+    rows, cols = np.nonzero(canvas != PAD_TOKEN)
+    if not len(rows):
+        return np.zeros((0, 0), dtype=np.uint8)
+    shifted = np.zeros_like(canvas)
+    shifted[:GRID_SIZE - rows.min(), :GRID_SIZE - cols.min()] = canvas[rows.min():, cols.min():]
+    return crop_prediction(shifted)
 
 
 def _check_grid(grid: np.ndarray) -> np.ndarray:

@@ -2,31 +2,27 @@
 
 A Sudoku checkpoint takes a string of n*n digits with '.' or '0' for blanks, or the path of a text file holding one
 (whitespace and line breaks are ignored); a maze checkpoint takes the path of a text file with one row of `# SG`
-characters per line. kinds.py recognises which from the checkpoint's vocab_size and seq_len; a 4x4 Sudoku and a 4x4
-maze share vocab 6 and seq_len 16, so for such a checkpoint an existing file means a maze. What looks like a path
-(a path separator, or a file suffix of PATH_SUFFIXES) but names no file is refused as a missing file, not read as
-a puzzle string.
+characters per line (puzzles/typed.py reads both). The kind is the one the checkpoint's dataset named, else kinds.py
+recognises it from the checkpoint's vocab_size and seq_len; a 4x4 Sudoku and a 4x4 maze share vocab 6 and seq_len
+16, so for such a checkpoint an existing file means a maze.
 """
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hrm_shared.core.config import HRMConfig
-from hrm_shared.puzzles import maze
-from hrm_shared.core.iterator import IGNORE_LABEL_ID
-from hrm_shared.puzzles.kinds import SUDOKU_BOXES, recognise
-from hrm_shared.puzzles.render import sudoku_text
-from hrm_shared.puzzles.show import side_by_side
-from hrm_shared.puzzles.sudoku_solver import is_valid_solution, parse_puzzle, solve
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.iterator import IGNORE_LABEL_ID
+from hrm_shared.puzzles import maze
+from hrm_shared.puzzles.kinds import KINDS, kind_named, recognise
+from hrm_shared.puzzles.render import SUDOKU_BOXES, sudoku_text
+from hrm_shared.puzzles.show import side_by_side
+from hrm_shared.puzzles.sudoku_solver import is_valid_solution
+from hrm_shared.puzzles.typed import looks_like_path
 
-MAZE_INPUT_CHARS = "# SG"
-PATH_SUFFIXES = (".txt", ".json", ".csv", ".npy", ".sdk", ".maze")
-SOLVABLE = ("sudoku", "maze")
 UNSOLVABLE = ("hrm solve knows Sudoku (4x4, 6x6, 9x9) and maze checkpoints; this one has vocab_size {vocab_size} "
               "and seq_len {seq_len}")
 
@@ -47,93 +43,18 @@ class Puzzle:
 
 def read_puzzle(config: HRMConfig, puzzle: str, trained_on: str | None = None) -> Puzzle:
     """Parse `puzzle` for a checkpoint with `config`, trained on puzzles of kind `trained_on` (its config's dataset
-    kind; None: unknown, then told from the shape as the module doc says): a Sudoku string or file, or a maze file
-    path. HRMError for a missing file, a bad cell, a wrong length, and when it cannot be solved: a Sudoku whose givens
-    clash or allow no solution, a maze without an S->G path."""
-    among = (trained_on,) if trained_on in SOLVABLE else SOLVABLE
-    kind = recognise(config.vocab_size, config.seq_len, typed=puzzle, among=among, unknown=UNSOLVABLE)
+    kind; None: unknown, then told from the shape as the module doc says) with that kind's reader (kinds.py): a
+    Sudoku string or file, or a maze file path. HRMError for a kind this version does not know or cannot solve, a
+    missing file, a bad cell, a wrong length, and when it cannot be solved: a Sudoku whose givens clash or allow no
+    solution, a maze without an S->G path."""
+    readers = {name: kind.read_input for name, kind in KINDS.items() if kind.read_input is not None}
+    if trained_on is not None:
+        kind_named(trained_on, "this checkpoint's dataset")
+    among = (trained_on,) if trained_on in readers else tuple(readers)
+    shape = recognise(config.vocab_size, config.seq_len, typed=puzzle, among=among, unknown=UNSOLVABLE)
     if looks_like_path(puzzle) and not Path(puzzle).is_file():
         raise HRMError(f"no such file: {puzzle}")
-    if kind.name == "maze":
-        tokens = read_maze(Path(puzzle), kind.side)
-        if maze.solve_maze(tokens)[1] < 0:
-            raise HRMError(f"{puzzle}: no path leads from S to G (walls cut them apart); give a maze with a path")
-        return Puzzle("maze", tokens)
-    text = _read_text(Path(puzzle), "a Sudoku puzzle").split() if Path(puzzle).is_file() else [puzzle.strip()]
-    grid = parse_puzzle(check_sudoku_text("".join(text), kind.box), kind.box)  # [n, n], 0 blank
-    if clash := _sudoku_clash(grid, kind.box):
-        raise HRMError(f"the puzzle has no solution: {clash}; correct the givens")
-    if not solve(grid, kind.box, max_solutions=1).solutions:
-        raise HRMError("the puzzle has no solution: no given repeats in a row, column or box, yet the blanks "
-                       "cannot be filled; correct the givens")
-    return Puzzle("sudoku", grid.reshape(-1).astype(np.int32) + 1)
-
-
-def looks_like_path(puzzle: str) -> bool:
-    """Whether what was typed for a puzzle is meant as a file: it holds a path separator or ends in a file suffix
-    (PATH_SUFFIXES)."""
-    separators = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
-    return any(sep in puzzle for sep in separators) or puzzle.lower().endswith(PATH_SUFFIXES)
-
-
-def check_sudoku_text(text: str, box: tuple[int, int]) -> str:
-    """`text` when it is an n x n Sudoku (n = box rows * cols) as one character per cell, row-major: the digits 1..n,
-    '.' or '0' for a blank. HRMError naming the first bad cell (1-based, with its row and column), else the wrong
-    length."""
-    n = box[0] * box[1]
-    allowed = set(".0123456789"[:n + 2])
-    if (bad := next((i for i, c in enumerate(text) if c not in allowed), None)) is not None:
-        where = f" (row {bad // n + 1}, column {bad % n + 1})" if bad < n * n else ""
-        raise HRMError(f"cell {bad + 1}{where} is {text[bad]!r}: a {n}x{n} Sudoku puzzle may hold only the digits "
-                       f"1..{n} and '.' or 0 for a blank")
-    if len(text) != n * n:
-        raise HRMError(f"a {n}x{n} Sudoku puzzle has {n * n} cells, got {len(text)}: it needs {n * n} characters, "
-                       f"one per cell ('.' or 0 for a blank)")
-    return text
-
-
-def _read_text(path: Path, what: str) -> str:
-    """The text of file `path`; HRMError when it is not text (`what` says what it should hold)."""
-    try:
-        return path.read_text()
-    except UnicodeDecodeError:
-        raise HRMError(f"{path} is not a text file; give {what}") from None
-
-
-def _sudoku_clash(grid: np.ndarray, box: tuple[int, int]) -> str | None:
-    """The first given digit of `grid` [n, n] (0 blank) repeated in a row, column or box (1-based, row-major), in
-    words, or None."""
-    br, bc = box
-    n = br * bc
-    boxes = grid.reshape(n // br, br, n // bc, bc).transpose(0, 2, 1, 3).reshape(n, n)
-    for unit, cells in (("row", grid), ("column", grid.T), ("box", boxes)):
-        for i, line in enumerate(cells):
-            digits, counts = np.unique(line[line > 0], return_counts=True)
-            if np.any(counts > 1):
-                return f"digit {digits[counts > 1][0]} appears {counts[counts > 1][0]} times in {unit} {i + 1}"
-    return None
-
-
-def read_maze(path: Path, size: int) -> np.ndarray:
-    """Tokens [size*size] int32 of a maze text file: `size` lines of `size` characters over `# SG`, one S, one G."""
-    if not path.is_file():
-        raise HRMError(f"this checkpoint solves {size}x{size} mazes: give the path of a text file with {size} "
-                       f"lines of {size} characters over '{MAZE_INPUT_CHARS}'; {str(path)!r} is not a file")
-    rows = _read_text(path, f"a maze of {size} lines over '{MAZE_INPUT_CHARS}'").replace("\r\n", "\n").split("\n")
-    while rows and not rows[-1]:
-        rows.pop()
-    bad = sorted(set("".join(rows)) - set(MAZE_INPUT_CHARS))
-    if bad:
-        raise HRMError(f"{path} holds {''.join(bad)!r}; a maze may hold only '{MAZE_INPUT_CHARS}' "
-                       f"(wall, open, start, goal)")
-    if len(rows) != size or any(len(row) != size for row in rows):
-        raise HRMError(f"{path} is {len(rows)} lines of lengths {sorted({len(r) for r in rows})}; this checkpoint "
-                       f"needs {size} lines of {size} characters")
-    text = "".join(rows)
-    if text.count("S") != 1 or text.count("G") != 1:
-        raise HRMError(f"{path} needs exactly one S (start) and one G (goal), got {text.count('S')} and "
-                       f"{text.count('G')}")
-    return maze.text_to_tokens(text).astype(np.int32)
+    return Puzzle(shape.name, readers[shape.name](puzzle, shape))
 
 
 def _marked_board(puzzle: Puzzle, tokens: np.ndarray, changed: np.ndarray) -> str:

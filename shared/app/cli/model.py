@@ -123,12 +123,13 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
     import numpy as np
 
     from hrm_shared.app.report import OUTPUT_KEYS
+    from hrm_shared.app.scoring import score
     from hrm_shared.app.trajectory import Adaptive, halting_rule, write_trajectory
-    from hrm_shared.puzzles.arc_vote import ArcVoter, arc_score, read_test_tasks, submission
-    from hrm_shared.puzzles.kinds import check_checkpoint_dataset, is_arc
+    from hrm_shared.puzzles.arc_vote import arc_vote, pass_rates, submission
+    from hrm_shared.puzzles.kinds import check_checkpoint_dataset
     from hrm_shared.core.atomic import replace_file, write_file
     from hrm_shared.core.checkpoint import check_fits_dataset, read_checkpoint_config
-    from hrm_shared.core.format import check_dataset, read_identifiers, read_metadata, verify_dataset
+    from hrm_shared.core.format import check_dataset, read_metadata, verify_dataset
     from hrm_shared.core.errors import HRMError
     from hrm_shared.app.outputs import check_output_files
 
@@ -139,9 +140,8 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
     check_fits_dataset(saved.model, metadata, f"{data_dir}/test")
     if warning := check_checkpoint_dataset(saved.dataset, data_dir, checkpoint):
         click.echo(f"warning: {warning}", err=True)
-    voter = ArcVoter(read_identifiers(data_dir)) if is_arc(metadata) else None
-    tasks = read_test_tasks(data_dir) if voter is not None else {}  # before the evaluation: it may refuse the names
-    if submission_path is not None and voter is None:
+    vote = arc_vote(data_dir)  # before the evaluation: it may refuse the names
+    if submission_path is not None and vote is None:
         raise HRMError(f"--submission is for ARC datasets; {data_dir} holds vocab_size {metadata.vocab_size}, "
                        f"seq_len {metadata.seq_len} puzzles")
     if verify:
@@ -150,29 +150,26 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
     model, config = package.checkpoint.load_checkpoint(checkpoint, device, verify)
     batch_size = batch_size or config.train.global_batch_size
     segments = segments or config.model.halt_max_steps
-    halting = None
-    if adaptive:
-        halting = Adaptive(config.model, None if voter is None else ArcVoter(read_identifiers(data_dir)))
-    listeners = [listener.add for listener in (voter, halting) if listener is not None]
-    metrics, outputs = package.evaluate.evaluate(
-        model, data_dir, batch_size, keep_outputs=save_outputs is not None or save_trajectory is not None,
-        on_batch=(lambda answers: [add(answers) for add in listeners]) if listeners else None,
-        segments=segments, trajectory=adaptive or save_trajectory is not None)
+    halting = Adaptive(config.model, vote.fresh() if vote is not None else None) if adaptive else None
+    scored = score(package, model, data_dir, batch_size, vote, [halting.add] if halting is not None else [],
+                   keep_outputs=save_outputs is not None or save_trajectory is not None, segments=segments,
+                   trajectory=adaptive or save_trajectory is not None)
+    metrics, outputs = scored.metrics, scored.outputs
     summary(f"{checkpoint} on {data_dir} (test, {name}, {segments} segments)",
              {k: f"{v:,}" if k == "count" else f"{v:.4f}" for k, v in metrics.items()})
     record = {"metrics": metrics, "checkpoint": str(checkpoint), "data": str(data_dir), "backend": name,
               "batch_size": batch_size, "segments": segments}
     if halting is not None:
-        record["adaptive"] = halting.result(tasks)
+        record["adaptive"] = halting.result()
         summary(f"Adaptive: {halting_rule(config.model, segments)}",
                 {k: f"{v:,}" if k == "count" else f"{v:.4f}" for k, v in record["adaptive"].items()})
-    if voter is not None:
-        record["arc"] = arc_score(voter, tasks)
+    if vote is not None:
+        record["arc"] = vote.score()
         summary(f"ARC score over {record['arc']['tasks']} tasks ({record['arc']['test_inputs']} test inputs; "
-                f"{voter.rows:,} predictions voted, {voter.empty:,} empty)",
-                {k: f"{v:.4f}" for k, v in record["arc"].items() if k.startswith("pass@")})
+                f"{vote.voter.rows:,} predictions voted, {vote.voter.empty:,} empty)",
+                {k: f"{v:.4f}" for k, v in pass_rates(record["arc"]).items()})
         if submission_path is not None:
-            write_file(submission_path, json.dumps(submission(voter, tasks)) + "\n")
+            write_file(submission_path, json.dumps(submission(vote.voter, vote.tasks)) + "\n")
     if json_path is not None:
         write_file(json_path, json.dumps(record, indent=2) + "\n")
     if save_outputs is not None:

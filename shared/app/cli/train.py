@@ -107,11 +107,10 @@ def train_cmd(ctx, backend, data_dir, preset_name, overrides, out, resume, max_s
 
 
 def _default_preset(package, data_dir: Path, device: str | None) -> str:
-    """The preset for a new run without --preset (core/config.py default_preset), said on stderr."""
-    from hrm_shared.core.config import default_preset
+    """The preset for a new run without --preset (puzzles/kinds.py default_preset), said on stderr."""
     from hrm_shared.core.distributed import launched_rank
     from hrm_shared.core.format import check_dataset, read_metadata
-    from hrm_shared.puzzles.kinds import dataset_kind
+    from hrm_shared.puzzles.kinds import dataset_kind, default_preset
 
     check_dataset(data_dir)
     kind = dataset_kind(data_dir)
