@@ -61,6 +61,7 @@ class RotaryEmbedding(nn.Module):
         angles = mx.concatenate((freqs, freqs), axis=-1)  # [positions, head_dim]
         self._cos_cached, self._sin_cached = mx.cos(angles), mx.sin(angles)
         self._freqs = 1.0 / inv_freq
+        mx.eval(self._cos_cached, self._sin_cached, self._freqs)  # constants of a compiled step, not graphs
 
     def __call__(self) -> CosSin:
         return _Tables(self._cos_cached, self._sin_cached, self._freqs)

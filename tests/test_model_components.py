@@ -114,8 +114,8 @@ def np_act_loss(outputs, labels, halted, steps, loss_type):
     return total, {"count": valid.sum(), "accuracy": (correct.sum(-1) / np.maximum(counts, 1))[valid].sum(),
                    "exact_accuracy": (valid & seq_correct).sum(),
                    "q_halt_accuracy": (valid & ((outputs["q_halt_logits"] >= 0) == seq_correct)).sum(),
-                   "steps": steps[valid].sum(), "lm_loss": lm_rows[valid].sum(),
-                   "q_halt_loss": q_halt_rows[valid].sum(), "q_continue_loss": q_continue_rows[valid].sum()}
+                   "steps": steps[valid].sum(), "lm_loss": lm_rows.sum(), "q_halt_loss": q_halt_rows.sum(),
+                   "q_continue_loss": q_continue_rows.sum()}
 
 
 # ---------------------------------------------------------------------------------------- initialisation (numpy)
