@@ -67,14 +67,18 @@ def run_plan(epochs: int, eval_interval: int, total_groups: int, mean_puzzle_exa
     total = total_steps(epochs, total_groups, mean_puzzle_examples, global_batch_size)
     per_pass = int(eval_interval * total_groups * mean_puzzle_examples / global_batch_size)
     last = min(epochs // eval_interval * per_pass, total)
-    every = per_pass if eval_every is None else eval_every
-    steps = tuple(range(every, last, every)) if every > 0 else ()
-    return RunPlan(total, last, (*steps, last) if last > 0 else (), mean_puzzle_examples == 1.0)
+    return RunPlan(total, last, _evaluations(per_pass if eval_every is None else eval_every, last),
+                   mean_puzzle_examples == 1.0)
 
 
 def legacy_plan(total: int, epochs: int, eval_interval: int, eval_every: int | None = None) -> RunPlan:
     """The plan of a run started before run plans were recorded in its checkpoints: to total_steps, evaluating every
     total * eval_interval / epochs steps (or `eval_every`) and at the end."""
     every = max(1, total * eval_interval // epochs) if eval_every is None else eval_every
-    steps = tuple(range(every, total, every)) if every > 0 else ()
-    return RunPlan(total, total, (*steps, total))
+    return RunPlan(total, total, _evaluations(every, total))
+
+
+def _evaluations(every: int, last: int) -> tuple[int, ...]:
+    """Every `every` steps (0: none) before `last`, then `last` (none when the run takes no step)."""
+    steps = tuple(range(every, last, every)) if every > 0 else ()
+    return (*steps, last) if last > 0 else ()
