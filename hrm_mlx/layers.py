@@ -7,10 +7,8 @@ Both run as MLX's fused kernels (mx.fast.rms_norm, mx.fast.rope), which compute 
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 
 from hrm_shared.core.config import ModelConfig
-from hrm_shared.core.init import rotary_tables
 
 CosSin = tuple[mx.array, mx.array]
 
@@ -50,15 +48,20 @@ class _Tables(tuple):
 
 
 class RotaryEmbedding(nn.Module):
-    """RoPE tables cos, sin [positions, head_dim] float32, held under `_` names (not parameters, never saved)."""
+    """RoPE tables cos, sin [positions, head_dim] float32, held under `_` names (not parameters, never saved).
+
+    Built with MLX's float32 ops by the reference's formula: within float32 rounding of torch's tables
+    (tests/test_model_components.py).
+    """
 
     def __init__(self, head_dim: int, positions: int, theta: float) -> None:
         super().__init__()
-        cos, sin = rotary_tables(head_dim, positions, theta)
-        self._cos_cached = mx.array(cos)
-        self._sin_cached = mx.array(sin)
-        inv_freq = np.float32(1.0) / np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)
-        self._freqs = mx.array(np.float32(1.0) / inv_freq)
+        inv_freq = 1.0 / (theta ** (mx.arange(0, head_dim, 2, dtype=mx.float32) / head_dim))
+        freqs = mx.outer(mx.arange(positions, dtype=mx.float32), inv_freq)  # [positions, head_dim / 2]
+        angles = mx.concatenate((freqs, freqs), axis=-1)  # [positions, head_dim]
+        self._cos_cached, self._sin_cached = mx.cos(angles), mx.sin(angles)
+        self._freqs = 1.0 / inv_freq
+        mx.eval(self._cos_cached, self._sin_cached, self._freqs)  # constants of a compiled step, not graphs
 
     def __call__(self) -> CosSin:
         return _Tables(self._cos_cached, self._sin_cached, self._freqs)

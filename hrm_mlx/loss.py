@@ -44,10 +44,11 @@ LOSSES = {"stablemax_cross_entropy": stablemax_cross_entropy, "softmax_cross_ent
 
 def act_loss(outputs: dict[str, mx.array], labels: mx.array, halted: mx.array, steps: mx.array,
              loss_type: str) -> tuple[mx.array, dict[str, mx.array]]:
-    """(total loss over all rows, metrics summed over the rows that halted in this call).
+    """(total loss over all rows, metric sums).
 
     total = lm_loss + 0.5 * (q_halt_loss + q_continue_loss); the caller divides by the global batch size.
-    Metrics (0-dim arrays, sums: divide by `count`): count, accuracy, exact_accuracy, q_halt_accuracy, steps,
+    Metrics (0-dim arrays, sums): over the rows that halted in this call (divide by `count`): count, accuracy,
+    exact_accuracy, q_halt_accuracy, steps; as the reference logs them, over all rows (divide by the global batch):
     lm_loss, q_halt_loss, q_continue_loss (0 without a Q target).
     """
     logits, q_halt = outputs["logits"], outputs["q_halt_logits"]
@@ -65,15 +66,16 @@ def act_loss(outputs: dict[str, mx.array], labels: mx.array, halted: mx.array, s
         q_continue_rows = nn.losses.binary_cross_entropy(outputs["q_continue_logits"],
                                                          outputs["target_q_continue"], with_logits=True,
                                                          reduction="none")
-    total = lm_rows.sum() + 0.5 * (q_halt_rows.sum() + q_continue_rows.sum())
+    lm_loss, q_halt_loss, q_continue_loss = lm_rows.sum(), q_halt_rows.sum(), q_continue_rows.sum()
+    total = lm_loss + 0.5 * (q_halt_loss + q_continue_loss)
     metrics = {
         "count": valid.sum(),
         "accuracy": mx.where(valid, is_correct.sum(-1) / divisor, 0).sum(),
         "exact_accuracy": (valid & seq_correct).sum(),
         "q_halt_accuracy": (valid & ((q_halt >= 0) == seq_correct)).sum(),
         "steps": mx.where(valid, steps, 0).sum(),
-        "lm_loss": mx.where(valid, lm_rows, 0).sum(),
-        "q_halt_loss": mx.where(valid, q_halt_rows, 0).sum(),
-        "q_continue_loss": mx.where(valid, q_continue_rows, 0).sum(),
+        "lm_loss": lm_loss,
+        "q_halt_loss": q_halt_loss,
+        "q_continue_loss": q_continue_loss,
     }
     return total, {k: mx.stop_gradient(v) for k, v in metrics.items()}

@@ -5,12 +5,13 @@ puzzle table.
 Parameters are float32 and cast to the activation dtype at each use; RMSNorm statistics and RoPE run in float32.
 """
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hrm_shared.core.config import ModelConfig
-from hrm_shared.core.init import rotary_tables
 
 try:
     from flash_attn_interface import flash_attn_func
@@ -46,13 +47,32 @@ def apply_rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
 
 
 class RotaryEmbedding(nn.Module):
-    """RoPE tables cos, sin [positions, head_dim] float32, held as non-persistent buffers (never saved)."""
+    """RoPE tables cos, sin [positions, head_dim] float32, held as non-persistent buffers (never saved).
+
+    Built with torch's own float32 ops on the module's device, as the reference builds them, and rebuilt there when
+    the module moves: torch's power differs from numpy's by one ulp on some frequencies, and an imported official
+    checkpoint reproduces the reference's numbers bit for bit only from its tables.
+    """
 
     def __init__(self, head_dim: int, positions: int, theta: float) -> None:
         super().__init__()
-        cos, sin = rotary_tables(head_dim, positions, theta)
-        self.register_buffer("cos_cached", torch.from_numpy(cos), persistent=False)
-        self.register_buffer("sin_cached", torch.from_numpy(sin), persistent=False)
+        self.head_dim, self.positions, self.theta = head_dim, positions, theta
+        self.register_buffer("cos_cached", torch.empty(0), persistent=False)
+        self.register_buffer("sin_cached", torch.empty(0), persistent=False)
+        self._build()
+
+    def _build(self) -> None:
+        device = self.cos_cached.device
+        inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device)
+                                         / self.head_dim))
+        freqs = torch.outer(torch.arange(self.positions, dtype=torch.float32, device=device), inv_freq)
+        angles = torch.cat((freqs, freqs), dim=-1)  # [positions, head_dim]
+        self.cos_cached, self.sin_cached = angles.cos(), angles.sin()
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "RotaryEmbedding":
+        super()._apply(fn, recurse)
+        self._build()
+        return self
 
     def forward(self) -> CosSin:
         return self.cos_cached, self.sin_cached

@@ -23,14 +23,15 @@ from hrm_shared.app.plot import pyplot, save_figure  # noqa: E402
 from hrm_shared.app.run import METRICS_FILE, read_metrics  # noqa: E402
 from hrm_shared.core.config import preset  # noqa: E402
 from hrm_shared.core.registry import family_named  # noqa: E402
-from hrm_shared.core.schedule import total_steps  # noqa: E402
+from hrm_shared.core.schedule import run_plan  # noqa: E402
 
 
 def curve(out: Path, backend: str, family: str, size: int, seed: int, evals: int) -> dict:
     """Run the demo of `family` and `size` in `out`; its preset, steps and test evaluations."""
     name = family_named(family).demo_presets[size]
     _, train = preset(name)
-    steps = total_steps(train.epochs, SIZES[size].train_puzzles, 1.0, train.global_batch_size)
+    steps = run_plan(train.epochs, train.eval_interval, SIZES[size].train_puzzles, 1.0,
+                     train.global_batch_size).last_step
     result = run_demo(out, backend, seed, family=family, size=size, eval_interval=max(1, steps // evals))
     tests = [r for r in read_metrics(out / "run" / METRICS_FILE) if r["split"] == "test"]
     points = [{"step": r["step"], "train_minutes": round(r["train_seconds"] / 60, 2), "accuracy": r["accuracy"],

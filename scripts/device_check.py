@@ -7,10 +7,17 @@ scripts/mac_check.sh: MLX on Apple silicon's GPU). In order:
 3. a 5-minute training run (`hrm train --max-minutes 5`, fewer minutes if the stages before took long) on a
    Sudoku-Extreme-equivalent 1k build (`hrm data sudoku-extreme`, 1000 + 200 puzzles, 100 augmentations; built once
    into data/device-check/), with the test accuracy evaluated about six times: its curve.
+4. on an NVIDIA GPU, MLX there too (its CUDA build shares Metal's rules: no float64 on the GPU, compiled graphs,
+   `mx.fast` kernels): the MLX tests marked for the GPU (`pytest -m metal`), `hrm bench --backend mlx --device gpu`
+   on the sudoku preset and a compiled 2-minute training run (the torch run then takes 3). MLX comes from
+   $HRM_MLX_PYTHON, the set-up's virtualenv when its MLX has a GPU, or a separate virtualenv, .venv-mlx-cuda,
+   made here with `mlx[cuda12]` or `mlx[cuda13]` (as torch's CUDA) beside this checkout: that build's CUDA
+   libraries can conflict with torch's. Where none can be had (no network, say), the stage says why.
 
 It writes scripts/results/<device>.json and prints one table: steps/s, MFU, peak memory (measured by the benchmark and
-predicted by the memory model) and accuracy. `--cpu-smoke` runs the same stages on the CPU at toy sizes (the tiny
-presets, eager torch, a 30-puzzle build, 6 seconds of training), to check the script without the hardware.
+predicted by the memory model) and accuracy, a row per backend and stage. `--cpu-smoke` runs the same stages on the
+CPU at toy sizes (the tiny presets, eager torch, a 30-puzzle build, 6 seconds of training; MLX's stage with this
+Python's MLX on the CPU), to check the script without the hardware.
 
     python scripts/device_check.py {cuda,metal} [--cpu-smoke] [--out FILE] [--work DIR]
 """
@@ -39,6 +46,8 @@ from hrm_shared.core.config import ModelConfig, TrainConfig, apply_overrides, pr
 
 TOTAL_SECONDS = 9 * 60
 TRAIN_MINUTES = 5.0
+MLX_TRAIN_MINUTES = 2.0  # of TRAIN_MINUTES, when MLX also trains on the NVIDIA GPU
+MLX_VENV = ROOT / ".venv-mlx-cuda"
 FINISH_SECONDS = 30  # after the training budget: the last evaluation, the checkpoint, this script's table
 MAX_BATCH = 768
 
@@ -61,6 +70,8 @@ class Plan:
     train_minutes: float = TRAIN_MINUTES
     evaluations: int = 6  # about this many points on the accuracy curve, from the bench's steps/s ...
     eval_interval: int | None = None  # ... unless this many steps is given
+    train_options: list[str] = field(default_factory=list)
+    python: str = sys.executable  # the interpreter that runs the stages
 
 
 def plan(kind: str, cpu_smoke: bool) -> Plan:
@@ -76,6 +87,18 @@ def plan(kind: str, cpu_smoke: bool) -> Plan:
                 eval_interval=5)
 
 
+def mlx_plan(cpu_smoke: bool, python: str) -> Plan:
+    """MLX's stage beside torch's on an NVIDIA GPU (run by `python`), or its toy version on the CPU."""
+    if cpu_smoke:
+        toy = plan("metal", True)
+        return Plan("mlx", "cpu", "metal", bench_presets=toy.bench_presets[:1], bench_options=toy.bench_options,
+                    bench_batch=toy.bench_batch, puzzles=toy.puzzles, train_presets=toy.train_presets,
+                    train_overrides=toy.train_overrides, train_minutes=toy.train_minutes,
+                    eval_interval=toy.eval_interval, train_options=["--compile"], python=python)
+    return Plan("mlx", "gpu", "metal", bench_presets=("sudoku",), train_minutes=MLX_TRAIN_MINUTES,
+                train_options=["--compile"], python=python)
+
+
 class Clock:
     """Seconds left of the check's TOTAL_SECONDS."""
 
@@ -86,10 +109,10 @@ class Clock:
         return TOTAL_SECONDS - (time.monotonic() - self.start)
 
 
-def command(*args: str, timeout: float) -> tuple[int, str]:
-    """Run `args` (the first one "hrm" runs this checkout's CLI) -> (exit status, its output); status 124 with the
-    output so far when it passes `timeout` seconds."""
-    argv = [sys.executable, "-c", "from hrm_shared.app.cli import main; main()", *args[1:]] if args[0] == "hrm" \
+def command(*args: str, timeout: float, python: str = sys.executable) -> tuple[int, str]:
+    """Run `args` (the first one "hrm" runs this checkout's CLI with `python`) -> (exit status, its output); status
+    124 with the output so far when it passes `timeout` seconds."""
+    argv = [python, "-c", "from hrm_shared.app.cli import main; main()", *args[1:]] if args[0] == "hrm" \
         else list(args)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
     try:
@@ -106,7 +129,7 @@ def _tail(output: str, lines: int = 5) -> str:
 
 def device_tests(p: Plan, clock: Clock) -> dict:
     """`pytest -m <marker>` over tests/ -> {"status", "summary"}: passed, failed, skipped or no tests."""
-    status, output = command(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", p.marker,
+    status, output = command(p.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", p.marker,
                              "tests", timeout=min(150, clock.left() / 3))
     summary = _tail(output, 1)
     if status == 5:  # pytest: no test was collected
@@ -120,7 +143,7 @@ def usable(p: Plan) -> int | None:
     code = ("import json; from hrm_shared.app.backend import import_backend; from hrm_shared.app.memory import "
             f"usable_memory; u = usable_memory(import_backend({p.backend!r}), {p.device!r}); "
             "print(json.dumps(u and u[0]))")
-    status, output = command(sys.executable, "-c", code, timeout=120)
+    status, output = command(p.python, "-c", code, timeout=120)
     return json.loads(output.strip().splitlines()[-1]) if status == 0 else None
 
 
@@ -152,7 +175,7 @@ def bench(p: Plan, work: Path, memory: int | None, clock: Clock) -> list[dict]:
         out = work / f"bench-{preset_name}.json"
         status, output = command("hrm", "bench", "--backend", p.backend, "--device", p.device, "--preset", preset_name,
                                  "--batch", str(batch), *p.bench_options, "--json", str(out),
-                                 timeout=min(120, clock.left() / 3))
+                                 timeout=min(120, clock.left() / 3), python=p.python)
         if status != 0:
             records.append({"preset": preset_name, "batch": batch, "error": _tail(output)})
             continue
@@ -187,11 +210,12 @@ def sudoku_config(name: str, overrides: list[str]) -> tuple[ModelConfig, TrainCo
 
 
 def training(p: Plan, dataset: Path, run_dir: Path, memory: int | None, steps_per_s: float | None, device_name: str,
-             clock: Clock) -> dict:
+             clock: Clock, reserve: float = 0.0) -> dict:
     """A --max-minutes run of the first train preset that fits in `memory` (evaluated about p.evaluations times at
-    `steps_per_s`) -> preset, minutes, eval_interval, batch, steps_per_s, mfu, predicted_peak_bytes, the curve
-    [{step, accuracy, exact_accuracy}] and the last accuracies; or an error."""
-    minutes = max(0.05, min(p.train_minutes, (clock.left() - FINISH_SECONDS) / 60))
+    `steps_per_s`), leaving `reserve` seconds of the clock to later stages -> preset, minutes, eval_interval, batch,
+    steps_per_s, mfu, predicted_peak_bytes, the curve [{step, accuracy, exact_accuracy}] and the last accuracies; or
+    an error."""
+    minutes = max(0.05, min(p.train_minutes, (clock.left() - FINISH_SECONDS - reserve) / 60))
     runtime = Runtime(p.backend, p.device)
     fits = [name for name in p.train_presets
             if memory is None or predict_peak(*sudoku_config(name, p.train_overrides), runtime).peak <= memory]
@@ -199,8 +223,9 @@ def training(p: Plan, dataset: Path, run_dir: Path, memory: int | None, steps_pe
     every = p.eval_interval or (max(1, round(steps_per_s * 60 * minutes / p.evaluations)) if steps_per_s else 100)
     overrides = [arg for o in p.train_overrides for arg in ("--set", o)]
     status, output = command("hrm", "train", "--backend", p.backend, "--device", p.device, "--data", str(dataset),
-                             "--preset", name, *overrides, "--out", str(run_dir), "--max-minutes", f"{minutes:.3f}",
-                             "--eval-interval", str(every), timeout=60 * minutes + 120)
+                             "--preset", name, *overrides, *p.train_options, "--out", str(run_dir), "--max-minutes",
+                             f"{minutes:.3f}", "--eval-interval", str(every), timeout=60 * minutes + 120,
+                             python=p.python)
     result = {"preset": name, "minutes": round(minutes, 3), "eval_interval": every}
     if status != 0:
         return {**result, "error": _tail(output)}
@@ -219,6 +244,49 @@ def training(p: Plan, dataset: Path, run_dir: Path, memory: int | None, steps_pe
     return result
 
 
+def _mlx_gpu(python: str, cpu_smoke: bool) -> str | None:
+    """None when `python` has MLX with a GPU (with `cpu_smoke`: MLX at all), else why not."""
+    code = "import mlx.core as mx; print(mx.is_available(mx.gpu))"
+    status, output = command(python, "-c", code, timeout=60)
+    if status != 0:
+        return f"{python} has no MLX ({_tail(output, 1)})"
+    return None if cpu_smoke or output.strip().endswith("True") else f"{python}'s MLX has no GPU"
+
+
+def _cuda_major() -> str | None:
+    """The CUDA major version of this Python's torch ("12", "13"), or None."""
+    status, output = command(sys.executable, "-c", "import torch; print(torch.version.cuda or '')", timeout=60)
+    version = output.strip().splitlines()[-1] if status == 0 and output.strip() else ""
+    return version.split(".")[0] or None
+
+
+def mlx_python(cpu_smoke: bool, clock: Clock) -> tuple[str | None, str]:
+    """(a Python whose MLX runs on the GPU, how it was found), or (None, why there is none): $HRM_MLX_PYTHON, this
+    Python, or MLX_VENV (made and filled with MLX's CUDA build for torch's CUDA version when it lacks one). With
+    `cpu_smoke` this Python's MLX on the CPU, nothing installed."""
+    candidates = [os.environ.get("HRM_MLX_PYTHON"), sys.executable, str(MLX_VENV / "bin" / "python")]
+    reasons = []
+    for python in filter(None, dict.fromkeys(candidates)):
+        if Path(python).exists() or python == sys.executable:
+            if (reason := _mlx_gpu(python, cpu_smoke)) is None:
+                return python, "found"
+            reasons.append(reason)
+    if cpu_smoke:
+        return None, "; ".join(reasons)
+    major = _cuda_major()
+    if major is None:
+        return None, "; ".join([*reasons, "torch names no CUDA version to choose mlx[cuda12] or mlx[cuda13] by"])
+    venv = MLX_VENV / "bin" / "python"
+    for args in ((sys.executable, "-m", "venv", str(MLX_VENV)),
+                 (str(venv), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", str(ROOT),
+                  "pytest", f"mlx[cuda{major}]")):
+        status, output = command(*args, timeout=min(300, clock.left() / 3))
+        if status != 0:
+            return None, f"could not install mlx[cuda{major}] into {MLX_VENV}: {_tail(output, 2)}"
+    reason = _mlx_gpu(str(venv), cpu_smoke)
+    return (str(venv), f"installed mlx[cuda{major}]") if reason is None else (None, reason)
+
+
 def _gib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**30:.2f}"
 
@@ -227,28 +295,67 @@ def _number(x: float | None, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
-def table(result: dict) -> str:
-    """The check's one table: a row per bench record and one for the training run."""
-    rows = [["stage", "preset", "batch", "steps/s", "MFU", "peak GiB", "predicted GiB", "accuracy"]]
-    for r in result["bench"]:
-        rows.append(["bench", r["preset"], str(r["batch"]), _number(r.get("steps_per_s"), ".3g"),
+def _rows(stages: dict, prefix: str) -> list[list[str]]:
+    """The table's rows of one backend's `stages` (bench records and training run), their stage names after
+    `prefix`."""
+    rows = []
+    for r in stages["bench"]:
+        rows.append([f"{prefix}bench", r["preset"], str(r["batch"]), _number(r.get("steps_per_s"), ".3g"),
                      _number(r.get("mfu"), ".1%"), _gib(r.get("peak_memory_bytes")),
                      _gib(r.get("predicted_peak_bytes")), "error" if "error" in r else "-"])
-    t = result["training"]
+    t = stages["training"]
     accuracy = "error" if "error" in t else f"{_number(t.get('accuracy'), '.4f')} (exact " \
                                             f"{_number(t.get('exact_accuracy'), '.4f')})"
-    rows.append([f"train {t.get('minutes', 0):.2g} min", t.get("preset", "-"), str(t.get("batch", "-")),
+    rows.append([f"{prefix}train {t.get('minutes', 0):.2g} min", t.get("preset", "-"), str(t.get("batch", "-")),
                  _number(t.get("steps_per_s"), ".3g"), _number(t.get("mfu"), ".1%"), "-",
                  _gib(t.get("predicted_peak_bytes")), accuracy])
+    return rows
+
+
+def table(result: dict) -> str:
+    """The check's one table: a row per bench record and one for the training run, then MLX's beside them on an
+    NVIDIA GPU."""
+    rows = [["stage", "preset", "batch", "steps/s", "MFU", "peak GiB", "predicted GiB", "accuracy"],
+            *_rows(result, "")]
+    mlx = result.get("mlx")
+    if mlx is not None and "skipped" not in mlx:
+        rows += _rows(mlx, "mlx ")
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
     tests = result["device_tests"]
-    return "\n".join([f"{result['device_name']} ({result['backend']} on {result['device']}): device tests "
-                      f"{tests['status']}: {tests['summary']}", *lines])
+    head = [f"{result['device_name']} ({result['backend']} on {result['device']}): device tests "
+            f"{tests['status']}: {tests['summary']}"]
+    if mlx is not None:
+        head.append(f"MLX: skipped ({mlx['skipped']})" if "skipped" in mlx else
+                    f"MLX ({mlx['python']}, on {mlx['device']}): device tests {mlx['device_tests']['status']}: "
+                    f"{mlx['device_tests']['summary']}")
+    return "\n".join([*head, *lines])
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "device"
+
+
+def device_stages(p: Plan, work: Path, clock: Clock) -> dict:
+    """The device's usable memory, the bench records and the device's name (the first measured record's)."""
+    work.mkdir(parents=True, exist_ok=True)
+    memory = usable(p)
+    records = bench(p, work, memory, clock)
+    measured = [r for r in records if "error" not in r]
+    return {"usable_memory_bytes": memory, "bench": records,
+            "device_name": measured[0]["device_name"] if measured else p.device}
+
+
+def train_stage(p: Plan, stages: dict, dataset: Path | None, error: str | None, run_dir: Path, clock: Clock,
+                reserve: float = 0.0) -> dict:
+    """training() on the data build, at the pace of the first bench preset's record in `stages` (device_stages),
+    in a fresh `run_dir`; the build's error when it failed."""
+    if dataset is None:
+        return {"error": f"the data build failed: {error}"}
+    shutil.rmtree(run_dir, ignore_errors=True)  # the previous check's run
+    first = next((r for r in stages["bench"] if "error" not in r and r["preset"] == p.bench_presets[0]), None)
+    return training(p, dataset, run_dir, stages["usable_memory_bytes"], first["steps_per_s"] if first else None,
+                    stages["device_name"], clock, reserve)
 
 
 def check(kind: str, cpu_smoke: bool, out: Path | None, work: Path) -> tuple[dict, Path]:
@@ -266,27 +373,33 @@ def check(kind: str, cpu_smoke: bool, out: Path | None, work: Path) -> tuple[dic
         print(f"{stage}: done in {seconds[stage]:.0f} s", file=sys.stderr, flush=True)
         return value
 
-    # The data build runs on the CPU's cores while the device tests and the bench keep the device busy.
-    with ThreadPoolExecutor(1) as pool:
+    # The data build and MLX's set-up run on the CPU's cores (and the network) while the device tests and the bench
+    # keep the device busy.
+    with ThreadPoolExecutor(2) as pool:
         data = pool.submit(timed, "data", build_data, p, work, clock)
+        found = pool.submit(timed, "mlx_setup", mlx_python, cpu_smoke, clock) if kind == "cuda" else None
         result = {"kind": kind, "cpu_smoke": cpu_smoke, "backend": p.backend, "device": p.device,
                   "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                               "cpu_count": os.cpu_count(), "python": platform.python_version()},
                   "device_tests": timed("device_tests", device_tests, p, clock)}
-        memory = usable(p)
-        result["usable_memory_bytes"] = memory
-        result["bench"] = timed("bench", bench, p, work, memory, clock)
+        result.update(timed("bench", device_stages, p, work, clock))
         dataset, error = data.result()
-    measured = [r for r in result["bench"] if "error" not in r]
-    result["device_name"] = measured[0]["device_name"] if measured else p.device
-    if dataset is None:
-        result["training"] = {"error": f"the data build failed: {error}"}
-    else:
-        run_dir = work / "run"
-        shutil.rmtree(run_dir, ignore_errors=True)  # the previous check's run
-        first = next((r for r in measured if r["preset"] == p.bench_presets[0]), None)
-        result["training"] = timed("training", training, p, dataset, run_dir, memory,
-                                   first["steps_per_s"] if first else None, result["device_name"], clock)
+        python, note = found.result() if found is not None else (None, "")
+    mlx = None
+    if found is not None and python is None:
+        result["mlx"] = {"skipped": note}
+    elif python is not None:
+        mlx = mlx_plan(cpu_smoke, python)
+        if not cpu_smoke:
+            p.train_minutes = TRAIN_MINUTES - MLX_TRAIN_MINUTES
+        result["mlx"] = {"python": python, "found": note, "backend": mlx.backend, "device": mlx.device,
+                         "device_tests": timed("mlx_device_tests", device_tests, mlx, clock),
+                         **timed("mlx_bench", device_stages, mlx, work / "mlx", clock)}
+    reserve = 60 * mlx.train_minutes + 30 if mlx is not None else 0.0
+    result["training"] = timed("training", train_stage, p, result, dataset, error, work / "run", clock, reserve)
+    if mlx is not None:
+        result["mlx"]["training"] = timed("mlx_training", train_stage, mlx, result["mlx"], dataset, error,
+                                          work / "run-mlx", clock)
     result["stage_seconds"] = seconds
     result["seconds"] = round(TOTAL_SECONDS - clock.left(), 1)
     out = out or ROOT / "scripts" / "results" / f"{_slug(result['device_name'])}.json"
@@ -307,8 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     result, out = check(args.kind, args.cpu_smoke, args.out, args.work)
     print(table(result))
     print(f"Wrote {out} ({result['seconds']:.0f} s)")
-    failed = (result["device_tests"]["status"] == "failed" or "error" in result["training"]
-              or any("error" in r for r in result["bench"]))
+    stages = [result, *([result["mlx"]] if "device_tests" in result.get("mlx", {}) else [])]
+    failed = any(s["device_tests"]["status"] == "failed" or "error" in s["training"]
+                 or any("error" in r for r in s["bench"]) for s in stages)
     return 1 if failed else 0
 
 

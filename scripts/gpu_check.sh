@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The first hour on an NVIDIA GPU, in at most 9 minutes: the CUDA tests, `hrm bench` on the sudoku and arc presets
-# (bf16, torch.compile), a 5-minute training run on a Sudoku-Extreme-equivalent 1k build with its accuracy curve.
-# Writes scripts/results/<device>.json and prints one table (scripts/device_check.py says how).
+# (bf16, torch.compile), a training run on a Sudoku-Extreme-equivalent 1k build with its accuracy curve; then MLX on
+# the same GPU (its CUDA build, installed into .venv-mlx-cuda where it can be): the MLX tests marked for the GPU,
+# `hrm bench --backend mlx --device gpu` and a compiled training run. Writes scripts/results/<device>.json and prints
+# one table, torch's rows and MLX's (scripts/device_check.py says how).
 #   bash scripts/gpu_check.sh               # after `bash scripts/setup.sh`
 #   bash scripts/gpu_check.sh --cpu-smoke   # the same stages on the CPU at toy sizes
 set -euo pipefail

@@ -1,6 +1,7 @@
 """scripts/gpu_check.sh and scripts/mac_check.sh in their --cpu-smoke mode: every stage runs on the CPU at toy sizes
-(the device tests, `hrm bench`, the Sudoku-Extreme-equivalent build, the training run) and the results file and the
-table hold what docs/benchmarks.md describes. The two share one work folder, so the data is built once."""
+(the device tests, `hrm bench`, the Sudoku-Extreme-equivalent build, the training run; for gpu_check.sh also MLX's
+stage, with this Python's MLX) and the results file and the table hold what docs/benchmarks.md describes. The two share one
+work folder, so the data is built once."""
 
 import json
 import os
@@ -35,11 +36,32 @@ def test_the_check_script_runs_every_stage_on_the_cpu(work, script, backend):
     assert [r["preset"] for r in result["bench"]] == ["tiny", "trm-tiny"]
     for record in result["bench"]:
         assert record["steps_per_s"] > 0 and record["peak_memory_bytes"] > 0 and record["predicted_peak_bytes"] > 0
-    training = result["training"]
-    assert training["preset"] == "tiny" and training["steps_per_s"] > 0 and training["curve"]
-    assert 0 <= training["accuracy"] <= 1 and training["predicted_peak_bytes"] > 0
-    assert set(result["stage_seconds"]) == {"device_tests", "bench", "data", "training"}
+    _assert_trained(result["training"])
+    stages = {"device_tests", "bench", "data", "training"}
+    lines = done.stdout.splitlines()
+    if script == "gpu_check.sh":  # MLX's stage beside torch's, here with this Python's MLX on the CPU
+        mlx = result["mlx"]
+        if not installed("mlx"):
+            assert "skipped" in mlx and lines[1].startswith("MLX: skipped")
+        else:
+            assert (mlx["python"], mlx["backend"], mlx["device"]) == (sys.executable, "mlx", "cpu")
+            assert mlx["device_tests"]["status"] == "passed" and "skipped" in mlx["device_tests"]["summary"]
+            assert [r["preset"] for r in mlx["bench"]] == ["tiny"] and mlx["bench"][0]["steps_per_s"] > 0
+            _assert_trained(mlx["training"])
+            stages |= {"mlx_device_tests", "mlx_bench", "mlx_training"}
+            assert lines[1].startswith(f"MLX ({sys.executable}, on cpu): device tests passed")
+            assert any(line.split()[:2] == ["mlx", "bench"] for line in lines)
+            assert any(line.split()[:2] == ["mlx", "train"] for line in lines)
+        stages.add("mlx_setup")
+    else:
+        assert "mlx" not in result
+    assert set(result["stage_seconds"]) == stages
     assert result["seconds"] <= 9 * 60
-    header = done.stdout.splitlines()[1].split()
+    header = next(line for line in lines if line.startswith("stage")).split()
     assert header[:8] == ["stage", "preset", "batch", "steps/s", "MFU", "peak", "GiB", "predicted"]
     assert "accuracy" in header and f"Wrote {out}" in done.stdout
+
+
+def _assert_trained(training: dict) -> None:
+    assert training["preset"] == "tiny" and training["steps_per_s"] > 0 and training["curve"]
+    assert 0 <= training["accuracy"] <= 1 and training["predicted_peak_bytes"] > 0

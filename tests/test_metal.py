@@ -1,6 +1,6 @@
-"""Metal checks of the MLX backend (skipped without Apple silicon's GPU; `pytest -m metal`, scripts/mac_check.sh): bf16
-on the GPU against the float32 CPU reference per segment, and compiled training on the GPU against eager training on
-the CPU.
+"""GPU checks of the MLX backend (skipped without MLX's GPU: Metal, or CUDA with mlx[cuda]; `pytest -m metal`,
+scripts/mac_check.sh and scripts/gpu_check.sh): bf16 on the GPU against the float32 CPU reference per segment, and
+compiled training on the GPU against eager training on the CPU.
 
 Tolerances as tests/test_bf16.py and tests/test_cuda.py: per segment, from the CPU run's carry, bf16 logits within
 6e-2 in relative norm with >= 94% argmax agreement; float32 training losses within 1e-4 (relative).
@@ -18,8 +18,9 @@ from hrm_shared.core.config import TrainConfig
 
 mx = pytest.importorskip("mlx.core")
 
+# MLX's GPU: Metal on Apple silicon, or CUDA with MLX's CUDA build (scripts/gpu_check.sh), which shares Metal's rules.
 pytestmark = [pytest.mark.metal,
-              pytest.mark.skipif(not mx.metal.is_available(), reason="needs Apple silicon's GPU (Metal)")]
+              pytest.mark.skipif(not mx.is_available(mx.gpu), reason="needs MLX's GPU (Metal, or CUDA with mlx[cuda])")]
 
 
 @contextmanager

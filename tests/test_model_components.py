@@ -10,7 +10,7 @@ import pytest
 
 from backends import random_batch, tiny_config, tiny_weights
 from hrm_shared.core.act import draw_exploration
-from hrm_shared.core.config import HRMConfig
+from hrm_shared.core.config import PRESETS, HRMConfig, preset
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import canonical_shapes, erf, erfinv, init_weights, round_to_bfloat16, truncated_normal
 
@@ -114,8 +114,8 @@ def np_act_loss(outputs, labels, halted, steps, loss_type):
     return total, {"count": valid.sum(), "accuracy": (correct.sum(-1) / np.maximum(counts, 1))[valid].sum(),
                    "exact_accuracy": (valid & seq_correct).sum(),
                    "q_halt_accuracy": (valid & ((outputs["q_halt_logits"] >= 0) == seq_correct)).sum(),
-                   "steps": steps[valid].sum(), "lm_loss": lm_rows[valid].sum(),
-                   "q_halt_loss": q_halt_rows[valid].sum(), "q_continue_loss": q_continue_rows[valid].sum()}
+                   "steps": steps[valid].sum(), "lm_loss": lm_rows.sum(), "q_halt_loss": q_halt_rows.sum(),
+                   "q_continue_loss": q_continue_rows.sum()}
 
 
 # ---------------------------------------------------------------------------------------- initialisation (numpy)
@@ -194,6 +194,44 @@ def test_rotary_embedding(backend):
     q, k = backend.layers.apply_rotary_pos_emb(backend.array(x), backend.array(2 * x), cos, sin)
     assert np.abs(backend.numpy(q) - np_rope(x.astype(np.float64))).max() < 1e-5
     assert np.abs(backend.numpy(k) - np_rope(2 * x.astype(np.float64))).max() < 2e-5
+
+
+def _preset_rope_shapes() -> set[tuple[int, int, float]]:
+    """(head_dim, positions, theta) of every rope preset on every dataset size we build: 4x4, 6x6, 9x9 Sudoku and
+    the 30x30 grids of mazes and ARC."""
+    shapes = set()
+    for name in PRESETS:
+        model, _ = preset(name)
+        if model.pos_encodings == "rope":
+            shapes |= {(model.head_dim, model.puzzle_emb_len + seq_len, model.rope_theta)
+                       for seq_len in (16, 36, 81, 900)}
+    return shapes
+
+
+def test_torch_rotary_tables_are_the_reference_formula():
+    torch = pytest.importorskip("torch")
+    from hrm_torch.layers import RotaryEmbedding
+    shapes = _preset_rope_shapes()
+    assert {head_dim for head_dim, _, _ in shapes} == {32, 64}
+    for head_dim, positions, theta in sorted(shapes):
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        freqs = torch.outer(torch.arange(positions, dtype=torch.float32), inv_freq)
+        angles = torch.cat((freqs, freqs), dim=-1)
+        rotary = RotaryEmbedding(head_dim, positions, theta)
+        cos, sin = rotary()
+        assert torch.equal(cos, angles.cos()) and torch.equal(sin, angles.sin()), (head_dim, positions)
+        rotary.to(torch.float64)  # a move rebuilds the tables, in float32, on the new device
+        assert rotary.cos_cached.dtype == torch.float32 and torch.equal(rotary.cos_cached, angles.cos())
+
+
+def test_mlx_rotary_tables_follow_torch():
+    torch = pytest.importorskip("torch")
+    mx = pytest.importorskip("mlx.core")
+    from hrm_mlx.layers import RotaryEmbedding as MLXRotary
+    from hrm_torch.layers import RotaryEmbedding as TorchRotary
+    for head_dim, positions, theta in sorted(_preset_rope_shapes()):
+        for got, want in zip(MLXRotary(head_dim, positions, theta)(), TorchRotary(head_dim, positions, theta)()):
+            assert np.abs(np.array(got.astype(mx.float32)) - want.numpy()).max() <= 1e-5, (head_dim, positions)
 
 
 def test_attention_and_swiglu(backend):

@@ -11,7 +11,7 @@ import pytest
 
 from hrm_shared.core.config import TrainConfig
 from hrm_shared.core.errors import HRMError
-from hrm_shared.core.schedule import learning_rate, total_steps
+from hrm_shared.core.schedule import RunPlan, learning_rate, legacy_plan, run_plan, total_steps
 
 
 def np_adam_atan2(p, m, v, g, t, lr, wd, b1=0.9, b2=0.95):
@@ -155,6 +155,19 @@ def test_total_steps_rounds_down():
     assert total_steps(20000, 1000, 1.0, 768) == 26041  # Sudoku-1k: 20000 * 1000 / 768 = 26041.7
     assert total_steps(3, 10, 2.5, 4) == 18  # 18.75
     assert total_steps(1, 7, 1.0, 8) == 0
+
+
+def test_run_plan_ends_after_the_last_pass_and_evaluates_at_pass_ends():
+    plan = run_plan(6, 2, 10, 1.0, 8)  # 3 passes of floor(2 * 10 / 8) = 2 batches; total_steps 60 / 8 = 7
+    assert (plan.total_steps, plan.last_step, plan.eval_steps, plan.exact) == (7, 6, (2, 4, 6), True)
+    assert run_plan(6, 2, 10, 1.0, 8, eval_every=4).eval_steps == (4, 6)
+    assert run_plan(6, 2, 10, 1.0, 8, eval_every=0).eval_steps == (6,)
+    assert plan.until(3) == RunPlan(7, 3, (2, 3)) and plan.until(9) == plan
+    arc = run_plan(4, 2, 10, 2.5, 8)  # several examples a puzzle: 2 passes of floor(2 * 10 * 2.5 / 8) = 6, estimated
+    assert (arc.last_step, arc.eval_steps, arc.exact) == (12, (6, 12), False)
+    assert "(estimated" in arc.describe() and run_plan(1, 1, 7, 1.0, 8).eval_steps == ()
+    old = legacy_plan(7, 6, 2)  # a run started before plans were recorded: to total_steps, every 7 * 2 // 6 steps
+    assert (old.last_step, old.eval_steps) == (7, (2, 4, 6, 7))
 
 
 # ----------------------------------------------------------------------------------------------- AdamATan2

@@ -65,6 +65,21 @@ def test_twenty_steps_agree_across_backends(tmp_path):
                     halt_max_steps=3))["puzzle_emb.weights"]), "the sparse update changed no puzzle row"
 
 
+@pytest.mark.parametrize("name", BACKENDS)
+def test_logged_losses_are_the_references_sums_over_the_global_batch(tmp_path, name):
+    # The reference logs lm_loss, q_halt_loss and q_continue_loss summed over all rows and divided by the global
+    # batch, so they add up to the optimised loss as the loss's own terms do, whatever the rows that halted.
+    out = tmp_path / "run"
+    r = run("train", "--backend", name, "--device", "cpu", "--data", make_dataset(tmp_path / "ds"), *TINY, "--out", out,
+            "--max-steps", 6, "--eval-interval", 0)
+    assert r.exit_code == 0, r.output
+    records = [m for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if m["split"] == "train"]
+    assert len(records) == 6
+    for m in records:
+        parts = m["lm_loss"] + 0.5 * (m["q_halt_loss"] + m["q_continue_loss"])
+        assert parts == pytest.approx(m["loss"], rel=1e-5, abs=1e-7), m
+
+
 def saved_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
     """(weights, training state, train metrics) of a run's last checkpoint."""
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -18,7 +18,7 @@ from hrm_shared.app.flops import peak_flops, train_step_flops
 from hrm_shared.core.config import ModelConfig, TrainConfig, preset
 from hrm_shared.core.format import DatasetMetadata
 from hrm_shared.core.progress import duration, pace
-from hrm_shared.core.schedule import total_steps
+from hrm_shared.core.schedule import RunPlan, run_plan
 from hrm_shared.puzzles.kinds import KINDS
 
 DAY_SECONDS = 86400.0
@@ -56,9 +56,17 @@ def step_seconds(model: ModelConfig, train: TrainConfig, flops: float, processes
     return train_step_flops(model, max(1, train.global_batch_size // processes)) / flops
 
 
+def train_plan(train: TrainConfig, metadata: DatasetMetadata, eval_every: int | None = None) -> RunPlan:
+    """The plan (core/schedule.py run_plan) of a run of `train` on a dataset whose train split has `metadata`,
+    evaluating every `eval_every` steps when given."""
+    return run_plan(train.epochs, train.eval_interval, metadata.total_groups, metadata.mean_puzzle_examples,
+                    train.global_batch_size, eval_every)
+
+
 def run_length(train: TrainConfig, metadata: DatasetMetadata) -> int:
-    """Optimizer steps of a whole run of `train` on a dataset whose train split has `metadata`."""
-    return total_steps(train.epochs, metadata.total_groups, metadata.mean_puzzle_examples, train.global_batch_size)
+    """Optimizer steps of a whole run of `train` on a dataset whose train split has `metadata`: its plan's last
+    step."""
+    return train_plan(train, metadata).last_step
 
 
 def fitting_preset(kind: str | None, model: ModelConfig, metadata: DatasetMetadata, flops: float, processes: int,

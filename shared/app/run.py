@@ -49,7 +49,10 @@ OPTIONS = ("eval_interval", "checkpoint_every", "wandb", "tensorboard")
 # The entries of a run directory that hrm writes and reads back, besides the step_N checkpoints and the hidden
 # versions of interrupted writes (core/atomic.py); any other name in a run (report.html) is an output.
 RUN_ENTRIES = {CONFIG_FILE, METRICS_FILE, LAST, RUN_OUTPUTS, PLOT_FILE, TENSORBOARD_DIR, WANDB_ID_FILE}
-ROW_METRICS = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss", "q_continue_loss")
+# A train step's metric sums: ROW_METRICS over the rows that halted (their means divide by `count`), BATCH_METRICS
+# over all rows (divided by the global batch, as the reference logs them).
+ROW_METRICS = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps")
+BATCH_METRICS = ("lm_loss", "q_halt_loss", "q_continue_loss")
 
 
 def step_dir(run: Path, step: int) -> Path:
@@ -257,12 +260,14 @@ def read_train_state(directory: Path, verify: bool = True) -> tuple[dict[str, np
     return tensors, info
 
 
-def mean_metrics(sums: dict[str, float]) -> dict[str, float]:
-    """Sums over rows with their `count` -> count and the ROW_METRICS means (absent when count is 0); other keys
-    (the loss over all rows) are kept."""
+def mean_metrics(sums: dict[str, float], global_batch_size: int) -> dict[str, float]:
+    """A train step's sums with their `count` -> count, the ROW_METRICS means (absent when count is 0) and the
+    BATCH_METRICS divided by `global_batch_size`; other keys (the loss, already divided) are kept."""
     count = sums.get("count", 0.0)
     means = {k: v / count for k, v in sums.items() if k in ROW_METRICS and count > 0}
-    return {**{k: v for k, v in sums.items() if k not in ROW_METRICS}, "count": int(count), **means}
+    means.update({k: v / global_batch_size for k, v in sums.items() if k in BATCH_METRICS})
+    kept = {k: v for k, v in sums.items() if k not in ROW_METRICS + BATCH_METRICS}
+    return {**kept, "count": int(count), **means}
 
 
 def _metric_lines(path: Path) -> list[tuple[str, dict]]:

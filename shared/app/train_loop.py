@@ -36,14 +36,14 @@ from hrm_shared.core.distributed import Collective, describe_world, launched_ran
 from hrm_shared.core.atomic import replace_file
 from hrm_shared.core.errors import HRMError, WriteError
 from hrm_shared.core.init import count_parameters
-from hrm_shared.app.eta import Pace, day_warning, device_flops, fitting_preset, run_estimate
+from hrm_shared.app.eta import Pace, day_warning, device_flops, fitting_preset, run_estimate, train_plan
 from hrm_shared.app.flops import train_step_flops
 from hrm_shared.app.plot import plot_run
 from hrm_shared.app.scoring import score
 from hrm_shared.app.run import (LAST, METRICS_FILE, RUN_OUTPUTS, Budget, MetricsLog, ProgressLine,
                                 last_checkpoint, mean_metrics, read_train_state, step_dir, write_train_state)
 from hrm_shared.core.progress import duration
-from hrm_shared.core.schedule import learning_rate, total_steps
+from hrm_shared.core.schedule import RunPlan, learning_rate, legacy_plan
 from hrm_shared.app.tracking import discard_tracker_files, open_trackers
 
 INTERRUPTED = "interrupted (Ctrl-C)"
@@ -58,6 +58,9 @@ STOPS = {signal.SIGINT: INTERRUPTED, signal.SIGTERM: TERMINATED, signal.SIGHUP: 
 STOP_STATUS = {reason: 128 + number for number, reason in STOPS.items()}
 # The last evaluation writes every prediction to <run>/eval_outputs.npz (for `hrm report`) up to this many tokens.
 MAX_KEPT_TOKENS = 50_000_000
+# The run plans a checkpoint's training state names (core/schedule.py): the reference's passes, or (written before
+# plans were recorded, so absent) to total_steps.
+PASSES, LEGACY = "passes", "total_steps"
 
 
 @dataclass
@@ -208,28 +211,31 @@ class Feed:
         self._thread.join()
 
 
-def describe(config: CheckpointConfig, total: int, epoch: float, step: int, world: str = "") -> str:
-    """The lines printed before the first step: model size, the puzzle table's memory, the length of the run and,
-    when given, the processes (`world`)."""
+def describe(config: CheckpointConfig, plan: RunPlan, epoch: float, step: int, world: str = "") -> str:
+    """The lines printed before the first step: model size, the puzzle table's memory, the run's `plan` and, when
+    given, the processes (`world`)."""
     model, train = config.model, config.train
     table = model.num_puzzle_identifiers * model.puzzle_emb_ndim
     puzzles = (f"puzzle table {model.num_puzzle_identifiers:,} x {model.puzzle_emb_ndim} = "
                f"{table * 4 / 2**20:,.1f} MiB float32 (SignSGD, no moments)" if table else "no puzzle embedding")
     text = (f"{count_parameters(model):,} trainable parameters; {puzzles}\n"
-            f"{total:,} steps of global batch {train.global_batch_size} ({train.epochs:,} epochs)")
+            f"global batch {train.global_batch_size}, {train.epochs:,} epochs: {plan.describe()}")
     text += f"; resuming at step {step:,} (epoch {epoch:.2f})" if step else ""
     return text + (f"\n{world}" if world else "")
 
 
-def _run_length(train: TrainConfig, metadata: DatasetMetadata) -> int:
-    """The run's length in steps; HRMError when it would take none."""
-    batch_size = train.global_batch_size
-    total = total_steps(train.epochs, metadata.total_groups, metadata.mean_puzzle_examples, batch_size)
-    if total < 1:
-        raise HRMError(f"the run would take no step: epochs x groups x examples ({train.epochs} x "
-                       f"{metadata.total_groups} x {metadata.mean_puzzle_examples:g}) < global_batch_size "
-                       f"{batch_size}; raise epochs or lower global_batch_size")
-    return total
+def _run_plan(train: TrainConfig, metadata: DatasetMetadata, eval_every: int | None, legacy: bool = False) -> RunPlan:
+    """The run's plan (core/schedule.py): the reference's passes, or for a run resumed from a checkpoint written
+    before plans were recorded (`legacy`) the plan it started with; HRMError when it would take no step."""
+    plan = train_plan(train, metadata, eval_every)
+    if legacy:
+        plan = legacy_plan(plan.total_steps, train.epochs, train.eval_interval, eval_every)
+    if plan.last_step < 1:
+        raise HRMError(f"the run would take no step: a pass of eval_interval epochs x groups x examples "
+                       f"({train.eval_interval} x {metadata.total_groups} x {metadata.mean_puzzle_examples:g}) < "
+                       f"global_batch_size {train.global_batch_size}; raise eval_interval (and epochs) or lower "
+                       f"global_batch_size")
+    return plan
 
 
 class TrainingRun:
@@ -249,7 +255,7 @@ class TrainingRun:
         iterator = TrainIterator(self.data_dir, self.batch_size, seed=self.train_config.seed,
                                  epochs_per_pass=self.train_config.eval_interval, rank=collective.rank,
                                  world_size=collective.size)
-        self.total = _run_length(self.train_config, iterator.metadata)
+        self.plan_kind = PASSES  # what a checkpoint records: a resumed run keeps the plan it started with
         rng = np.random.default_rng(self.train_config.seed)  # exploration draws (shared/core/act.py)
 
         self.identifiers = read_identifiers(self.data_dir)
@@ -267,15 +273,16 @@ class TrainingRun:
             iterator.load_state_dict(info["iterator"])
             rng.bit_generator.state = info["rng"]
             self.step: int = info["step"]
+            self.plan_kind = info.get("plan", LEGACY)
             self.saved: int | None = self.step  # the step <run>/last holds
         else:
             self.model = package.train.new_model(self.model_config, self.train_config.seed, device)
             self.trainer = package.train.Trainer(self.model, self.train_config, options.compile, collective)
             self.step, self.saved = 0, None
 
-        self.eval_every = options.eval_interval
-        if self.eval_every is None:
-            self.eval_every = max(1, self.total * self.train_config.eval_interval // self.train_config.epochs)
+        self.plan = _run_plan(self.train_config, iterator.metadata, options.eval_interval,
+                              legacy=self.plan_kind == LEGACY)
+        self.total, self.eval_steps = self.plan.total_steps, frozenset(self.plan.eval_steps)
         self.read_every = options.log_every or self.trainer.read_every
         self.rows = rank_rows(collective.rank, local)
         resumed = self.step if resume else None
@@ -293,9 +300,9 @@ class TrainingRun:
         self.feed = Feed(iterator, rng, self.draw, self.trainer.prepare)
 
         self.sink = None if self.writer else open(os.devnull, "w")  # only rank 0 prints progress
-        self.budget = Budget(self.total, options.max_steps, options.max_minutes)
+        self.budget = Budget(self.plan.last_step, options.max_steps, options.max_minutes)
         self.line = ProgressLine(self.budget.target, self.step, stream=self.sink)
-        self.line.note(describe(config, self.total, self.feed.position.epoch, self.step,
+        self.line.note(describe(config, self.plan.until(options.max_steps), self.feed.position.epoch, self.step,
                                 describe_world(collective, self.backend, self.batch_size)))
         # Between the loop and the signal thread, which reads the step a Ctrl-C will save at: `in_step` while a step
         # is being launched (it is not yet counted in `step` nor in `pending`), `signal` the first signal's number.
@@ -338,7 +345,7 @@ class TrainingRun:
 
     def flush_due(self, step: int) -> bool:
         """Whether the steps are read right after step `step`: an evaluation or a checkpoint follows it."""
-        return bool(self.eval_every and step % self.eval_every == 0) or step % self.options.checkpoint_every == 0
+        return step in self.eval_steps or step % self.options.checkpoint_every == 0
 
     def stop_step(self) -> int:
         """The step a signal arriving now stops the run at (under `lock`): the step being launched or the last
@@ -382,7 +389,8 @@ class TrainingRun:
                         if state is not None:
                             where = self.feed.position
                             write_train_state(tmp, state, {"step": self.step, "iterator": where.iterator,
-                                                           "rng": where.rng, "world_size": self.collective.size})
+                                                           "rng": where.rng, "world_size": self.collective.size,
+                                                           "plan": self.plan_kind})
                 except WriteError as e:
                     problem = (f"could not write the checkpoint {directory} at step {self.step} ({e.reason}; "
                                f"{e.free} free on its disk); {self.last_good()}; free space and continue with "
@@ -425,7 +433,8 @@ class TrainingRun:
                 raise HRMError(f"the loss is {result['loss']} at step {number}: training stopped; lower lr "
                                f"({self.last_good()})")
             if self.writer:
-                self.log.write({"split": "train", "step": number, "epoch": epoch, "lr": lr, **mean_metrics(result)})
+                self.log.write({"split": "train", "step": number, "epoch": epoch, "lr": lr,
+                                **mean_metrics(result, self.batch_size)})
             self.line.update(number, result, time.monotonic() - self.began - self.paused)
         if self.pace is not None and self.pending:
             if text := self.pace.read(self.pending[-1][0], self.train_seconds()):
@@ -473,7 +482,7 @@ class TrainingRun:
         with self.lock:
             self.pending.append((number, fed.position.epoch, lr, launched))
             self.step, self.in_step = number, False
-        test_now = self.eval_every and self.step % self.eval_every == 0
+        test_now = self.step in self.eval_steps
         save_now = self.step % self.options.checkpoint_every == 0
         if len(self.pending) >= self.read_every or self.flush_due(self.step):
             self.flush()
@@ -498,7 +507,8 @@ class TrainingRun:
         """What `hrm train` prints at the end: the stop `reason`, steps, time, speed over `train_seconds`, the last
         test accuracies."""
         summary = {"run": str(self.run_dir), "backend": self.backend, "stopped": reason,
-                   "steps": f"{self.step:,} of {self.total:,}", "time": duration(time.monotonic() - self.began),
+                   "steps": f"{self.step:,} of {self.plan.last_step:,}",
+                   "time": duration(time.monotonic() - self.began),
                    "speed": f"{(self.step - self.first_step) / max(train_seconds, 1e-9):.2f} steps/s"}
         if self.collective.size > 1:
             summary["processes"] = str(self.collective.size)

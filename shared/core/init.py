@@ -141,11 +141,3 @@ def erfinv(y: np.ndarray) -> np.ndarray:
     x[~central] = q * y[~central]
     return x - (erf(x) - y) / (_TWO_OVER_SQRT_PI * np.exp(-x * x))
 
-
-def rotary_tables(head_dim: int, positions: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
-    """RoPE cos, sin [positions, head_dim] float32 in the rotate-half layout, computed in float32 as the reference
-    does; both backends take these tables, so their angles agree bit for bit."""
-    inv_freq = np.float32(1.0) / np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)
-    freqs = np.outer(np.arange(positions, dtype=np.float32), inv_freq)  # [positions, head_dim/2]
-    angles = np.concatenate((freqs, freqs), axis=-1)  # [positions, head_dim]
-    return np.cos(angles), np.sin(angles)

@@ -93,7 +93,7 @@ def train_cmd(ctx, backend, data_dir, preset_name, overrides, out, resume, max_s
                 if options[option] and not dry_run:
                     check_installed(option)
         if dry_run:
-            _dry_run(package, config, device, json_path, max_steps)
+            _dry_run(package, config, device, json_path, max_steps, options["eval_interval"])
             return
         if resume is not None:
             _check_start(package, config, device, verify)
@@ -122,10 +122,11 @@ def _default_preset(package, data_dir: Path, device: str | None) -> str:
     return name
 
 
-def _dry_run(package, config, device: str | None, json_path: Path | None, max_steps: int | None) -> None:
-    """Print (and write to `json_path`) the memory prediction of `config` on `package`'s `device`, and the time
-    estimate of its run (to `max_steps`) there."""
-    from hrm_shared.app.eta import device_flops, run_estimate, run_length
+def _dry_run(package, config, device: str | None, json_path: Path | None, max_steps: int | None,
+             eval_interval: int | None) -> None:
+    """Print (and write to `json_path`) the memory prediction of `config` on `package`'s `device`, the run's plan (to
+    `max_steps`, evaluating every `eval_interval` steps when given) and the time estimate of its run there."""
+    from hrm_shared.app.eta import device_flops, run_estimate, train_plan
     from hrm_shared.app.memory import format_report, memory_record
     from hrm_shared.core.atomic import write_file
     from hrm_shared.core.format import read_metadata
@@ -133,12 +134,15 @@ def _dry_run(package, config, device: str | None, json_path: Path | None, max_st
     record = memory_record(package, config.model, config.train, device)
     click.echo(format_report(record))
     metadata = read_metadata(Path(config.dataset["path"]), "train")
-    steps = min(run_length(config.train, metadata), max_steps or float("inf"))
+    plan = train_plan(config.train, metadata, eval_interval).until(max_steps)
+    steps = plan.last_step
+    click.echo(f"Plan: {plan.describe()}")
     flops = device_flops(record["backend"], record["device"], package.bench.device_name(record["device"]))
     lines, per_step = run_estimate(flops, config.model, config.train, config.dataset.get("kind"), metadata, steps,
                                    record["processes"], record["device"])
     click.echo("\n".join(lines or [f"Time: unknown on {record['device']} until steps are measured"]))
-    record.update(steps=steps, estimated_seconds_per_step=per_step)
+    record.update(steps=steps, last_step=plan.last_step, eval_steps=list(plan.eval_steps),
+                  lr_schedule_steps=plan.total_steps, estimated_seconds_per_step=per_step)
     if json_path is not None:
         write_file(json_path, json.dumps(record, indent=2) + "\n")
         click.echo(f"Wrote {json_path}")
