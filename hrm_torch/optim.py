@@ -59,7 +59,8 @@ class AdamATan2:
         compiled update takes its three numbers in a buffer)."""
         self.step += 1
         b1, b2 = self.betas
-        decay, correction, size = 1 - lr * self.weight_decay, math.sqrt(1 - b2 ** self.step), -lr / (1 - b1 ** self.step)
+        decay, size = 1 - lr * self.weight_decay, -lr / (1 - b1 ** self.step)
+        correction = math.sqrt(1 - b2 ** self.step)
         if self._compiled is not None:
             self._scalars.copy_(torch.tensor((decay, correction, size), dtype=torch.float64))
             self._compiled(gradients, self._scalars)

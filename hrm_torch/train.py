@@ -34,7 +34,7 @@ def new_model(config: ModelConfig, seed: int, device: str | None = None) -> nn.M
 class Trainer:
     """AdamATan2 on every trainable parameter, SignSGD on the puzzle-table rows a batch looks up, and the carry.
 
-    `compile` wraps the forward and loss, and the AdamATan2 update, in torch.compile (default: on CUDA only). With a `collective` (several
+    `compile` wraps the forward, loss and update in torch.compile (default: on CUDA only). With a `collective` (several
     processes, hrm_torch/distributed.py) the carry holds this process's rows of the global batch, the flat gradient
     and the metric sums are summed across processes, and every process applies the same sparse update from every
     process's (ids, row gradients). A step launches GPU work without waiting for it: `launch` returns device values

@@ -51,8 +51,8 @@ from hrm_shared.core.errors import HRMError  # noqa: E402
 REFERENCE_FILES = ("pretrain.py", "models/hrm/hrm_act_v1.py", "models/layers.py", "models/losses.py",
                    "models/sparse_embedding.py", "config/arch/hrm_v1.yaml")
 BATCH = {"cpu": {"tiny": 64, "sudoku": 8}, "cuda": {"tiny": 768, "sudoku": 768}}
-STEPS = {"cpu": {"tiny": 6, "sudoku": 2}, "cuda": {"tiny": 10, "sudoku": 10}}  # timed steps per contender per round
-WARMUP = 3  # steps before timing: compilation, and the carry's first segment
+STEPS = {"cpu": {"tiny": 3, "sudoku": 1}, "cuda": {"tiny": 10, "sudoku": 10}}  # timed steps per contender per round
+WARMUP = {"eager": 1, "compiled": 3}  # steps before timing: the compilations (first call, then the carried state)
 ARCH_FIELDS = ("hidden_size", "num_heads", "expansion", "H_layers", "L_layers", "H_cycles", "L_cycles",
                "halt_max_steps", "halt_exploration_prob", "puzzle_emb_ndim", "pos_encodings", "forward_dtype",
                "rope_theta", "rms_norm_eps")
@@ -256,7 +256,7 @@ def _worker(kind: str, spec: dict) -> None:
         contender = Ours(spec["shape"], device, spec["batch"], compiled)
     else:
         contender = Reference(Path(spec["reference"]), spec["shape"], device, spec["batch"], compiled)
-    for _ in range(WARMUP):
+    for _ in range(WARMUP[spec["mode"]]):
         _timed(contender.step, device)
     print(json.dumps({"ready": True, "notes": contender.notes}), flush=True)
     for line in sys.stdin:
@@ -387,13 +387,15 @@ def main(argv: list[str] | None = None) -> dict:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    comparisons = [compare(reference, shape, mode, device, args.rounds, log)
-                   for shape in args.shape or ("tiny", "sudoku") for mode in args.mode or ("eager", "compiled")]
-    result = {"machine": machine, "reference": str(reference), "comparisons": comparisons}
+    out = args.json or ROOT / "scripts" / "results" / f"bench_reference_{device}.json"
+    result = {"machine": machine, "reference": str(reference), "comparisons": []}
+    for shape in args.shape or ("tiny", "sudoku"):
+        for mode in args.mode or ("eager", "compiled"):
+            result["comparisons"].append(compare(reference, shape, mode, device, args.rounds, log))
+            write_file(out, json.dumps(result, indent=2) + "\n")  # each section as it ends: a long run keeps them
     if not args.no_update:
         result["update"] = compare_updates(device, args.rounds, log)
     machine["load_average_at_end"] = list(os.getloadavg())
-    out = args.json or ROOT / "scripts" / "results" / f"bench_reference_{device}.json"
     write_file(out, json.dumps(result, indent=2) + "\n")
     print(format_table(result))
     return result
