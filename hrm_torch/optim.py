@@ -23,8 +23,9 @@ class AdamATan2:
     For step t = 1, 2, ...: p *= 1 - lr*wd; m += (1-b1)(g - m); v += (1-b2)(g^2 - v);
     p -= lr / (1 - b1^t) * atan2(m, sqrt(v) / sqrt(1 - b2^t)). State: m, v per parameter (float32, like the
     parameter) and the step count. Only parameters with requires_grad are updated: buffers (H_init, L_init, the
-    puzzle table) never are. The moments live in flat buffers [N] over every parameter, so a step is a handful of
-    kernels whatever the number of parameters, and the gradient crosses processes as one flat tensor.
+    puzzle table) never are. The moments, the flat gradient and one work buffer are flat [N] over every parameter and
+    kept across steps, so a step allocates nothing and is a handful of kernels whatever the number of parameters, and
+    the gradient crosses processes as one flat tensor.
     """
 
     def __init__(self, model: nn.Module, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.1) -> None:
@@ -36,30 +37,58 @@ class AdamATan2:
         self.step = 0
         first = self.params[0]
         size = sum(p.numel() for p in self.params)
-        self.m, self.v, self._direction = (torch.zeros(size, dtype=first.dtype, device=first.device) for _ in range(3))
-        self._directions = self._views(self._direction)
+        self.m, self.v, self._gradient, self._work = (torch.zeros(size, dtype=first.dtype, device=first.device)
+                                                      for _ in range(4))
+        self._directions = self._views(self._work)
+        self._scalars = torch.zeros(3, dtype=first.dtype, device=first.device)  # decay, correction, step size
+        self._compiled = None
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """`flat` [N] cut into views shaped like the parameters, in order."""
         return [piece.view_as(p) for piece, p in zip(flat.split([p.numel() for p in self.params]), self.params)]
 
     def flat_gradient(self) -> torch.Tensor:
-        """The parameters' .grad concatenated into one new flat tensor [N] (every parameter must have one)."""
-        return torch.cat([p.grad.reshape(-1) for p in self.params])
+        """The parameters' .grad concatenated into the flat gradient buffer [N], kept across steps and overwritten by
+        the next call (every parameter must have a .grad)."""
+        return torch.cat([p.grad.reshape(-1) for p in self.params], out=self._gradient)
 
     @torch.no_grad()
     def update(self, gradients: torch.Tensor, lr: float) -> None:
         """One step with learning rate `lr` on `gradients` [N], flat in flat_gradient() order (the parameters' .grad,
-        or their sum over processes). Launches kernels only: no host synchronisation."""
+        or their sum over processes). Launches kernels only: no host synchronisation, and no new tensor (the
+        compiled update takes its three numbers in a buffer)."""
         self.step += 1
         b1, b2 = self.betas
-        torch._foreach_mul_(self.params, 1 - lr * self.weight_decay)
+        decay, size = 1 - lr * self.weight_decay, -lr / (1 - b1 ** self.step)
+        correction = math.sqrt(1 - b2 ** self.step)
+        if self._compiled is not None:
+            self._scalars.copy_(torch.tensor((decay, correction, size), dtype=torch.float64))
+            self._compiled(gradients, self._scalars)
+            return
+        torch._foreach_mul_(self.params, decay)
         self.m.lerp_(gradients, 1 - b1)  # m + (1-b1)(g - m)
-        self.v.lerp_(gradients.square(), 1 - b2)
-        denom = self.v.sqrt().div_(math.sqrt(1 - b2 ** self.step))
+        self.v.lerp_(torch.square(gradients, out=self._work), 1 - b2)
+        denom = torch.sqrt(self.v, out=self._work).div_(correction)
         # atan2 (not atan of a quotient) keeps m = v = 0 at 0, as the kernel does.
-        torch.atan2(self.m, denom, out=self._direction)
-        torch._foreach_add_(self.params, self._directions, alpha=-lr / (1 - b1 ** self.step))
+        torch.atan2(self.m, denom, out=self._work)
+        torch._foreach_add_(self.params, self._directions, alpha=size)
+
+    def compile(self) -> None:
+        """Run later updates as one torch.compile graph (on CUDA a few fused kernels); lr and the step's corrections
+        reach it in a device tensor, so no step recompiles it. Values follow the eager update within float32
+        rounding (the compiler fuses and reorders)."""
+        self._compiled = torch.compile(self._fused)
+
+    def _fused(self, gradients: torch.Tensor, scalars: torch.Tensor) -> None:
+        """The update with (decay, correction, step size) in `scalars` [3]: the eager one's formula, for
+        torch.compile to fuse."""
+        b1, b2 = self.betas
+        decay, correction, size = scalars.unbind()
+        self.m.lerp_(gradients, 1 - b1)
+        self.v.lerp_(gradients.square(), 1 - b2)
+        self._work.copy_(torch.atan2(self.m, self.v.sqrt() / correction) * size)
+        torch._foreach_mul_(self.params, decay)
+        torch._foreach_add_(self.params, self._directions)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """{"step": int64 0-dim, "<parameter name>.m": m, "<parameter name>.v": v}: views of the moments, not copies;
@@ -90,34 +119,50 @@ class AdamATan2:
 
 
 class SignSGD:
-    """Sparse SignSGD with decoupled weight decay for the puzzle table: only the rows a batch looked up change."""
+    """Sparse SignSGD with decoupled weight decay for the puzzle table: only the rows a batch looked up change. Its
+    work tensors are kept across steps of the same batch size, so a step allocates nothing."""
 
     def __init__(self, puzzle_emb: PuzzleEmbedding, weight_decay: float = 0.1) -> None:
         self.puzzle_emb = puzzle_emb
         self.weight_decay = weight_decay
+        self._work: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def update(self, ids: torch.Tensor, gradients: torch.Tensor, lr: float) -> None:
         """ids [B] int, gradients [B, ndim] of the rows looked up for them: sum the gradients of rows sharing an id,
         then for each id present p = p * (1 - lr*wd) - lr * sign(g), in place. Static shapes (no unique): no host
         synchronisation on the GPU."""
-        summed = _id_sums(ids, gradients)
-        weights = self.puzzle_emb.weights
-        index = ids.to(torch.long)
-        rows = weights[index] * (1 - lr * self.weight_decay) - lr * torch.sign(summed)
+        weights, work = self.puzzle_emb.weights, self._buffers(ids, gradients)
+        summed = _id_sums(ids, gradients, work["equal"], work["same"], work["summed"])
+        index = work["index"].copy_(ids)
+        rows = torch.index_select(weights, 0, index, out=work["rows"]).mul_(1 - lr * self.weight_decay)
+        rows.sub_(summed.sign_().mul_(lr))
         # Rows sharing an id carry the same value, so the order of the writes does not matter.
-        weights.index_copy_(0, index, rows.to(weights.dtype))
+        weights.index_copy_(0, index, rows)
+
+    def _buffers(self, ids: torch.Tensor, gradients: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The work tensors for a batch of ids [B] and gradients [B, ndim], made on the first step of a batch size."""
+        B, ndim = gradients.shape
+        if "rows" not in self._work or self._work["rows"].shape != (B, ndim):
+            weights = self.puzzle_emb.weights
+            self._work = {"equal": torch.empty(B, B, dtype=torch.bool, device=ids.device),
+                          "same": gradients.new_empty(B, B), "summed": gradients.new_empty(B, ndim),
+                          "index": torch.empty(B, dtype=torch.long, device=ids.device),
+                          "rows": weights.new_empty(B, ndim)}
+        return self._work
 
 
-def _id_sums(ids: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
-    """For each row of ids [N] int, the sum of the gradients [N, ndim] float32 of every row with its id -> [N, ndim].
+def _id_sums(ids: torch.Tensor, gradients: torch.Tensor, equal: torch.Tensor, same: torch.Tensor,
+             out: torch.Tensor) -> torch.Tensor:
+    """For each row of ids [N] int, the sum of the gradients [N, ndim] float32 of every row with its id, written to
+    `out` [N, ndim]; `equal` [N, N] bool and `same` [N, N] float32 are work space.
 
-    A matmul with the 0/1 matrix of equal ids [N, N], not a scatter-add (index_add_): on CUDA a scatter-add adds with
+    A matmul with the 0/1 matrix of equal ids, not a scatter-add (index_add_): on CUDA a scatter-add adds with
     atomics in an order that can change from run to run, a matmul adds in a fixed order, so a resumed run repeats
     the update bit for bit. Zeros add exactly, so each sum is the scatter-add's up to the order of its terms.
     """
-    same = (ids[:, None] == ids[None, :]).to(gradients.dtype)  # [N, N]
-    return same @ gradients
+    same.copy_(torch.eq(ids[:, None], ids[None, :], out=equal))  # the 0/1 matrix [N, N]
+    return torch.matmul(same, gradients, out=out)
 
 
 class EMA:

@@ -31,7 +31,7 @@ def new_model(config: ModelConfig, seed: int, device: str | None = None) -> nn.M
 class Trainer:
     """AdamATan2 on every trainable parameter, SignSGD on the puzzle-table rows a batch looks up, and the carry.
 
-    `compile` wraps the forward and loss in torch.compile (default: on CUDA only). With a `collective` (several
+    `compile` wraps the forward, loss and update in torch.compile (default: on CUDA only). With a `collective` (several
     processes, hrm_torch/distributed.py) the carry holds this process's rows of the global batch, the flat gradient
     and the metric sums are summed across processes, and every process applies the same sparse update from every
     process's (ids, row gradients). A step launches GPU work without waiting for it: `launch` returns device values
@@ -57,6 +57,8 @@ class Trainer:
         cuda = self.device.type == "cuda"
         compile = cuda if compile is None else compile
         self._loss = torch.compile(self._segment_loss) if compile else self._segment_loss
+        if compile:
+            self.adam.compile()
         self.read_every = 1 if self.device.type == "cpu" else 10  # a read waits for the GPU: not every step there
         self.pin_memory = cuda  # page-locked batches copy to the GPU without a wait; the CPU path is the same unpinned
         self.eval_batch_size = train.global_batch_size * (4 if cuda else 1)  # inference keeps no activations

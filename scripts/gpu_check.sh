@@ -6,8 +6,12 @@
 # one table, torch's rows and MLX's (scripts/device_check.py says how).
 #   bash scripts/gpu_check.sh               # after `bash scripts/setup.sh`
 #   bash scripts/gpu_check.sh --cpu-smoke   # the same stages on the CPU at toy sizes
+#   bash scripts/gpu_check.sh --reference DIR   # only: our step side by side with a sapientinc/HRM checkout's
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${HRM_PYTHON:-.venv/bin/python}"  # the set-up's virtualenv
 [ -x "$python" ] || { echo "run 'bash scripts/setup.sh' first (it makes .venv)" >&2; exit 2; }
+if [ "${1:-}" = "--reference" ]; then
+    exec "$python" scripts/bench_reference.py --device cuda "$@"
+fi
 exec "$python" scripts/device_check.py cuda "$@"

@@ -1,7 +1,8 @@
 """torch.compile of the training step on the CPU (inductor): the path the torch backend takes on CUDA by default,
-guarded in CI without a GPU. A compiled run trains as an eager one does, in one graph (no graph break) compiled once
-for the whole run (no recompilation): across steps, evaluations (eval mode, a padded last test batch), the pass
-boundaries where the last partial batch is dropped, and a resume in a fresh compiler state, as a new process has.
+guarded in CI without a GPU. A compiled run trains as an eager one does, in two graphs (the segment's forward and
+loss, and the AdamATan2 update; no graph break) compiled once for the whole run (no recompilation): across steps with
+a changing lr (warm-up), evaluations (eval mode, a padded last test batch), the pass boundaries where the last partial
+batch is dropped, and a resume in a fresh compiler state, as a new process has.
 
 Tolerance: inductor fuses and reorders float32 arithmetic, so the compiled run's losses and weights follow the eager
 run's within 1e-4 (relative) and 1e-5 (absolute); halting counts are identical.
@@ -37,9 +38,10 @@ def _train(run_dir: Path, data: Path, name: str, compile_step: bool, max_steps: 
 
 
 def _compiled_once() -> None:
-    """One frame compiled into one graph, no graph break, since the counters were cleared."""
+    """Two frames (the segment loss, the update) compiled into one graph each, no graph break, since the counters
+    were cleared."""
     assert dict(counters["graph_break"]) == {}, dict(counters["graph_break"])
-    assert counters["frames"]["ok"] == 1 and counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    assert counters["frames"]["ok"] == 2 and counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])
 
 
 @pytest.mark.parametrize("name", ["tiny", "trm-tiny"])  # HRM; TRM with its EMA

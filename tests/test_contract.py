@@ -24,9 +24,11 @@ INSTALLED = {"hrm_shared": ROOT / "shared", "hrm_convert": ROOT / "convert", "hr
 # Parameter names that are the same thing in the two frameworks' words.
 SAME_WORD = {"dim": "axis", "tensor": "array"}
 # Differences the frameworks force, with why: MLX's Optimizer base class is driven through init_single and
-# apply_single; torch's AdamATan2 keeps flat buffers and hands its flat gradient to the all-reduce; a torch process
+# apply_single; torch's AdamATan2 keeps flat buffers and hands its flat gradient to the all-reduce, and compiles its
+# update apart (the backward runs outside torch.compile; MLX compiles the update within its step); a torch process
 # group is addressed by rank and size, an MLX one by its Group object.
-FRAMEWORK_ONLY = {"torch": {"optim.AdamATan2.flat_gradient", "distributed.Collective.__init__"},
+FRAMEWORK_ONLY = {"torch": {"optim.AdamATan2.flat_gradient", "optim.AdamATan2.compile",
+                            "distributed.Collective.__init__"},
                   "mlx": {"optim.AdamATan2.init_single", "optim.AdamATan2.apply_single",
                           "distributed.Collective.__init__"}}
 

@@ -247,3 +247,42 @@ def test_sign_sgd_agrees_between_backends(both):
     ours, theirs = [SIGN_SGD[a.name](table, ids, grads, 1e-2, 0.1) for a in both]
     assert_close(theirs, ours.astype(np.float64), 1e-6, "table")
     assert_close(ours, np_sign_sgd(table, ids, grads, 1e-2, 0.1), 1e-6, "table")
+
+
+# --------------------------------------------------------------------------------------------- allocations
+
+def _allocations(update) -> list[int]:
+    """The sizes in bytes of the CPU allocations during `update()`, as torch's profiler records them."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        update()
+    return [e.cpu_memory_usage for e in prof.events() if e.cpu_memory_usage > 0 and e.name.startswith("aten::")]
+
+
+def test_the_torch_updates_allocate_no_tensor_per_step():
+    """After the first step (SignSGD makes its work tensors there) neither update allocates anything but the 0-dim
+    tensors of 4 to 8 bytes ATen wraps Python scalars in: the flat gradient, the squares, roots and directions live in
+    buffers kept across steps. Before, each AdamATan2 step allocated three tensors the size of the model."""
+    pytest.importorskip("torch")
+    import torch
+
+    from hrm_torch.model import PuzzleEmbedding
+    from hrm_torch.optim import AdamATan2, SignSGD
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Linear(64, 7))
+    adam = AdamATan2(model)
+    table = PuzzleEmbedding(20, 16, torch.float32)
+    sign_sgd = SignSGD(table, 0.1)
+    ids, row_grads = torch.randint(0, 20, (12,), dtype=torch.int32), torch.randn(12, 16)
+
+    def step() -> None:
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        adam.update(adam.flat_gradient(), 1e-2)
+        sign_sgd.update(ids, row_grads, 1e-2)
+
+    step()
+    for update in (lambda: adam.update(adam.flat_gradient(), 1e-2), lambda: sign_sgd.update(ids, row_grads, 1e-2)):
+        sizes = _allocations(update)
+        assert max(sizes, default=0) <= 8, sizes
