@@ -33,9 +33,9 @@ def save_checkpoint(directory: Path, model: nn.Module, config: CheckpointConfig,
 
 
 def load_checkpoint(directory: Path, device: str | None = None) -> tuple[nn.Module, CheckpointConfig]:
-    """Build the model of config.model's family and load `directory`'s tensors strictly (float32 in the model; bfloat16 tensors
-    widen exactly), on `device` (default: default_device()). Any missing, unexpected, misshapen, wrongly typed or
-    non-finite tensor is an HRMError that names it."""
+    """Build the model of config.model's family and load `directory`'s tensors strictly (float32 in the model;
+    bfloat16 tensors widen exactly), on `device` (default: default_device()). Any missing, unexpected, misshapen,
+    wrongly typed or non-finite tensor is an HRMError that names it."""
     directory = Path(directory)
     config = read_checkpoint_config(directory)
     path = directory / MODEL_FILE

@@ -254,7 +254,8 @@ def test_builder_splits_identifiers_and_contents(tmp_path):
     by_task = {parse_aug_name(group[0][0])[0]: group for group in train}
     assert set(by_task) == {"aaa", "zeros", "named", "e2"}
     expected_train = {"aaa": _pairs(tasks["training/aaa.json"], "train") + _pairs(tasks["training/aaa.json"], "test"),
-                      "zeros": _pairs(tasks["training/zeros.json"], "train") + _pairs(tasks["training/zeros.json"], "test"),
+                      "zeros": (_pairs(tasks["training/zeros.json"], "train")
+                                + _pairs(tasks["training/zeros.json"], "test")),
                       "named": _pairs(tasks["evaluation/e1.json"], "train"),
                       "e2": _pairs(tasks["evaluation/e2.json"], "train")}
     for task, group in by_task.items():

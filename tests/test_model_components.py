@@ -80,7 +80,7 @@ def np_segment(weights, config: HRMConfig, z_H, z_L, batch):
                          config.pos_encodings == "rope")
         return h
 
-    for i in range(config.H_cycles):
+    for _ in range(config.H_cycles):
         for _ in range(config.L_cycles):
             z_L = level("L_level", config.L_layers, z_L, z_H + x)
         z_H = level("H_level", config.H_layers, z_H, z_L)

@@ -73,7 +73,8 @@ def test_arc_page(arc_build, tmp_path):
     outputs = arc_outputs(ds, tmp_path / "out.npz")
     result = write_report(outputs, ds, tmp_path / "a.html")
     page = (tmp_path / "a.html").read_text()
-    assert result["pass@2"].startswith("0.6667 (2 of 3)") and result["cards"] == "2 of 2 solved (at pass@2) and 1 of 1 unsolved tasks"
+    assert result["pass@2"].startswith("0.6667 (2 of 3)")
+    assert result["cards"] == "2 of 2 solved (at pass@2) and 1 of 1 unsolved tasks"
     assert sorted(cards(page)) == [("solved", False), ("solved", False), ("unsolved", False)]
     assert "http" not in page and "src=" not in page  # nothing fetched from anywhere
     for name, task in tasks.items():

@@ -48,7 +48,10 @@ def test_subsample_is_seeded(csv_dir, tmp_path):
     build_sudoku_dataset(csv_dir, tmp_path / "a", subsample_size=5, seed=1)
     build_sudoku_dataset(csv_dir, tmp_path / "b", subsample_size=5, seed=1)
     build_sudoku_dataset(csv_dir, tmp_path / "c", subsample_size=5, seed=2)
-    load = lambda d: np.array(load_split(tmp_path / d, "train")[1]["all"].inputs)
+
+    def load(d):
+        return np.array(load_split(tmp_path / d, "train")[1]["all"].inputs)
+
     assert np.array_equal(load("a"), load("b")) and not np.array_equal(load("a"), load("c"))
 
 

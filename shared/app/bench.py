@@ -1,8 +1,8 @@
 """Training and evaluation benchmark (`hrm bench`, scripts/bench_train.py), the same for both backends.
 
-Each measurement runs in a fresh Python process (`python -m hrm_shared.app.bench SPEC OUT`), so compile caches, allocator
-pools and the process's peak resident memory start clean. The worker builds a preset's model on synthetic random
-batches of the preset's data shape, warms up (compilation), times training steps (their median), times `predict`
+Each measurement runs in a fresh Python process (`python -m hrm_shared.app.bench SPEC OUT`), so compile caches,
+allocator pools and the process's peak resident memory start clean. The worker builds a preset's model on synthetic
+random batches of the preset's data shape, warms up (compilation), times training steps (their median), times `predict`
 over halt_max_steps segments, and reads the peak memory: the backend's allocator counter where it has one (torch
 CUDA, MLX), else the process's peak resident set (VmHWM on Linux, ru_maxrss on macOS) minus its value after the
 imports.
@@ -214,8 +214,8 @@ def run_isolated(spec: Spec) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "record.json"
-        done = subprocess.run([sys.executable, "-m", "hrm_shared.app.bench", json.dumps(dataclasses.asdict(spec)), str(out)],
-                              env=env, stdout=subprocess.DEVNULL)
+        command = [sys.executable, "-m", "hrm_shared.app.bench", json.dumps(dataclasses.asdict(spec)), str(out)]
+        done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL)
         if done.returncode != 0 or not out.exists():
             raise HRMError(f"the benchmark of {spec.backend} on {spec.preset} failed (exit status {done.returncode}; "
                            f"its error is printed above)")

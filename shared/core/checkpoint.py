@@ -11,9 +11,9 @@ The tensors are read and written by each backend's checkpoint.py; this module is
 """
 
 import json
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ContextManager
 
 from hrm_shared.core.atomic import check_replaceable, replace_directory
 from hrm_shared.core.config import ModelConfig, TrainConfig
@@ -163,7 +163,7 @@ def check_checkpoint_output(directory: Path, force: bool) -> None:
     check_replaceable(directory, force, set(CHECKPOINT_FILES), "checkpoint")
 
 
-def checkpoint_directory(directory: Path, force: bool = True) -> ContextManager[Path]:
+def checkpoint_directory(directory: Path, force: bool = True) -> AbstractContextManager[Path]:
     """A temporary directory beside `directory` that replaces it when the block succeeds; on error it is unchanged."""
     return replace_directory(directory, force, set(CHECKPOINT_FILES), "checkpoint")
 

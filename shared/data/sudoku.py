@@ -85,7 +85,8 @@ def _parse_row(path: Path, line: int, question: str, answer: str) -> tuple[np.nd
 
 def verify_unique(rows: SudokuRows) -> None:
     """Solve every question; one with no or several solutions is an error naming its CSV line (about 10 ms a row)."""
-    for board, line in progress(zip(rows.boards, rows.lines), label=f"Verifying {rows.path.name}", length=len(rows.lines)):
+    label = f"Verifying {rows.path.name}"
+    for board, line in progress(zip(rows.boards, rows.lines), label=label, length=len(rows.lines)):
         found = len(solve(board).solutions)
         if found != 1:
             raise HRMError(f"{rows.path}:{line}: the question has {'no' if found == 0 else 'several'} solutions; "
