@@ -13,10 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
+from hrm_shared.core.checkpoint import (
+    IDENTIFIERS_FILE,
+    MODEL_FILE,
+    TRAIN_STATE_FILE,
+    check_finite,
+    check_identifiers,
+    check_stored,
+    checkpoint_directory,
+    read_checkpoint_config,
+    verify_file,
+    write_checkpoint_config,
+)
 from hrm_shared.core.contract import BACKENDS
-from hrm_shared.core.checkpoint import (IDENTIFIERS_FILE, MODEL_FILE, TRAIN_STATE_FILE, check_finite, check_stored,
-                                        check_identifiers, checkpoint_directory, read_checkpoint_config, verify_file,
-                                        write_checkpoint_config)
 from hrm_shared.core.errors import HRMError
 
 # safetensors dtype codes -> (our dtype name, bytes per element)

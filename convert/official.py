@@ -3,9 +3,9 @@ a `step_N` file (a torch.save'd state dict) and the `all_config.yaml` beside it 
 directories (shared/DESIGN.md section 7, shared/TRM.md section 5).
 
 The model family comes from the yaml's `arch.name` (core/registry.py), or, without one, from the level modules the
-tensors hold (no `H_level` keys: TRM); the model's shapes from `arch`, the tensors (vocab_size, num_puzzle_identifiers) and the
-dataset (seq_len); each is checked against the others, the dataset's seq_len against the position tables (learned
-positions, or the rotary caches some reference versions save). Reading the pickle needs PyTorch.
+tensors hold (no `H_level` keys: TRM); the model's shapes from `arch`, the tensors (vocab_size, num_puzzle_identifiers)
+and the dataset (seq_len); each is checked against the others, the dataset's seq_len against the position tables
+(learned positions, or the rotary caches some reference versions save). Reading the pickle needs PyTorch.
 """
 
 import dataclasses
@@ -16,12 +16,17 @@ import torch
 import yaml
 
 from hrm_shared.core.backend import import_backend
-from hrm_shared.core.contract import BACKENDS
-from hrm_shared.core.checkpoint import (CheckpointConfig, check_checkpoint_output, check_finite, check_stored,
-                                        dataset_record)
+from hrm_shared.core.checkpoint import (
+    CheckpointConfig,
+    check_checkpoint_output,
+    check_finite,
+    check_stored,
+    dataset_record,
+)
 from hrm_shared.core.config import ModelConfig, TrainConfig
-from hrm_shared.core.format import check_dataset, read_identifiers, read_metadata
+from hrm_shared.core.contract import BACKENDS
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.format import check_dataset, read_identifiers, read_metadata
 from hrm_shared.core.init import count_parameters
 from hrm_shared.core.registry import FAMILIES, ModelFamily
 from hrm_shared.puzzles.kinds import dataset_kind

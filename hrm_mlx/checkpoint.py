@@ -8,9 +8,18 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from hrm_shared.core.checkpoint import (MODEL_FILE, CheckpointConfig, check_finite, check_identifiers, check_stored,
-                                        checkpoint_directory, read_checkpoint_config, verify_file,
-                                        write_checkpoint_config, write_identifiers)
+from hrm_shared.core.checkpoint import (
+    MODEL_FILE,
+    CheckpointConfig,
+    check_finite,
+    check_identifiers,
+    check_stored,
+    checkpoint_directory,
+    read_checkpoint_config,
+    verify_file,
+    write_checkpoint_config,
+    write_identifiers,
+)
 from hrm_shared.core.errors import HRMError
 from hrm_mlx.device import place
 from hrm_mlx.model import build_model
@@ -36,10 +45,10 @@ def save_checkpoint(directory: Path, model: nn.Module, config: CheckpointConfig,
 
 def load_checkpoint(directory: Path, device: str | None = None, verify: bool = True
                     ) -> tuple[nn.Module, CheckpointConfig]:
-    """Build the model of config.model's family and load `directory`'s tensors strictly (float32 in the model; bfloat16 tensors
-    widen exactly); H_init, L_init and the puzzle table stay frozen. `device`: see `place`. Any missing, unexpected,
-    misshapen, wrongly typed or non-finite tensor is an HRMError that names it; so is, with `verify`, a file that
-    differs from its checksum (core/checksums.py; a checkpoint written before checksums loads unverified), and a
+    """Build the model of config.model's family and load `directory`'s tensors strictly (float32 in the model; bfloat16
+    tensors widen exactly); H_init, L_init and the puzzle table stay frozen. `device`: see `place`. Any missing,
+    unexpected, misshapen, wrongly typed or non-finite tensor is an HRMError that names it; so is, with `verify`, a file
+    that differs from its checksum (core/checksums.py; a checkpoint written before checksums loads unverified), and a
     damaged identifiers.json."""
     directory = Path(directory)
     config = read_checkpoint_config(directory)

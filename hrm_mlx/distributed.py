@@ -12,8 +12,18 @@ from contextlib import contextmanager
 import mlx.core as mx
 import numpy as np
 
-from hrm_shared.core.distributed import RESUME_HINT, SOLO, TIMEOUT_ENV, PeerWatch, Solo, Watchdog, launched_by_mlx, \
-    ring_hosts, timeout_seconds, torchrun_world
+from hrm_shared.core.distributed import (
+    RESUME_HINT,
+    SOLO,
+    TIMEOUT_ENV,
+    PeerWatch,
+    Solo,
+    Watchdog,
+    launched_by_mlx,
+    ring_hosts,
+    timeout_seconds,
+    torchrun_world,
+)
 from hrm_shared.core.errors import HRMError
 
 

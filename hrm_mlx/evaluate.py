@@ -8,10 +8,10 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from hrm_shared.core.iterator import TestIterator
 from hrm_shared.core.distributed import SOLO, Collective
-from hrm_shared.core.evaluation import SUMS, TRAJECTORY, Answers
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.evaluation import SUMS, TRAJECTORY, Answers
+from hrm_shared.core.iterator import TestIterator
 from hrm_shared.core.progress import progress
 from hrm_mlx.device import compute_device, to_backend
 from hrm_mlx.loss import act_loss

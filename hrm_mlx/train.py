@@ -12,11 +12,11 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from hrm_shared.core.act import ExplorationDraws
 from hrm_shared.core.config import ModelConfig, TrainConfig
-from hrm_shared.core.iterator import local_batch_size
 from hrm_shared.core.init import init_weights
+from hrm_shared.core.iterator import local_batch_size
 from hrm_shared.core.train_state import CARRY, carry_rows, carry_state, entries
-from hrm_mlx.distributed import Collective
 from hrm_mlx.device import place, to_backend
+from hrm_mlx.distributed import Collective
 from hrm_mlx.loss import act_loss
 from hrm_mlx.model import Batch, Carry, InnerCarry, build_model, load_canonical
 from hrm_mlx.optim import EMA, AdamATan2, SignSGD

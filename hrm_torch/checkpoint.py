@@ -5,17 +5,25 @@ import dataclasses
 from pathlib import Path
 
 import torch
-from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from hrm_shared.core.checkpoint import (MODEL_FILE, CheckpointConfig, check_finite, check_identifiers, check_stored,
-                                        checkpoint_directory, read_checkpoint_config, verify_file,
-                                        write_checkpoint_config, write_identifiers)
+from hrm_shared.core.checkpoint import (
+    MODEL_FILE,
+    CheckpointConfig,
+    check_finite,
+    check_identifiers,
+    check_stored,
+    checkpoint_directory,
+    read_checkpoint_config,
+    verify_file,
+    write_checkpoint_config,
+    write_identifiers,
+)
 from hrm_shared.core.errors import HRMError
 from hrm_torch.device import place
 from hrm_torch.model import build_model
-
 
 
 def save_checkpoint(directory: Path, model: nn.Module, config: CheckpointConfig,
@@ -34,9 +42,9 @@ def save_checkpoint(directory: Path, model: nn.Module, config: CheckpointConfig,
 
 def load_checkpoint(directory: Path, device: str | None = None, verify: bool = True
                     ) -> tuple[nn.Module, CheckpointConfig]:
-    """Build the model of config.model's family and load `directory`'s tensors strictly (float32 in the model; bfloat16 tensors
-    widen exactly), on `device` (default: default_device()). Any missing, unexpected, misshapen, wrongly typed or
-    non-finite tensor is an HRMError that names it; so is, with `verify`, a file that differs from its checksum
+    """Build the model of config.model's family and load `directory`'s tensors strictly (float32 in the model; bfloat16
+    tensors widen exactly), on `device` (default: default_device()). Any missing, unexpected, misshapen, wrongly typed
+    or non-finite tensor is an HRMError that names it; so is, with `verify`, a file that differs from its checksum
     (core/checksums.py; a checkpoint written before checksums loads unverified), and a damaged identifiers.json."""
     directory = Path(directory)
     config = read_checkpoint_config(directory)

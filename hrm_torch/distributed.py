@@ -10,8 +10,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from hrm_shared.core.distributed import RESUME_HINT, SOLO, TIMEOUT_ENV, Solo, Watchdog, launched_by_mlx, timeout_seconds, \
-    torchrun_world
+from hrm_shared.core.distributed import (
+    RESUME_HINT,
+    SOLO,
+    TIMEOUT_ENV,
+    Solo,
+    Watchdog,
+    launched_by_mlx,
+    timeout_seconds,
+    torchrun_world,
+)
 from hrm_shared.core.errors import HRMError
 from hrm_torch.device import default_device
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hrm_shared.core.iterator import TestIterator
 from hrm_shared.core.distributed import SOLO, Collective
-from hrm_shared.core.evaluation import SUMS, TRAJECTORY, Answers
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.evaluation import SUMS, TRAJECTORY, Answers
+from hrm_shared.core.iterator import TestIterator
 from hrm_shared.core.progress import progress
 from hrm_torch.device import compute_device, to_backend
 from hrm_torch.loss import act_loss

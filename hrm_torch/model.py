@@ -21,8 +21,7 @@ from hrm_shared.core.config import HRMConfig, ModelConfig
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import check_canonical
 from hrm_shared.core.registry import family_of
-from hrm_torch.layers import (CastedEmbedding, CastedLinear, CosSin, PuzzleEmbedding, ReasoningModule,
-                              RotaryEmbedding)
+from hrm_torch.layers import CastedEmbedding, CastedLinear, CosSin, PuzzleEmbedding, ReasoningModule, RotaryEmbedding
 
 Batch = dict[str, torch.Tensor]
 

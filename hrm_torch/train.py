@@ -10,11 +10,11 @@ from torch import nn
 
 from hrm_shared.core.act import ExplorationDraws
 from hrm_shared.core.config import ModelConfig, TrainConfig
-from hrm_shared.core.iterator import local_batch_size
 from hrm_shared.core.init import init_weights
+from hrm_shared.core.iterator import local_batch_size
 from hrm_shared.core.train_state import CARRY, carry_rows, carry_state, entries
-from hrm_torch.distributed import Collective
 from hrm_torch.device import place, to_backend
+from hrm_torch.distributed import Collective
 from hrm_torch.loss import act_loss
 from hrm_torch.model import Batch, Carry, InnerCarry, build_model, load_canonical
 from hrm_torch.optim import EMA, AdamATan2, SignSGD

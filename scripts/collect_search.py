@@ -27,7 +27,8 @@ def read_run(directory: Path) -> dict:
     """One run: its command, note, configs, held-out curve and training loss every 100 steps."""
     config = json.loads((directory / CONFIG_FILE).read_text())
     records = read_metrics(directory / METRICS_FILE)
-    tests = [{"step": r["step"], "train_minutes": round(r["train_seconds"] / 60, 2), "accuracy": round(r["accuracy"], 4),
+    tests = [{"step": r["step"], "train_minutes": round(r["train_seconds"] / 60, 2),
+              "accuracy": round(r["accuracy"], 4),
               "exact_accuracy": r["exact_accuracy"], "segments": r.get("steps")}
              for r in records if r["split"] == "test"]
     train = [{"step": r["step"], "loss": round(r["loss"], 4)} for r in records

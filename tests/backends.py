@@ -15,8 +15,8 @@ import pytest
 from hrm_shared.app.backend import import_backend
 from hrm_shared.core.act import ExplorationDraws
 from hrm_shared.core.config import HRMConfig, ModelConfig, TRMConfig
-from hrm_shared.core.format import read_metadata
 from hrm_shared.core.contract import installed
+from hrm_shared.core.format import read_metadata
 from hrm_shared.core.init import init_weights
 
 

@@ -3,12 +3,24 @@ import json
 import numpy as np
 import pytest
 
-from hrm_shared.data.arc import augment_task, build_arc_dataset, encode_group
-from hrm_shared.puzzles.arc_augment import (DIHEDRAL_INVERSE, EOS_TOKEN, GRID_SIZE, IDENTITY_MAPPING, aug_name,
-                                     augment_grid, crop_prediction, dihedral, encode_pair, inverse_dihedral,
-                                     parse_aug_name, random_offsets, unaugment_grid)
-from hrm_shared.core.format import fingerprint, load_split, read_identifiers, validate_dataset
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.format import fingerprint, load_split, read_identifiers, validate_dataset
+from hrm_shared.data.arc import augment_task, build_arc_dataset, encode_group
+from hrm_shared.puzzles.arc_augment import (
+    DIHEDRAL_INVERSE,
+    EOS_TOKEN,
+    GRID_SIZE,
+    IDENTITY_MAPPING,
+    aug_name,
+    augment_grid,
+    crop_prediction,
+    dihedral,
+    encode_pair,
+    inverse_dihedral,
+    parse_aug_name,
+    random_offsets,
+    unaugment_grid,
+)
 
 NUMPY_DIHEDRAL = [
     lambda a: a, lambda a: np.rot90(a, 1), lambda a: np.rot90(a, 2), lambda a: np.rot90(a, 3), np.fliplr, np.flipud,
@@ -254,7 +266,8 @@ def test_builder_splits_identifiers_and_contents(tmp_path):
     by_task = {parse_aug_name(group[0][0])[0]: group for group in train}
     assert set(by_task) == {"aaa", "zeros", "named", "e2"}
     expected_train = {"aaa": _pairs(tasks["training/aaa.json"], "train") + _pairs(tasks["training/aaa.json"], "test"),
-                      "zeros": _pairs(tasks["training/zeros.json"], "train") + _pairs(tasks["training/zeros.json"], "test"),
+                      "zeros": (_pairs(tasks["training/zeros.json"], "train")
+                                + _pairs(tasks["training/zeros.json"], "test")),
                       "named": _pairs(tasks["evaluation/e1.json"], "train"),
                       "e2": _pairs(tasks["evaluation/e2.json"], "train")}
     for task, group in by_task.items():

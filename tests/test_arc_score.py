@@ -5,8 +5,8 @@ import json
 import pytest
 
 from helpers import invoke, write_arc_tasks
-from hrm_shared.puzzles.arc_score import parse_grid, score_file, score_submission
 from hrm_shared.core.errors import HRMError
+from hrm_shared.puzzles.arc_score import parse_grid, score_file, score_submission
 
 
 @pytest.fixture

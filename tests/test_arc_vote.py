@@ -9,13 +9,30 @@ import pytest
 from backends import tiny_weights
 from helpers import dataset_rows, invoke, make_dataset
 from hrm_shared.core.config import HRMConfig
-from hrm_shared.puzzles.arc_score import score_file
-from hrm_shared.puzzles.arc_vote import (ATTEMPTS, EMPTY_ANSWER, ArcTestTask, ArcVoter, arc_score, crop_shapes, pass_at,
-                             read_test_tasks, submission, truth_ranks)
-from hrm_shared.puzzles.arc_augment import (EOS_TOKEN, GRID_SIZE, IDENTITY_MAPPING, aug_name, augment_grid, crop_prediction,
-                                     encode_grids)
-from hrm_shared.core.format import read_identifiers
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.format import read_identifiers
+from hrm_shared.puzzles.arc_augment import (
+    EOS_TOKEN,
+    GRID_SIZE,
+    IDENTITY_MAPPING,
+    aug_name,
+    augment_grid,
+    crop_prediction,
+    encode_grids,
+)
+from hrm_shared.puzzles.arc_score import score_file
+from hrm_shared.puzzles.arc_vote import (
+    ATTEMPTS,
+    EMPTY_ANSWER,
+    ArcTestTask,
+    ArcVoter,
+    arc_score,
+    crop_shapes,
+    pass_at,
+    read_test_tasks,
+    submission,
+    truth_ranks,
+)
 
 TASK = "t1"
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from hrm_shared.core.act import draw_exploration
 from hrm_shared.app.bench import Spec, measure, synthetic_batch
 from hrm_shared.app.cli import main
+from hrm_shared.app.flops import eval_flops, peak_flops, train_step_flops
+from hrm_shared.core.act import draw_exploration
 from hrm_shared.core.config import preset
 from hrm_shared.core.contract import installed
-from hrm_shared.app.flops import eval_flops, peak_flops, train_step_flops
 
 CONTRACT = {"backend", "device", "preset", "batch", "steps_per_s", "tokens_per_s", "peak_memory_bytes", "mfu"}
 

@@ -22,7 +22,8 @@ def test_defaults_match_design():
     assert (m.hidden_size, m.num_heads, m.head_dim, m.H_layers, m.L_layers) == (512, 8, 64, 4, 4)
     assert (m.H_cycles, m.L_cycles, m.halt_max_steps, m.halt_exploration_prob) == (2, 2, 16, 0.1)
     assert m.intermediate_size == 1536 and m.puzzle_emb_len == 1
-    assert (t.global_batch_size, t.lr, t.puzzle_emb_lr, t.weight_decay, t.lr_warmup_steps) == (768, 1e-4, 1e-2, 0.1, 2000)
+    assert (t.global_batch_size, t.lr, t.puzzle_emb_lr, t.weight_decay, t.lr_warmup_steps) == (768, 1e-4, 1e-2, 0.1,
+                                                                                               2000)
     assert (t.beta1, t.beta2, t.lr_min_ratio) == (0.9, 0.95, 1.0)
 
 

@@ -14,7 +14,6 @@ from hrm_shared.core.config import MAX_DEPTH, TrainConfig, apply_overrides, pres
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.registry import FAMILIES
 
-
 # ---- item 9: ranges ----
 
 @pytest.mark.parametrize("override, message", [

@@ -14,8 +14,14 @@ from backends import adapter, family_config, random_batch, tiny_config, tiny_wei
 from helpers import invoke, make_dataset, reference_dataset, write_reference
 from hrm_convert.backends import convert_checkpoint, read_safetensors_header
 from hrm_shared.app.backend import import_backend
-from hrm_shared.core.checkpoint import (CONFIG_FILE, IDENTIFIERS_FILE, MODEL_FILE, TRAIN_STATE_FILE, CheckpointConfig,
-                               read_checkpoint_config)
+from hrm_shared.core.checkpoint import (
+    CONFIG_FILE,
+    IDENTIFIERS_FILE,
+    MODEL_FILE,
+    TRAIN_STATE_FILE,
+    CheckpointConfig,
+    read_checkpoint_config,
+)
 from hrm_shared.core.config import HRMConfig, preset
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.init import count_parameters, init_weights

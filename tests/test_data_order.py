@@ -13,8 +13,8 @@ import pytest
 from helpers import TINY, make_dataset, run, sudoku_puzzle, write_sudoku_csv
 from hrm_shared.app.run import read_train_state, write_train_state
 from hrm_shared.core.format import load_split
-from hrm_shared.data.sudoku import build_sudoku_dataset
 from hrm_shared.core.iterator import TrainIterator
+from hrm_shared.data.sudoku import build_sudoku_dataset
 
 
 def _groups_of(batches: list[dict], root) -> np.ndarray:

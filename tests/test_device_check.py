@@ -1,7 +1,7 @@
 """scripts/gpu_check.sh and scripts/mac_check.sh in their --cpu-smoke mode: every stage runs on the CPU at toy sizes
 (the device tests, `hrm bench`, the Sudoku-Extreme-equivalent build, the training run; for gpu_check.sh also MLX's
-stage, with this Python's MLX) and the results file and the table hold what docs/benchmarks.md describes. The two share one
-work folder, so the data is built once."""
+stage, with this Python's MLX) and the results file and the table hold what docs/benchmarks.md describes. The two
+share one work folder, so the data is built once."""
 
 import json
 import os

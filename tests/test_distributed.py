@@ -391,9 +391,9 @@ def test_the_peer_watch_ends_a_process_whose_neighbour_ends_without_finishing(sa
 
 
 def test_the_feed_saves_the_position_of_the_batches_taken_not_of_those_drawn_ahead(tmp_path):
+    from hrm_shared.app.train_loop import Feed
     from hrm_shared.core.act import draw_exploration
     from hrm_shared.core.iterator import TrainIterator
-    from hrm_shared.app.train_loop import Feed
 
     data = make_dataset(tmp_path / "ds")
     reference, reference_rng = TrainIterator(data, 8, seed=0), np.random.default_rng(0)

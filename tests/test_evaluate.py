@@ -13,9 +13,9 @@ from hrm_shared.core.checkpoint import CheckpointConfig, dataset_record
 from hrm_shared.core.config import HRMConfig
 from hrm_shared.core.format import SetBuilder, load_split, read_metadata, write_dataset
 from hrm_shared.data.maze_generate import generate_maze_dataset
-from hrm_shared.puzzles.render import sudoku_text
 from hrm_shared.data.sudoku_small import build_small_sudoku
 from hrm_shared.puzzles import maze
+from hrm_shared.puzzles.render import sudoku_text
 from hrm_shared.puzzles.solve import Puzzle, show_answer
 
 IGNORE = -100

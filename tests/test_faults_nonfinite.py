@@ -41,7 +41,8 @@ def test_loading_refuses_non_finite_weights(backend, tmp_path, value):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_convert_refuses_non_finite_weights(tmp_path, dtype):
     torch = pytest.importorskip("torch")
-    from safetensors.torch import load_file as load_torch, save_file as save_torch
+    from safetensors.torch import load_file as load_torch
+    from safetensors.torch import save_file as save_torch
 
     config = tiny_config()
     package = import_backend("torch")

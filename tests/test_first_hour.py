@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load_file
 
-from helpers import TINY, invoke, make_dataset, run, wait_for_lines
 import hrm_shared.app.eta as eta
+from helpers import TINY, invoke, make_dataset, run, wait_for_lines
 from hrm_shared.app.eta import DAY_SECONDS, Pace, day_warning, fitting_preset
 from hrm_shared.app.run import read_metrics
 from hrm_shared.app.train_loop import QUIT_STATUS

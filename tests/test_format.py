@@ -4,11 +4,17 @@ import re
 import numpy as np
 import pytest
 
-from hrm_shared.core.format import (atomic_directory, dataset_info, fingerprint, load_split, read_identifiers,
-                                 validate_dataset, write_dataset)
-from hrm_shared.core.errors import HRMError
-
 from helpers import make_dataset
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.format import (
+    atomic_directory,
+    dataset_info,
+    fingerprint,
+    load_split,
+    read_identifiers,
+    validate_dataset,
+    write_dataset,
+)
 
 
 def test_round_trip(dataset):

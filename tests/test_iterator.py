@@ -3,11 +3,10 @@ import json
 import numpy as np
 import pytest
 
+from helpers import make_dataset
+from hrm_shared.core.errors import HRMError
 from hrm_shared.core.format import load_split
 from hrm_shared.core.iterator import IGNORE_LABEL_ID, TestIterator, TrainIterator
-from hrm_shared.core.errors import HRMError
-
-from helpers import make_dataset
 
 
 def _example_keys(batch):

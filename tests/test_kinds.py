@@ -8,15 +8,23 @@ import numpy as np
 import pytest
 
 from helpers import invoke
-
 from hrm_shared.app.bench import preset_data
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.format import load_split, read_metadata
 from hrm_shared.data.maze_generate import generate_maze_dataset
 from hrm_shared.data.sudoku_small import build_small_sudoku
 from hrm_shared.puzzles import maze
-from hrm_shared.puzzles.kinds import (ARC, KINDS, SUDOKU_BOXES, PuzzleKind, dataset_kind,
-                                      dataset_shape, is_arc, kind_named, recognise)
+from hrm_shared.puzzles.kinds import (
+    ARC,
+    KINDS,
+    SUDOKU_BOXES,
+    PuzzleKind,
+    dataset_kind,
+    dataset_shape,
+    is_arc,
+    kind_named,
+    recognise,
+)
 
 
 @pytest.mark.parametrize("n, box", [(4, (2, 2)), (6, (2, 3)), (9, (3, 3))])

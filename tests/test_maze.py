@@ -7,12 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hrm_shared.core.errors import HRMError
 from hrm_shared.core.format import load_split, read_identifiers
 from hrm_shared.data.maze import build_maze_dataset
 from hrm_shared.data.maze_generate import _unique_layouts, generate_maze, generate_maze_dataset
-from hrm_shared.core.errors import HRMError
-from hrm_shared.puzzles.maze import (bfs_distances, count_shortest_paths, is_optimal_path, maze_to_text, solve_maze,
-                                     text_to_tokens)
+from hrm_shared.puzzles.maze import (
+    bfs_distances,
+    count_shortest_paths,
+    is_optimal_path,
+    maze_to_text,
+    solve_maze,
+    text_to_tokens,
+)
 
 SIZE, MIN_PATH, N = 12, 25, 16
 

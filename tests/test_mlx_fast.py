@@ -15,7 +15,7 @@ import pytest
 from backends import adapter, random_batch, tiny_config, tiny_weights
 from helpers import TINY, invoke, make_dataset
 from hrm_shared.core.act import draw_exploration
-from hrm_shared.core.config import TRMConfig, TrainConfig
+from hrm_shared.core.config import TrainConfig, TRMConfig
 from hrm_shared.core.errors import HRMError
 
 mx = pytest.importorskip("mlx.core")

@@ -80,7 +80,7 @@ def np_segment(weights, config: HRMConfig, z_H, z_L, batch):
                          config.pos_encodings == "rope")
         return h
 
-    for i in range(config.H_cycles):
+    for _ in range(config.H_cycles):
         for _ in range(config.L_cycles):
             z_L = level("L_level", config.L_layers, z_L, z_H + x)
         z_H = level("H_level", config.H_layers, z_H, z_L)
@@ -225,7 +225,7 @@ def test_torch_rotary_tables_are_the_reference_formula():
 
 
 def test_mlx_rotary_tables_follow_torch():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     mx = pytest.importorskip("mlx.core")
     from hrm_mlx.layers import RotaryEmbedding as MLXRotary
     from hrm_torch.layers import RotaryEmbedding as TorchRotary

@@ -253,7 +253,6 @@ def test_sign_sgd_agrees_between_backends(both):
 
 def _allocations(update) -> list[int]:
     """The sizes in bytes of the CPU allocations during `update()`, as torch's profiler records them."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         update()

@@ -200,9 +200,9 @@ def test_mlx_optimizers_work_inside_a_compiled_step():
         sparse = model.optim.SignSGD(model.m.inner.puzzle_emb, weight_decay=0.2)
         state = [model.m.state, adam.state]
 
-        def step(g, rows, lr):
-            adam.update(g, lr)
-            sparse.update(ids, rows, lr)
+        def step(g, rows, lr):  # called within this iteration only, so the loop's adam and sparse are the ones meant
+            adam.update(g, lr)  # noqa: B023
+            sparse.update(ids, rows, lr)  # noqa: B023
 
         if compiled:
             step = mx.compile(step, inputs=state, outputs=state)

@@ -7,15 +7,15 @@ import pytest
 from click.testing import CliRunner
 
 from hrm_shared.app.cli import main
-from hrm_shared.data.arc import build_arc_dataset
-from hrm_shared.puzzles.arc_augment import encode_pair
+from hrm_shared.core.errors import HRMError
 from hrm_shared.core.format import load_split
+from hrm_shared.data.arc import build_arc_dataset
 from hrm_shared.data.maze_generate import generate_maze_dataset
+from hrm_shared.data.sudoku_small import build_small_sudoku
+from hrm_shared.puzzles.arc_augment import encode_pair
 from hrm_shared.puzzles.maze import maze_to_text
 from hrm_shared.puzzles.render import ARC_PALETTE, LINE, arc_ansi, arc_grid, arc_png, sudoku_text
 from hrm_shared.puzzles.show import render_example
-from hrm_shared.data.sudoku_small import build_small_sudoku
-from hrm_shared.core.errors import HRMError
 
 
 def read_png(path):

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from helpers import dataset_rows, invoke, write_arc_tasks
-from hrm_shared.data.arc import build_arc_dataset
-from hrm_shared.core.format import load_split
-from hrm_shared.puzzles.render import ARC_PALETTE
-from hrm_shared.data.sudoku_small import build_small_sudoku
-from hrm_shared.core.errors import HRMError
 from hrm_shared.app.report import Outputs, write_report
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.format import load_split
+from hrm_shared.data.arc import build_arc_dataset
+from hrm_shared.data.sudoku_small import build_small_sudoku
+from hrm_shared.puzzles.render import ARC_PALETTE
 
 CHROMIUM = "/usr/bin/chromium"
 CARD = re.compile(r'<section class="card (solved|unsolved)"[^>]*>')
@@ -73,7 +73,8 @@ def test_arc_page(arc_build, tmp_path):
     outputs = arc_outputs(ds, tmp_path / "out.npz")
     result = write_report(outputs, ds, tmp_path / "a.html")
     page = (tmp_path / "a.html").read_text()
-    assert result["pass@2"].startswith("0.6667 (2 of 3)") and result["cards"] == "2 of 2 solved (at pass@2) and 1 of 1 unsolved tasks"
+    assert result["pass@2"].startswith("0.6667 (2 of 3)")
+    assert result["cards"] == "2 of 2 solved (at pass@2) and 1 of 1 unsolved tasks"
     assert sorted(cards(page)) == [("solved", False), ("solved", False), ("unsolved", False)]
     assert "http" not in page and "src=" not in page  # nothing fetched from anywhere
     for name, task in tasks.items():

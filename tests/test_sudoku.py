@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 
 from helpers import SUDOKU_BASE, sudoku_puzzle, write_sudoku_csv
+from hrm_shared.core.errors import HRMError
 from hrm_shared.core.format import load_split, validate_dataset
 from hrm_shared.data.sudoku import build_sudoku_dataset, is_valid_solution, read_sudoku_csv, shuffle_sudoku
-from hrm_shared.core.errors import HRMError
+
 
 @pytest.fixture
 def csv_dir(tmp_path):
@@ -48,7 +49,10 @@ def test_subsample_is_seeded(csv_dir, tmp_path):
     build_sudoku_dataset(csv_dir, tmp_path / "a", subsample_size=5, seed=1)
     build_sudoku_dataset(csv_dir, tmp_path / "b", subsample_size=5, seed=1)
     build_sudoku_dataset(csv_dir, tmp_path / "c", subsample_size=5, seed=2)
-    load = lambda d: np.array(load_split(tmp_path / d, "train")[1]["all"].inputs)
+
+    def load(d):
+        return np.array(load_split(tmp_path / d, "train")[1]["all"].inputs)
+
     assert np.array_equal(load("a"), load("b")) and not np.array_equal(load("a"), load("c"))
 
 

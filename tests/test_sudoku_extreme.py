@@ -3,10 +3,10 @@ import csv
 import numpy as np
 import pytest
 
+from hrm_shared.core.errors import HRMError
 from hrm_shared.data.sudoku import read_sudoku_csv
 from hrm_shared.data.sudoku_extreme import build_sudoku_extreme_csv, hard_puzzle, read_pool, symmetry_key
 from hrm_shared.puzzles.sudoku_solver import format_puzzle, is_valid_solution, parse_puzzle, solve
-from hrm_shared.core.errors import HRMError
 
 INKALA = "8..........36......7..9.2...5...7.......457.....1...3...1....68..85...1..9....4.."
 FORUM = ["98.7..6..75..4......3..8.7.5....7.3...94.........2.1..3.......1.9...5.8...52....6",

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
+from hrm_shared.core.errors import HRMError
 from hrm_shared.core.format import load_split, read_identifiers, validate_dataset
 from hrm_shared.data.sudoku_small import BOXES, build_small_sudoku
 from hrm_shared.puzzles.sudoku_solver import is_valid_solution, solve
-from hrm_shared.core.errors import HRMError
 
 
 @pytest.mark.parametrize("size", [4, 6])

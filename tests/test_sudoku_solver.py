@@ -1,9 +1,17 @@
 import numpy as np
 import pytest
 
-from hrm_shared.puzzles.sudoku_solver import (format_puzzle, has_unique_solution, is_valid_solution, parse_puzzle,
-                                       random_puzzle, random_solution, remove_clues, solve)
 from hrm_shared.core.errors import HRMError
+from hrm_shared.puzzles.sudoku_solver import (
+    format_puzzle,
+    has_unique_solution,
+    is_valid_solution,
+    parse_puzzle,
+    random_puzzle,
+    random_solution,
+    remove_clues,
+    solve,
+)
 
 INKALA = "8..........36......7..9.2...5...7.......457.....1...3...1....68..85...1..9....4.."
 INKALA_SOLUTION = "812753649943682175675491283154237896369845721287169534521974368438526917796318452"

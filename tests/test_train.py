@@ -21,13 +21,14 @@ from safetensors.numpy import load_file
 
 from backends import tiny_config, tiny_weights
 from helpers import FAMILY_RUNS, TINY, make_dataset, run, wait_for_lines
-from hrm_shared.core.act import draw_exploration
 from hrm_shared.app.backend import import_backend
 from hrm_shared.app.train_loop import QUIT_STATUS
+from hrm_shared.core.act import draw_exploration
 from hrm_shared.core.config import TrainConfig
 from hrm_shared.core.contract import BACKENDS
 from hrm_shared.core.iterator import TrainIterator
 from hrm_shared.core.schedule import learning_rate
+
 
 def train_steps(name: str, data: Path, steps: int) -> tuple[list[float], list[float], dict[str, np.ndarray]]:
     """`steps` train steps of backend `name` on the tiny model -> (losses, halted counts, final weights)."""

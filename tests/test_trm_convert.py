@@ -11,7 +11,7 @@ from helpers import make_dataset
 from hrm_convert.backends import convert_checkpoint
 from hrm_shared.app.backend import import_backend
 from hrm_shared.core.checkpoint import CheckpointConfig, read_checkpoint_config
-from hrm_shared.core.config import TRMConfig, TrainConfig
+from hrm_shared.core.config import TrainConfig, TRMConfig
 from hrm_shared.core.contract import BACKENDS, installed
 from hrm_shared.core.init import init_weights
 from hrm_shared.core.registry import FAMILIES

@@ -1,9 +1,9 @@
 """TRM test helpers: an independent float64 numpy reference of TRM, its configs and weights, and one training
 segment's gradients (parameters and puzzle rows) from each backend.
 
-The reference is written from shared/TRM.md sections 1-3 and shared/DESIGN.md section 2, not from either backend. Parameters are a
-dict of canonical names, plus "puzzle_rows" [B, ndim]: the puzzle-table rows of the segment's ids, the tensor sparse
-SignSGD differentiates.
+The reference is written from shared/TRM.md sections 1-3 and shared/DESIGN.md section 2, not from either backend.
+Parameters are a dict of canonical names, plus "puzzle_rows" [B, ndim]: the puzzle-table rows of the segment's ids,
+the tensor sparse SignSGD differentiates.
 """
 
 import math
@@ -25,8 +25,8 @@ VARIANTS = {
 
 
 def trm_config(**changes) -> TRMConfig:
-    """The smallest CPU config of shared/TRM.md section 6: hidden 64, 2 heads, expansion 4, 2 layers, T = n = 2, halt_max_steps 3,
-    puzzle_emb_ndim 64, P = 2, seq_len 16, vocab 6, 3 puzzle ids, float32."""
+    """The smallest CPU config of shared/TRM.md section 6: hidden 64, 2 heads, expansion 4, 2 layers, T = n = 2,
+    halt_max_steps 3, puzzle_emb_ndim 64, P = 2, seq_len 16, vocab 6, 3 puzzle ids, float32."""
     config = TRMConfig(vocab_size=6, seq_len=16, num_puzzle_identifiers=3, hidden_size=64, num_heads=2, expansion=4.0,
                        L_layers=2, H_cycles=2, L_cycles=2, halt_max_steps=3, puzzle_emb_ndim=64, puzzle_emb_len=2,
                        forward_dtype="float32")

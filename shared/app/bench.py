@@ -1,8 +1,8 @@
 """Training and evaluation benchmark (`hrm bench`, scripts/bench_train.py), the same for both backends.
 
-Each measurement runs in a fresh Python process (`python -m hrm_shared.app.bench SPEC OUT`), so compile caches, allocator
-pools and the process's peak resident memory start clean. The worker builds a preset's model on synthetic random
-batches of the preset's data shape, warms up (compilation), times training steps (their median), times `predict`
+Each measurement runs in a fresh Python process (`python -m hrm_shared.app.bench SPEC OUT`), so compile caches,
+allocator pools and the process's peak resident memory start clean. The worker builds a preset's model on synthetic
+random batches of the preset's data shape, warms up (compilation), times training steps (their median), times `predict`
 over halt_max_steps segments, and reads the peak memory: the backend's allocator counter where it has one (torch
 CUDA, MLX), else the process's peak resident set (VmHWM on Linux, ru_maxrss on macOS) minus its value after the
 imports.
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hrm_shared.app.flops import eval_flops, peak_flops, train_step_flops
 from hrm_shared.core.act import draw_exploration
 from hrm_shared.core.atomic import write_file
-from hrm_shared.core.contract import BACKENDS, installed
 from hrm_shared.core.config import ModelConfig, TrainConfig, apply_overrides, preset
+from hrm_shared.core.contract import BACKENDS, installed
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.registry import FAMILIES
-from hrm_shared.app.flops import eval_flops, peak_flops, train_step_flops
 from hrm_shared.puzzles.kinds import kind_named
 
 ACCELERATOR_BATCH = 768
@@ -221,8 +221,8 @@ def run_isolated(spec: Spec) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "record.json"
-        done = subprocess.run([sys.executable, "-m", "hrm_shared.app.bench", json.dumps(dataclasses.asdict(spec)), str(out)],
-                              env=env, stdout=subprocess.DEVNULL)
+        command = [sys.executable, "-m", "hrm_shared.app.bench", json.dumps(dataclasses.asdict(spec)), str(out)]
+        done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL)
         if done.returncode != 0 or not out.exists():
             raise HRMError(f"the benchmark of {spec.backend} on {spec.preset} failed (exit status {done.returncode}; "
                            f"its error is printed above)")

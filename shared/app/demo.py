@@ -16,13 +16,13 @@ import click
 import numpy as np
 
 from hrm_shared.app.backend import import_backend
-from hrm_shared.core.format import load_split
-from hrm_shared.data.sudoku_small import build_small_sudoku
-from hrm_shared.core.errors import HRMError
-from hrm_shared.core.registry import family_named
 from hrm_shared.app.run import CONFIG_FILE, METRICS_FILE, new_run
-from hrm_shared.puzzles.solve import Puzzle, show_answer
 from hrm_shared.app.train_loop import RunOptions, train
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.format import load_split
+from hrm_shared.core.registry import family_named
+from hrm_shared.data.sudoku_small import build_small_sudoku
+from hrm_shared.puzzles.solve import Puzzle, show_answer
 
 
 @dataclass(frozen=True)

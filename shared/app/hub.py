@@ -24,8 +24,12 @@ def snapshot(repo: str, repo_type: str, alternative: str, allow: list[str] | Non
     with `alternative`."""
     try:
         from huggingface_hub import constants, snapshot_download
-        from huggingface_hub.utils import (HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
-                                           RepositoryNotFoundError)
+        from huggingface_hub.utils import (
+            HfHubHTTPError,
+            HFValidationError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+        )
     except ImportError:
         raise HRMError(f"downloading from the Hugging Face Hub needs huggingface_hub: {install_hint('hub')}") from None
     try:

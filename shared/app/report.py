@@ -18,19 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.puzzles.arc_vote import ATTEMPTS, ArcVote, pass_rates, truth_ranks
-from hrm_shared.core.atomic import write_file
-from hrm_shared.core.checkpoint import CONFIG_FILE
-from hrm_shared.app.trajectory import TRAJECTORY_KEYS
-from hrm_shared.puzzles.arc_augment import crop_prediction, parse_aug_name, unaugment_grid
-from hrm_shared.puzzles.arc_task import Pair, read_arc_task
-from hrm_shared.core.format import load_split, read_identifiers
-from hrm_shared.core.iterator import IGNORE_LABEL_ID
-from hrm_shared.puzzles.kinds import PuzzleKind, dataset_shape, kind_named
-from hrm_shared.puzzles.render import arc_grid
-from hrm_shared.core.errors import HRMError
 from hrm_shared.app.report_page import Card, Grid, page
 from hrm_shared.app.run import RUN_OUTPUTS
+from hrm_shared.app.trajectory import TRAJECTORY_KEYS
+from hrm_shared.core.atomic import write_file
+from hrm_shared.core.checkpoint import CONFIG_FILE
+from hrm_shared.core.errors import HRMError
+from hrm_shared.core.format import load_split, read_identifiers
+from hrm_shared.core.iterator import IGNORE_LABEL_ID
+from hrm_shared.puzzles.arc_augment import crop_prediction, parse_aug_name, unaugment_grid
+from hrm_shared.puzzles.arc_task import Pair, read_arc_task
+from hrm_shared.puzzles.arc_vote import ATTEMPTS, ArcVote, pass_rates, truth_ranks
+from hrm_shared.puzzles.kinds import PuzzleKind, dataset_shape, kind_named
+from hrm_shared.puzzles.render import arc_grid
 
 OUTPUT_KEYS = ("predictions", "labels", "q_halt_logits", "puzzle_identifiers")
 REPORT_FILE = "report.html"

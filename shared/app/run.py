@@ -28,15 +28,24 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from hrm_shared.app.tracking import TENSORBOARD_DIR, WANDB_ID_FILE
 from hrm_shared.core.atomic import newest_version, remove_incomplete, remove_path, write_file, writing
-from hrm_shared.core.checkpoint import (CONFIG_FILE, DATA_FIELDS, TRAIN_STATE_FILE, CheckpointConfig,
-                                        check_checkpoint_output, check_finite, check_splits_agree, dataset_record,
-                                        read_checkpoint_config, verify_file)
+from hrm_shared.core.checkpoint import (
+    CONFIG_FILE,
+    DATA_FIELDS,
+    TRAIN_STATE_FILE,
+    CheckpointConfig,
+    check_checkpoint_output,
+    check_finite,
+    check_splits_agree,
+    dataset_record,
+    read_checkpoint_config,
+    verify_file,
+)
 from hrm_shared.core.config import ModelConfig, TrainConfig, apply_overrides, preset
 from hrm_shared.core.distributed import launched_rank
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.progress import duration, pace
-from hrm_shared.app.tracking import TENSORBOARD_DIR, WANDB_ID_FILE
 from hrm_shared.core.registry import family_of
 
 METRICS_FILE = "metrics.jsonl"
@@ -127,7 +136,8 @@ def check_restartable(run: Path, force: bool) -> None:
                        f"remove the directory), or choose another --out")
     foreign = sorted(p.name for p in run.iterdir() if p.name not in RUN_ENTRIES and not p.name.startswith("."))
     if foreign:
-        raise HRMError(f"refusing to start over in {run}: it holds files that are not a run's ({', '.join(foreign[:3])})")
+        raise HRMError(f"refusing to start over in {run}: it holds files that are not a run's "
+                       f"({', '.join(foreign[:3])})")
 
 
 def check_startable(config: CheckpointConfig, data_dir: Path) -> None:

@@ -26,25 +26,36 @@ from typing import Any
 
 import numpy as np
 
-from hrm_shared.core.act import ExplorationDraws, draw_exploration
-from hrm_shared.core.checkpoint import CONFIG_FILE, CheckpointConfig, checkpoint_directory
-from hrm_shared.core.config import TrainConfig
-from hrm_shared.puzzles.arc_vote import arc_vote
-from hrm_shared.core.format import DatasetMetadata, read_identifiers, read_metadata
-from hrm_shared.core.iterator import TestIterator, TrainIterator, local_batch_size
-from hrm_shared.core.distributed import Collective, describe_world, launched_rank, rank_rows
-from hrm_shared.core.atomic import replace_file
-from hrm_shared.core.errors import HRMError, WriteError
-from hrm_shared.core.init import count_parameters
 from hrm_shared.app.eta import Pace, day_warning, device_flops, fitting_preset, run_estimate, train_plan
 from hrm_shared.app.flops import train_step_flops
 from hrm_shared.app.plot import plot_run
+from hrm_shared.app.run import (
+    LAST,
+    METRICS_FILE,
+    RUN_OUTPUTS,
+    Budget,
+    MetricsLog,
+    ProgressLine,
+    last_checkpoint,
+    mean_metrics,
+    read_train_state,
+    step_dir,
+    write_train_state,
+)
 from hrm_shared.app.scoring import score
-from hrm_shared.app.run import (LAST, METRICS_FILE, RUN_OUTPUTS, Budget, MetricsLog, ProgressLine,
-                                last_checkpoint, mean_metrics, read_train_state, step_dir, write_train_state)
+from hrm_shared.app.tracking import discard_tracker_files, open_trackers
+from hrm_shared.core.act import ExplorationDraws, draw_exploration
+from hrm_shared.core.atomic import replace_file
+from hrm_shared.core.checkpoint import CONFIG_FILE, CheckpointConfig, checkpoint_directory
+from hrm_shared.core.config import TrainConfig
+from hrm_shared.core.distributed import Collective, describe_world, launched_rank, rank_rows
+from hrm_shared.core.errors import HRMError, WriteError
+from hrm_shared.core.format import DatasetMetadata, read_identifiers, read_metadata
+from hrm_shared.core.init import count_parameters
+from hrm_shared.core.iterator import TestIterator, TrainIterator, local_batch_size
 from hrm_shared.core.progress import duration
 from hrm_shared.core.schedule import RunPlan, learning_rate, legacy_plan
-from hrm_shared.app.tracking import discard_tracker_files, open_trackers
+from hrm_shared.puzzles.arc_vote import arc_vote
 
 INTERRUPTED = "interrupted (Ctrl-C)"
 TERMINATED = "terminated (SIGTERM)"

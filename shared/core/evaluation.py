@@ -33,7 +33,8 @@ class Answers:
         q_halt_logits [rows] float32, the TRAJECTORY arrays) with the numpy `batch`'s labels and puzzle_identifiers,
         gathered from every process in dataset order (a collective: every process calls it), to `on_batch` and
         kept."""
-        answers = {**answers, "labels": batch["labels"][:rows], "puzzle_identifiers": batch["puzzle_identifiers"][:rows]}
+        answers = {**answers, "labels": batch["labels"][:rows],
+                   "puzzle_identifiers": batch["puzzle_identifiers"][:rows]}
         if self.collective.size > 1:
             answers = gather_rows(self.collective, answers, rows, self.local_batch_size)
         if self.on_batch is not None:

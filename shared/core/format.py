@@ -16,9 +16,9 @@ import dataclasses
 import hashlib
 import json
 import tokenize
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ContextManager
 
 import numpy as np
 
@@ -150,7 +150,7 @@ def check_output(out: Path, force: bool) -> None:
     check_replaceable(out, force, OWN_FILES, "dataset")
 
 
-def atomic_directory(out: Path, force: bool = False) -> ContextManager[Path]:
+def atomic_directory(out: Path, force: bool = False) -> AbstractContextManager[Path]:
     """A temporary directory beside `out` that replaces `out` when the block succeeds; on error `out` is unchanged."""
     return replace_directory(out, force, OWN_FILES, "dataset")
 
@@ -299,7 +299,8 @@ def check_arrays(s: PuzzleSet, vocab_size: int, seq_len: int, num_puzzle_identif
     for name in ("inputs", "labels") if tokens else ():
         a = getattr(s, name)
         if a.size and (a.min() < 0 or a.max() >= vocab_size):
-            problems.append(f"{name} holds tokens in [{a.min()}, {a.max()}], outside the vocabulary 0..{vocab_size - 1}")
+            problems.append(f"{name} holds tokens in [{a.min()}, {a.max()}], outside the vocabulary "
+                            f"0..{vocab_size - 1}")
     if s.inputs.shape[0] != s.labels.shape[0]:
         problems.append(f"inputs has {s.inputs.shape[0]} rows but labels has {s.labels.shape[0]}")
     pi, gi, ids = s.puzzle_indices, s.group_indices, s.puzzle_identifiers

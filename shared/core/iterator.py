@@ -3,16 +3,17 @@
 Train: per pass of `epochs_per_pass` epochs (the training loop passes eval_interval, as the reference does) a
 Philox generator seeded with `seed + pass`, a permutation of the groups per epoch (concatenated), one random puzzle
 per group whose examples fill the batch, the last partial batch of the pass dropped: at most one partial batch is
-lost per pass, and a split smaller than one global batch trains when a pass holds enough epochs to fill one. Test: every example once, in order, the last batch padded. Both slice the global batch by
-rank, and the train iterator's position can be saved and restored exactly.
+lost per pass, and a split smaller than one global batch trains when a pass holds enough epochs to fill one. Test:
+every example once, in order, the last batch padded. Both slice the global batch by rank, and the train iterator's
+position can be saved and restored exactly.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.core.format import DatasetMetadata, PuzzleSet, check_ranges, load_split
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.format import DatasetMetadata, PuzzleSet, check_ranges, load_split
 
 IGNORE_LABEL_ID = -100
 
@@ -29,7 +30,8 @@ def local_batch_size(global_batch_size: int, world_size: int) -> int:
 
 def collate(metadata: DatasetMetadata, inputs: np.ndarray, labels: np.ndarray, puzzle_identifiers: np.ndarray,
             size: int) -> Batch:
-    """int32 batch padded to `size` rows: inputs [size, seq_len], labels with ignore -> -100, puzzle_identifiers [size]."""
+    """int32 batch padded to `size` rows: inputs [size, seq_len], labels with ignore -> -100, puzzle_identifiers
+    [size]."""
     labels = np.array(labels, dtype=np.int32)
     if metadata.ignore_label_id is not None:
         labels[labels == metadata.ignore_label_id] = IGNORE_LABEL_ID

@@ -14,11 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.puzzles.arc_augment import (GRID_SIZE, IDENTITY_MAPPING, NUM_COLORS, NUM_DIHEDRAL, SEQ_LEN, VOCAB_SIZE,
-                                     aug_name, dihedral, encode_grids, parse_aug_name, random_offsets)
-from hrm_shared.core.format import PuzzleSet, write_dataset
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.format import PuzzleSet, write_dataset
 from hrm_shared.core.progress import progress
+from hrm_shared.puzzles.arc_augment import (
+    GRID_SIZE,
+    IDENTITY_MAPPING,
+    NUM_COLORS,
+    NUM_DIHEDRAL,
+    SEQ_LEN,
+    VOCAB_SIZE,
+    aug_name,
+    dihedral,
+    encode_grids,
+    parse_aug_name,
+    random_offsets,
+)
 from hrm_shared.puzzles.arc_task import ArcTask, Pair, read_arc_task
 
 EVALUATION_SUBDIR = "evaluation"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.core.format import PuzzleSet, write_dataset
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.format import PuzzleSet, write_dataset
 from hrm_shared.puzzles.maze import CHARSET, OPEN, PATH, VOCAB_SIZE, text_to_tokens
 
 CSV_HEADER = ["source", "question", "answer", "rating"]

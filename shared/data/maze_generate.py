@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.data.maze import write_maze_dataset
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.progress import progress
+from hrm_shared.data.maze import write_maze_dataset
 from hrm_shared.puzzles.maze import CHARSET, GOAL, OPEN, START, WALL, solve_maze
 
 INF = 1 << 30

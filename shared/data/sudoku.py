@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.core.format import PuzzleSet, SetBuilder, write_dataset
-from hrm_shared.puzzles.sudoku_solver import is_valid_solution, solve
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.format import PuzzleSet, SetBuilder, write_dataset
 from hrm_shared.core.progress import progress
+from hrm_shared.puzzles.sudoku_solver import is_valid_solution, solve
 
 CSV_HEADER = ["source", "question", "answer", "rating"]
 VOCAB_SIZE = 11
@@ -85,7 +85,8 @@ def _parse_row(path: Path, line: int, question: str, answer: str) -> tuple[np.nd
 
 def verify_unique(rows: SudokuRows) -> None:
     """Solve every question; one with no or several solutions is an error naming its CSV line (about 10 ms a row)."""
-    for board, line in progress(zip(rows.boards, rows.lines), label=f"Verifying {rows.path.name}", length=len(rows.lines)):
+    label = f"Verifying {rows.path.name}"
+    for board, line in progress(zip(rows.boards, rows.lines), label=label, length=len(rows.lines)):
         found = len(solve(board).solutions)
         if found != 1:
             raise HRMError(f"{rows.path}:{line}: the question has {'no' if found == 0 else 'several'} solutions; "

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.core.format import atomic_directory, check_output
-from hrm_shared.puzzles.sudoku_solver import format_puzzle, parse_puzzle, random_puzzle, remove_clues, solve
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.format import atomic_directory, check_output
 from hrm_shared.core.progress import progress
+from hrm_shared.puzzles.sudoku_solver import format_puzzle, parse_puzzle, random_puzzle, remove_clues, solve
 
 CSV_HEADER = ["source", "question", "answer", "rating"]
 GENERATED = "generated"

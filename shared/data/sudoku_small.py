@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.core.format import SetBuilder, check_output, write_dataset
-from hrm_shared.puzzles.sudoku_solver import random_puzzle
 from hrm_shared.core.errors import HRMError
+from hrm_shared.core.format import SetBuilder, check_output, write_dataset
 from hrm_shared.core.progress import progress
+from hrm_shared.puzzles.sudoku_solver import random_puzzle
 
 BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
 # Distinct minimal puzzles by size, counted by enumerating every clue set of the 288 4x4 grids

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.puzzles.arc_vote import ATTEMPTS, pass_at
-from hrm_shared.puzzles.arc_task import read_arc_task
 from hrm_shared.core.errors import HRMError
+from hrm_shared.puzzles.arc_task import read_arc_task
+from hrm_shared.puzzles.arc_vote import ATTEMPTS, pass_at
 
 MAX_COLOUR = 9
 

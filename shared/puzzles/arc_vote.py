@@ -14,12 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm_shared.puzzles.arc_augment import (COLOR_OFFSET, GRID_SIZE, NUM_COLORS, inverse_dihedral, parse_aug_name,
-                                            unaugment_grid)
+from hrm_shared.core.errors import HRMError
 from hrm_shared.core.format import load_split, read_identifiers, read_metadata
+from hrm_shared.puzzles.arc_augment import (
+    COLOR_OFFSET,
+    GRID_SIZE,
+    NUM_COLORS,
+    inverse_dihedral,
+    parse_aug_name,
+    unaugment_grid,
+)
 from hrm_shared.puzzles.kinds import ARC, is_arc
 from hrm_shared.puzzles.render import arc_grid
-from hrm_shared.core.errors import HRMError
 
 PASS_KS = (1, 2, 10)
 ATTEMPTS = 2  # the ARC Prize's attempts per test input

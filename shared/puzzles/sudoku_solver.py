@@ -17,7 +17,7 @@ the branching order, so puzzles equivalent under the Sudoku symmetries can rate 
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -46,7 +46,7 @@ class _Geometry(NamedTuple):
     unit_of_bit: dict[int, int]                 # 1 << u -> u
 
 
-@lru_cache(maxsize=None)
+@cache
 def _geometry(box: tuple[int, int]) -> _Geometry:
     br, bc = box
     n = br * bc

@@ -5,10 +5,19 @@ import json
 
 import click
 
+from hrm_shared.app.cli.common import (
+    Group,
+    PathType,
+    backend_option,
+    checkpoint_argument,
+    device_option,
+    force_option,
+    load_backend,
+    summary,
+    verify_option,
+)
 from hrm_shared.core.config import MAX_DEPTH
 from hrm_shared.core.errors import install_hint
-from hrm_shared.app.cli.common import (Group, PathType, backend_option, checkpoint_argument, device_option,
-                                       force_option, load_backend, summary, verify_option)
 
 batch_size_option = click.option("--batch-size", type=click.IntRange(1), default=None,
                                  help="Examples per batch  [default: the checkpoint's global_batch_size].")
@@ -53,8 +62,8 @@ def _title(checkpoint, data_dir) -> str:
 def scaling_cmd(checkpoint, data_dir, steps_text, backend, batch_size, device, json_path, png_path, force, verify):
     """Inference-time scaling: exact accuracy (and ARC pass@k) of CHECKPOINT on DATA's test split after M segments,
     for each M of --steps, and in the adaptive mode (each example stops at its own Q-halt decision)."""
-    from hrm_shared.app.scaling import parse_steps, plot_scaling, scaling_curve
     from hrm_shared.app.outputs import check_output_files
+    from hrm_shared.app.scaling import parse_steps, plot_scaling, scaling_curve
     from hrm_shared.core.atomic import write_file
 
     steps = parse_steps(steps_text)

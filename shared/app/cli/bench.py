@@ -4,15 +4,15 @@ from pathlib import Path
 
 import click
 
-from hrm_shared.core.contract import BACKENDS
 from hrm_shared.app.cli.common import PathType, force_option, set_option
+from hrm_shared.core.contract import BACKENDS
 
 DEFAULT_PRESETS = ("sudoku", "arc")
 
 
 def parse_cycles(text: str) -> tuple[tuple[int, int], ...]:
     """"2x2,4x8" -> ((2, 2), (4, 8)); "none" -> ()."""
-    from hrm_shared.core.errors import HRMError, install_hint
+    from hrm_shared.core.errors import HRMError
 
     if text.strip().lower() == "none":
         return ()

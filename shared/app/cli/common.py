@@ -78,8 +78,9 @@ def load_backend(name: str | None) -> tuple[str, ModuleType]:
 
 backend_option = click.option("--backend", type=click.Choice(BACKENDS), default=None,
                               help="Backend to run on  [default: mlx on Apple silicon, else torch].")
-device_option = click.option("--device", default=None, help="torch: cpu, cuda, cuda:N or mps; mlx: cpu, gpu (or metal)  "
-                                                           "[default: cuda or gpu when present].")
+device_option = click.option("--device", default=None,
+                             help="torch: cpu, cuda, cuda:N or mps; mlx: cpu, gpu (or metal)  "
+                                  "[default: cuda or gpu when present].")
 PRESET_HELP = f"Preset to start from: {', '.join(PRESETS)} (`hrm config --preset NAME` prints one)."
 preset_option = click.option("--preset", "preset_name", default="sudoku", show_default=True, metavar="NAME",
                              help=PRESET_HELP)

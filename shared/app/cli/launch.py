@@ -28,7 +28,8 @@ def run_mlx_launch(arguments: list[str]) -> list[tuple[int, int]]:
         from mlx._distributed_utils import launch
         runner = launch.RemoteProcess
     except (ImportError, AttributeError):
-        raise HRMError("hrm launch runs MLX's launcher (mlx.launch), which this environment lacks; install mlx") from None
+        raise HRMError("hrm launch runs MLX's launcher (mlx.launch), which this environment lacks; "
+                       "install mlx") from None
     started: list[tuple[int, launch.RemoteProcess]] = []
 
     class Recorded(runner):

@@ -4,11 +4,22 @@ import json
 
 import click
 
+from hrm_shared.app.cli.common import (
+    ExistingDir,
+    PathType,
+    StepFile,
+    backend_option,
+    checkpoint_argument,
+    device_option,
+    force_option,
+    load_backend,
+    preset_option,
+    set_option,
+    summary,
+    verify_option,
+)
 from hrm_shared.core.config import MAX_DEPTH
 from hrm_shared.core.contract import BACKENDS
-from hrm_shared.app.cli.common import (ExistingDir, PathType, StepFile, backend_option, checkpoint_argument,
-                                       device_option, force_option, load_backend, preset_option, set_option,
-                                       summary, verify_option)
 
 
 @click.command("config")
@@ -122,16 +133,16 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
     official metric) and pass@10."""
     import numpy as np
 
+    from hrm_shared.app.outputs import check_output_files
     from hrm_shared.app.report import OUTPUT_KEYS
     from hrm_shared.app.scoring import score
     from hrm_shared.app.trajectory import Adaptive, halting_rule, write_trajectory
-    from hrm_shared.puzzles.arc_vote import arc_vote, pass_rates, submission
-    from hrm_shared.puzzles.kinds import check_checkpoint_dataset
     from hrm_shared.core.atomic import replace_file, write_file
     from hrm_shared.core.checkpoint import check_fits_dataset, read_checkpoint_config
-    from hrm_shared.core.format import check_dataset, read_metadata, verify_dataset
     from hrm_shared.core.errors import HRMError
-    from hrm_shared.app.outputs import check_output_files
+    from hrm_shared.core.format import check_dataset, read_metadata, verify_dataset
+    from hrm_shared.puzzles.arc_vote import arc_vote, pass_rates, submission
+    from hrm_shared.puzzles.kinds import check_checkpoint_dataset
 
     check_output_files((save_outputs, json_path, submission_path, save_trajectory), force)
     saved = read_checkpoint_config(checkpoint)

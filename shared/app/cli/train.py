@@ -6,10 +6,18 @@ from pathlib import Path
 
 import click
 
+from hrm_shared.app.cli.common import (
+    PRESET_HELP,
+    ExistingDir,
+    PathType,
+    backend_option,
+    device_option,
+    set_option,
+    summary,
+    verify_option,
+)
 from hrm_shared.core.errors import install_hint
 from hrm_shared.core.registry import FAMILIES
-from hrm_shared.app.cli.common import (PRESET_HELP, ExistingDir, PathType, backend_option, device_option,
-                                       set_option, summary, verify_option)
 
 
 @click.command("train")
@@ -54,12 +62,12 @@ def train_cmd(ctx, backend, data_dir, preset_name, overrides, out, resume, max_s
     """Train HRM: start a run with --data and --out, or continue one with --resume RUN; --dry-run predicts the run's
     peak memory instead. A run stopped by Ctrl-C, SIGTERM or SIGHUP saves and exits with status 130, 143 or 129."""
     from hrm_shared.app.backend import default_backend, import_backend
-    from hrm_shared.core.distributed import launched_rank
     from hrm_shared.app.outputs import check_output_file
     from hrm_shared.app.run import new_run, read_run_config, resume_run, run_config, run_lock
     from hrm_shared.app.tracking import check_installed
     from hrm_shared.app.train_loop import STOP_STATUS, RunOptions, train
     from hrm_shared.core.config import preset
+    from hrm_shared.core.distributed import launched_rank
 
     if json_path is not None and not dry_run:
         raise click.UsageError("--json goes with --dry-run")
