@@ -94,7 +94,7 @@ class Trainer:
         loss.backward()
         self.keys = ("loss", *metrics)
         values = torch.stack([loss.detach(), *metrics.values()]).to(torch.float64)
-        row_grads = rows.grad if self.sparse is not None else None
+        row_grads = rows.grad if rows is not None else None
         gradients = self.adam.flat_gradient()
         if self.collective is None:
             self.adam.update(gradients, lr)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv for this machine, then run the demo or the tests.
 #   bash scripts/setup.sh demo    # set up, then `hrm demo`
-#   bash scripts/setup.sh test    # set up, then the test suite
+#   bash scripts/setup.sh test    # set up, then the linter, the type checker and the test suite
 #   bash scripts/setup.sh         # set up only
 # Apple silicon gets MLX on Metal; Linux without an NVIDIA GPU gets the CPU builds of torch and MLX
 # (never the multi-GB CUDA wheels); Linux with an NVIDIA GPU gets the CUDA build of torch.
@@ -25,7 +25,10 @@ fi
 
 case "${1:-}" in
     demo) exec .venv/bin/hrm demo ;;
-    test) exec .venv/bin/python -m pytest -q ;;
+    test)
+        .venv/bin/ruff check .  # lint and import order (pyproject.toml [tool.ruff])
+        .venv/bin/mypy  # types of shared/, convert/ and both backends (pyproject.toml [tool.mypy])
+        exec .venv/bin/python -m pytest -q ;;
     "") echo "Set up .venv: activate it with 'source .venv/bin/activate'." ;;
     *) echo "usage: bash scripts/setup.sh [demo|test]" >&2; exit 2 ;;
 esac

@@ -110,7 +110,10 @@ def _max_rss() -> int:
     except OSError:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return rss if sys.platform == "darwin" else rss * 1024
-    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1)) * 1024
+    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    if found is None:
+        raise HRMError("/proc/self/status has no VmHWM line; the peak resident set cannot be read here")
+    return int(found.group(1)) * 1024
 
 
 def measure(spec: Spec) -> dict:

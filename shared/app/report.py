@@ -44,7 +44,8 @@ class Outputs:
     """An outputs .npz read as a stream: `rows` and `shapes` from the array headers, then chunks of rows (a full ARC
     evaluation's predictions need not fit in memory)."""
 
-    KEYS, OPTION, WHAT = OUTPUT_KEYS, "--save-outputs", "an outputs"  # the arrays, and who writes them
+    KEYS: tuple[str, ...] = OUTPUT_KEYS  # the arrays
+    OPTION, WHAT = "--save-outputs", "an outputs"  # who writes them
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -97,7 +98,8 @@ class Trajectory(Outputs):
     """A trajectory .npz (`hrm evaluate --save-trajectory`: predictions [N, M, seq_len], Q logits [N, M],
     puzzle_identifiers [N]) read as a stream, as Outputs."""
 
-    KEYS, OPTION, WHAT = tuple(TRAJECTORY_KEYS), "--save-trajectory", "a trajectory"
+    KEYS = tuple(TRAJECTORY_KEYS)
+    OPTION, WHAT = "--save-trajectory", "a trajectory"
 
 
 def _test_split(data_dir: Path, outputs: Outputs) -> tuple:
@@ -284,10 +286,11 @@ def board_report(outputs: Outputs, data_dir: Path, kind: PuzzleKind, limit: int,
     inputs = [s.inputs for s in sets.values()]
     offsets = np.cumsum([0] + [len(x) for x in inputs])  # example index -> (set, row)
     counted, exact_sum, accuracy_sum, start = 0, 0.0, 0.0, 0
-    cards, solved = [], []
+    cards: list[Card] = []
+    solved: list[bool] = []
     for chunk, steps_chunk in zip(outputs.chunks(), steps.chunks() if steps is not None else itertools.repeat(None)):
         _check_rows(chunk, start, identifiers, outputs.path)
-        if steps_chunk is not None:
+        if steps is not None and steps_chunk is not None:
             _check_rows(steps_chunk, start, identifiers, steps.path)
         labels, predictions = chunk["labels"], chunk["predictions"]
         supervised = labels != IGNORE_LABEL_ID  # [rows, seq_len]
@@ -405,7 +408,7 @@ def write_report(source: Path, data_dir: Path | None = None, out: Path | None = 
         summary, cards = board_report(outputs, data_dir, kind, limit, steps)
     if steps is not None:
         summary.append(("trajectory", f"{steps.shapes['predictions'][1]} segments per example "
-                                      f"({Path(trajectory).name})"))
+                                      f"({steps.path.name})"))
     # Names, not absolute paths: the page is shared, and the paths say nothing to its readers.
     write_file(out, page(f"hrm report: {outputs_path.name} on {Path(data_dir).name}", summary, cards))
     return {"report": str(out), **dict(summary)}

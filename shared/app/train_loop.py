@@ -190,7 +190,7 @@ class Feed:
         self._thread.start()
 
     def _position(self) -> Position:
-        return Position(self.iterator.state_dict(), self.rng.bit_generator.state, self.iterator.epoch)
+        return Position(self.iterator.state_dict(), dict(self.rng.bit_generator.state), self.iterator.epoch)
 
     def _put(self, item: Fed | BaseException) -> None:
         while not self._stop.is_set():
@@ -305,7 +305,7 @@ class TrainingRun:
                     discard_tracker_files(run_dir)
                     (run_dir / CONFIG_FILE).unlink(missing_ok=True)
                 raise
-            self.log = MetricsLog(run_dir / METRICS_FILE, resumed, trackers)
+            self.log: MetricsLog | None = MetricsLog(run_dir / METRICS_FILE, resumed, trackers)
         else:
             self.log = None
         self.feed = Feed(iterator, rng, self.draw, self.trainer.prepare)
@@ -425,7 +425,7 @@ class TrainingRun:
                            self.arc_vote.fresh() if self.arc_vote else None, keep_outputs=keep,
                            collective=self.collective)
         metrics, outputs = scored.with_passes(), scored.outputs
-        if self.writer:
+        if self.log is not None:
             self.log.write({"split": "test", "step": self.step, "epoch": self.feed.position.epoch,
                             "train_seconds": round(self.train_seconds(), 1), **metrics})
         self.line.note(f"step {self.step:,}: test "
@@ -433,7 +433,7 @@ class TrainingRun:
         self.save(step_dir(self.run_dir, self.step), with_state=False)
         if outputs is not None:
             with replace_file(self.run_dir / RUN_OUTPUTS) as tmp, tmp.open("wb") as f:
-                np.savez(f, **outputs)
+                np.savez(f, **outputs)  # type: ignore[arg-type]  # numpy's stub reads **arrays as allow_pickle
         return metrics
 
     def flush(self) -> None:
@@ -443,7 +443,7 @@ class TrainingRun:
             if not math.isfinite(result["loss"]):
                 raise HRMError(f"the loss is {result['loss']} at step {number}: training stopped; lower lr "
                                f"({self.last_good()})")
-            if self.writer:
+            if self.log is not None:
                 self.log.write({"split": "train", "step": number, "epoch": epoch, "lr": lr,
                                 **mean_metrics(result, self.batch_size)})
             self.line.update(number, result, time.monotonic() - self.began - self.paused)
@@ -507,7 +507,7 @@ class TrainingRun:
     def close(self) -> None:
         """Stop the Feed; on rank 0 close the metrics and plot them (a plot that cannot be written is a warning)."""
         self.feed.close()
-        if self.writer:
+        if self.log is not None:
             self.log.close()
             try:
                 plot_run(self.run_dir)

@@ -32,7 +32,7 @@ def trajectory_arrays(answers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def write_trajectory(path: Path, answers: dict[str, np.ndarray]) -> None:
     """Write trajectory_arrays(answers) to the .npz `path`, atomically."""
     with replace_file(Path(path)) as tmp, tmp.open("wb") as f:
-        np.savez(f, **trajectory_arrays(answers))
+        np.savez(f, **trajectory_arrays(answers))  # type: ignore[arg-type]  # numpy's stub reads **arrays as allow_pickle
 
 
 def scores(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

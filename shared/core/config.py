@@ -52,6 +52,7 @@ class _ConfigBase:
     """from_dict / to_dict / JSON, type and range checking shared by both configs."""
 
     RANGES: ClassVar[dict[str, Range]] = {}  # every numeric field's allowed values, checked in __post_init__
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field]]  # each subclass is a dataclass
 
     @classmethod
     def from_dict(cls, d: dict):
@@ -235,7 +236,8 @@ class TRMConfig(ModelConfig):
     L_layers: int = 2
     H_cycles: int = 3
     L_cycles: int = 6
-    pos_encodings: Literal["rope", "learned", "none"] = "rope"
+    # TRM adds "none" (no position encoding, for the mlp_t token mixer); HRM's field keeps refusing it.
+    pos_encodings: Literal["rope", "learned", "none"] = "rope"  # type: ignore[assignment]
     puzzle_emb_len: int = 16
     mlp_t: bool = False
     no_ACT_continue: bool = True  # halt on q_halt > 0 alone, no Q-continue target

@@ -93,8 +93,8 @@ def truncated_normal(rng: np.random.Generator, shape: tuple[int, ...], std: floa
 def round_to_bfloat16(x: np.ndarray) -> np.ndarray:
     """float32 array rounded to the nearest bfloat16 value (ties to even), kept as float32."""
     bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return bits.astype(np.uint32).view(np.float32)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return rounded.astype(np.uint32).view(np.float32)
 
 
 def erf(x: np.ndarray) -> np.ndarray:

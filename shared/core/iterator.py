@@ -89,13 +89,15 @@ class TrainIterator:
     def set_name(self) -> str:
         return self.set_names[(self.passes - 1) % len(self.set_names)]
 
-    def _begin_pass(self) -> None:
+    def _begin_pass(self) -> tuple[np.random.Generator, np.ndarray]:
+        """Start the next pass -> its generator and its order of the groups."""
         self.passes += 1
-        self._rng = np.random.Generator(np.random.Philox(seed=self.seed + self.passes))
+        self._rng = rng = np.random.Generator(np.random.Philox(seed=self.seed + self.passes))
         n = self.sets[self.set_name].num_groups
-        self._order = np.concatenate([self._rng.permutation(n) for _ in range(self.epochs_per_pass)])
+        self._order = order = np.concatenate([rng.permutation(n) for _ in range(self.epochs_per_pass)])
         self.start = 0
         self._batches_in_pass = 0
+        return rng, order
 
     def __iter__(self) -> "TrainIterator":
         return self
@@ -103,10 +105,12 @@ class TrainIterator:
     def __next__(self) -> Batch:
         """The next local batch: inputs/labels [B_local, seq_len] int32, puzzle_identifiers [B_local] int32."""
         while True:
-            if self._order is None:
-                self._begin_pass()
+            if self._rng is None or self._order is None:
+                rng, order = self._begin_pass()
+            else:
+                rng, order = self._rng, self._order
             s = self.sets[self.set_name]
-            self.start, examples, puzzles = sample_batch(self._rng, self._order, s, self.start, self.global_batch_size)
+            self.start, examples, puzzles = sample_batch(rng, order, s, self.start, self.global_batch_size)
             if len(examples) == self.global_batch_size:
                 self._batches_in_pass += 1
                 mine = slice(self.rank * self.local_batch_size, (self.rank + 1) * self.local_batch_size)
@@ -146,9 +150,9 @@ class TrainIterator:
         self.epochs_per_pass = state.get("epochs_per_pass", 1)
         self.passes, self._order, self._rng = state["passes"] - 1, None, None
         if state["in_pass"]:
-            self._begin_pass()
+            generator, _ = self._begin_pass()
             rng = state["rng"]
-            self._rng.bit_generator.state = {
+            generator.bit_generator.state = {
                 **rng, "state": {k: np.array(v, dtype=np.uint64) for k, v in rng["state"].items()},
                 "buffer": np.array(rng["buffer"], dtype=np.uint64)}
             self.start = state["start"]

@@ -25,6 +25,7 @@ def common_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 def block_shapes(config: ModelConfig, prefix: str, token_mixer: bool = False) -> dict[str, tuple[int, ...]]:
     """One block's tensors under `prefix`: attention (or, with `token_mixer`, mlp_t over the positions) and SwiGLU."""
     H, I = config.hidden_size, config.intermediate_size
+    shapes: dict[str, tuple[int, ...]]
     if token_mixer:
         S, J = config.puzzle_emb_len + config.seq_len, config.token_mixer_size
         shapes = {prefix + "mlp_t.gate_up_proj.weight": (2 * J, S), prefix + "mlp_t.down_proj.weight": (S, J)}

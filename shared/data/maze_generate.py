@@ -266,12 +266,12 @@ def generate_maze_dataset(out: Path, n_train: int, n_test: int, size: int = 30, 
     workers = max(1, min(workers or os.cpu_count() or 1, total // 32))
     dropped = [0]
     stream = _unique_layouts(generate_mazes(seed, size, min_path, workers), total, dropped)
-    questions, answers, lengths = [], [], []
+    rows: list[tuple[np.ndarray, np.ndarray]] = []
+    lengths = []
     for question, answer, length in progress(stream, label="Generating mazes", length=total):
-        questions.append(question.reshape(-1))
-        answers.append(answer.reshape(-1))
+        rows.append((question.reshape(-1), answer.reshape(-1)))
         lengths.append(length)
-    questions, answers = np.stack(questions), np.stack(answers)
+    questions, answers = np.stack([q for q, _ in rows]), np.stack([a for _, a in rows])
     source = f"hrm-maze-{size}x{size}-min{min_path}-seed{seed}"
     parts = {"train": slice(0, n_train), "test": slice(n_train, total)}
     write_maze_dataset(out, {split: (questions[s], answers[s]) for split, s in parts.items()}, force=force,

@@ -51,12 +51,12 @@ def read_sudoku_csv(path: Path, min_difficulty: int | None = None) -> SudokuRows
             line = reader.line_num
             if len(row) != 4:
                 raise HRMError(f"{path}:{line}: expected 4 fields (source,question,answer,rating), got {len(row)}")
-            _, question, answer, rating = row
+            _, question, answer, rating_text = row
             board, solution = _parse_row(path, line, question, answer)
             try:
-                rating = int(rating)
+                rating = int(rating_text)
             except ValueError:
-                raise HRMError(f"{path}:{line}: rating {rating!r} is not an integer") from None
+                raise HRMError(f"{path}:{line}: rating {rating_text!r} is not an integer") from None
             if min_difficulty is None or rating >= min_difficulty:
                 lines.append(line)
                 boards.append(board)

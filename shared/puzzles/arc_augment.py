@@ -110,7 +110,9 @@ def encode_grids(grids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 def encode_pair(inp: np.ndarray, out: np.ndarray, offset: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
     """Encode an (input, output) pair of grids at the same offset: (inputs [900] uint8, labels [900] uint8)."""
-    return tuple(encode_grids(np.asarray(g, dtype=np.uint8)[None], [offset]).reshape(SEQ_LEN) for g in (inp, out))
+    offsets = np.array([offset])
+    encoded = [encode_grids(np.asarray(g, dtype=np.uint8)[None], offsets).reshape(SEQ_LEN) for g in (inp, out)]
+    return encoded[0], encoded[1]
 
 
 def crop_prediction(tokens: np.ndarray) -> np.ndarray:

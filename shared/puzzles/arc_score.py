@@ -62,7 +62,7 @@ def _attempts(entry: object, where: str, problems: list[str]) -> list[np.ndarray
     if not isinstance(entry, dict):
         problems.append(f"{where}: expected an object with attempt_1 and attempt_2, got {type(entry).__name__}")
         return [None] * ATTEMPTS
-    grids = []
+    grids: list[np.ndarray | None] = []
     for i in range(1, ATTEMPTS + 1):
         name = f"attempt_{i}"
         if name not in entry:
@@ -98,7 +98,7 @@ def score_submission(submission: object, solutions: dict[str, list[np.ndarray]])
         raise HRMError(f"a submission is a JSON object {{task_id: [...]}}, got a {type(submission).__name__}")
     problems = [f"task {task}: not in the solutions directory; not scored" for task in submission
                 if task not in solutions]
-    ranks = {}
+    ranks: dict[str, list[int | None]] = {}
     for task, outputs in solutions.items():
         if task not in submission:
             problems.append(f"task {task}: missing from the submission; counted as unsolved")

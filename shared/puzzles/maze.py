@@ -120,5 +120,8 @@ def is_optimal_path(question: np.ndarray, prediction: np.ndarray) -> bool:
     marked = predicted == PATH
     if length < 0 or np.any(marked & (grid != OPEN)) or int(marked.sum()) != length - 1:
         return False
-    walk = bfs_distances(marked | (grid == START) | (grid == GOAL), _find(grid, START))
-    return int(walk[_find(grid, GOAL)]) == length
+    start, goal = _find(grid, START), _find(grid, GOAL)
+    if start is None or goal is None:  # solve_maze found a path, so both are there; this tells mypy
+        return False
+    walk = bfs_distances(marked | (grid == START) | (grid == GOAL), start)
+    return int(walk[goal]) == length

@@ -42,7 +42,7 @@ class _Geometry(NamedTuple):
     peers: list[tuple[int, ...]]                # cells sharing a unit with each cell
     units: list[tuple[tuple[int, ...], Callable]]  # (cells, itemgetter of those cells)
     unit_masks: list[int]                       # per cell, the bit set of its 3 units
-    cell_units: list[tuple[int, int, int]]      # per cell, its row, column and box unit
+    cell_units: list[tuple[int, ...]]           # per cell, its row, column and box unit
     unit_of_bit: dict[int, int]                 # 1 << u -> u
 
 
@@ -262,7 +262,9 @@ def remove_clues(solution: np.ndarray, rng: np.random.Generator, box: tuple[int,
         digit = flat[cell]
         flat[cell] = 0
         # The puzzle was unique, so a second solution would have to differ at `cell`: look for one there.
-        cands, singles = _initial(flat, geo)
+        initial = _initial(flat, geo)
+        assert initial is not None, "digits kept from a solved grid never clash"
+        cands, singles = initial
         m = cands[cell] & ~(1 << (digit - 1))
         cands[cell] = m
         if not m & (m - 1):

@@ -17,12 +17,12 @@ def parse_cycles(text: str) -> tuple[tuple[int, int], ...]:
     if text.strip().lower() == "none":
         return ()
     try:
-        cycles = tuple(tuple(int(n) for n in item.lower().split("x")) for item in text.split(","))
+        numbers = [tuple(int(n) for n in item.lower().split("x")) for item in text.split(",")]
     except ValueError:
-        cycles = ()
-    if not cycles or any(len(c) != 2 or min(c) < 1 for c in cycles):
+        numbers = []
+    if not numbers or any(len(c) != 2 or min(c) < 1 for c in numbers):
         raise HRMError(f"--cycles {text!r} is not a list like 2x2,2x4,4x4,4x8 (H_cycles x L_cycles) or 'none'")
-    return cycles
+    return tuple((H, L) for H, L in numbers)
 
 
 @click.command("bench")

@@ -25,10 +25,10 @@ def hub_option(repo: str) -> Callable:
 
 def csv_source(csv_dir: Path | None, hub_repo: str | None) -> Path:
     """The directory holding train.csv and test.csv: --csv-dir, or the cached snapshot of the --hub dataset."""
-    if (csv_dir is None) == (hub_repo is None):
-        raise click.UsageError("give one of --csv-dir DIR and --hub [REPO]")
-    if csv_dir is not None:
+    if csv_dir is not None and hub_repo is None:
         return csv_dir
+    if csv_dir is not None or hub_repo is None:
+        raise click.UsageError("give one of --csv-dir DIR and --hub [REPO]")
     folder = download_csv_dir(hub_repo)
     click.echo(f"{hub_repo} (Hugging Face Hub): {folder}")
     return folder

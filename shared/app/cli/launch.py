@@ -4,6 +4,7 @@ torchrun does."""
 
 import signal
 import sys
+from typing import Any
 
 import click
 
@@ -26,7 +27,7 @@ def run_mlx_launch(arguments: list[str]) -> list[tuple[int, int]]:
     has ended -> (rank, exit status) of each, in rank order; none with `--backend mpi`, where mpirun starts them."""
     try:
         from mlx._distributed_utils import launch
-        runner = launch.RemoteProcess
+        runner: Any = launch.RemoteProcess  # a base class, from MLX's untyped launcher
     except (ImportError, AttributeError):
         raise HRMError("hrm launch runs MLX's launcher (mlx.launch), which this environment lacks; "
                        "install mlx") from None
