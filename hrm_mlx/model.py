@@ -8,6 +8,7 @@ subclasses HRMInner and HRM, overriding `build_levels`, `detached_cycles`, `diff
 
 import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -167,7 +168,7 @@ class HRM(nn.Module):
         super().__init__()
         self.config = config
         self.inner = self.inner_class(config)
-        self._compiled_eval = None
+        self._compiled_eval: Callable | None = None
 
     @property
     def has_q_target(self) -> bool:
@@ -217,7 +218,8 @@ class HRM(nn.Module):
         (tests/test_mlx_fast.py)."""
         if self._compiled_eval is None:
             def segment(arrays: tuple[mx.array, ...], data: Batch, batch: Batch) -> tuple[tuple, dict[str, mx.array]]:
-                new, outputs = self(Carry(InnerCarry(*arrays[:2]), *arrays[2:], data), batch, training=False)
+                carry = Carry(InnerCarry(arrays[0], arrays[1]), arrays[2], arrays[3], data)
+                new, outputs = self(carry, batch, training=False)
                 return (new.inner_carry.z_H, new.inner_carry.z_L, new.steps, new.halted, new.current_data), outputs
 
             self._compiled_eval = mx.compile(segment, inputs=[self.state])

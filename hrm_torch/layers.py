@@ -54,6 +54,9 @@ class RotaryEmbedding(nn.Module):
     checkpoint reproduces the reference's numbers bit for bit only from its tables.
     """
 
+    cos_cached: torch.Tensor
+    sin_cached: torch.Tensor
+
     def __init__(self, head_dim: int, positions: int, theta: float) -> None:
         super().__init__()
         self.head_dim, self.positions, self.theta = head_dim, positions, theta

@@ -63,7 +63,7 @@ HUNG_UP = "hung up (SIGHUP)"
 QUIT_STATUS = 130  # 128 + SIGINT: what a shell reports for a process that Ctrl-C ended
 # The signals that stop a run after saving, with the stop each makes: a closed terminal or a dropped SSH session
 # sends SIGHUP, a scheduler SIGTERM.
-STOPS = {signal.SIGINT: INTERRUPTED, signal.SIGTERM: TERMINATED, signal.SIGHUP: HUNG_UP}
+STOPS: dict[int, str] = {signal.SIGINT: INTERRUPTED, signal.SIGTERM: TERMINATED, signal.SIGHUP: HUNG_UP}
 # The exit status of `hrm train` after each stop on a signal (128 + its number), so that `hrm train ... && next`
 # does not go on after an interrupted run.
 STOP_STATUS = {reason: 128 + number for number, reason in STOPS.items()}

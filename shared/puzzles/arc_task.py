@@ -4,6 +4,7 @@ top-level "name" (shared/DESIGN.md section 6). The builder (data/arc.py), the sc
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ class ArcTask:
     evaluation: bool
 
 
-def _parse_grid(raw: object, where: str) -> np.ndarray:
+def _parse_grid(raw: Any, where: str) -> np.ndarray:
     try:
         grid = np.array(raw)
     except ValueError:
