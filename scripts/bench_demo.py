@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from hrm_shared.app.bench import write_json  # noqa: E402  (after the path set-up)
 from hrm_shared.app.demo import SIZES, run_demo  # noqa: E402
-from hrm_shared.app.plot import pyplot, save_figure  # noqa: E402
+from hrm_shared.app.plot import new_figure, save_figure  # noqa: E402
 from hrm_shared.app.run import METRICS_FILE, read_metrics  # noqa: E402
 from hrm_shared.core.config import preset  # noqa: E402
 from hrm_shared.core.schedule import total_steps  # noqa: E402
@@ -50,10 +50,10 @@ def table(runs: list[dict]) -> str:
 
 def plot(runs: list[dict], size: int, path: Path) -> None:
     """Exact accuracy against training minutes, one line per run (nothing when matplotlib is missing)."""
-    plt = pyplot()
-    if plt is None:
+    made = new_figure(figsize=(6, 4))
+    if made is None:
         return
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = made
     for r in runs:
         axis.plot([p["train_minutes"] for p in r["points"]], [p["exact_accuracy"] for p in r["points"]], "o-",
                   label=f"{r['model'].upper()} ({r['preset']})")
