@@ -4,12 +4,11 @@ What a backend provides is written once, in core/contract.py; this loader import
 checks them against it.
 """
 
-import importlib
 import platform
 import sys
 from types import ModuleType
 
-from hrm_shared.core.contract import BACKENDS, MODULES, installed, problems
+from hrm_shared.core.contract import BACKENDS, contract_modules, installed, problems
 from hrm_shared.core.errors import HRMError
 
 
@@ -21,15 +20,14 @@ def default_backend() -> str:
 
 
 def import_backend(name: str) -> ModuleType:
-    """The backend package `hrm_<name>` with its contract modules (core/contract.py MODULES) loaded as attributes,
-    checked against the contract; HRMError when the backend is unknown or its framework is not installed."""
+    """Backend `hrm_<name>`'s contract modules (core/contract.py MODULES) as the attributes of a module of that name
+    (contract_modules), checked against the contract; HRMError when the backend is unknown or its framework is not
+    installed."""
     if name not in BACKENDS:
         raise HRMError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if not installed(name):
         raise HRMError(f"the {name} backend is not installed: pip install 'hrm[{name}]'")
-    for module in MODULES:
-        importlib.import_module(f"hrm_{name}.{module}")  # binds it as an attribute of the package
-    package = importlib.import_module(f"hrm_{name}")
+    package = contract_modules(name)
     if missing := problems(package):
         raise HRMError(f"internal: hrm_{name} does not follow the backend contract (core/contract.py): "
                        f"{'; '.join(missing)}")

@@ -1,12 +1,14 @@
 """`hrm train` and `hrm demo`: training runs, started or resumed, and the small train-and-solve demo."""
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import click
 
 from hrm_shared.app.cli.common import (PRESET_HELP, ExistingDir, PathType, backend_option, device_option, set_option,
-                                       summary)
+                                       summary, verbosity_options)
 
 
 @click.command("train")
@@ -17,6 +19,9 @@ from hrm_shared.app.cli.common import (PRESET_HELP, ExistingDir, PathType, backe
                    f"on an NVIDIA GPU (sudoku, maze, arc), else sudoku-laptop, arc-laptop, or demo for a Sudoku "
                    f"smaller than 9x9]")
 @set_option
+@click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              metavar="FILE", help="A run's recipe in a YAML or JSON file: a preset and overrides, or a whole config "
+                                   "as `hrm config` prints it; --set applies on top.")
 @click.option("--out", type=PathType, default=None, help="New run directory.")
 @click.option("--resume", type=PathType, default=None, help="Continue the run in this directory from its last/.")
 @click.option("--max-steps", type=click.IntRange(1), default=None,
@@ -42,11 +47,14 @@ from hrm_shared.app.cli.common import (PRESET_HELP, ExistingDir, PathType, backe
 @click.option("--tensorboard/--no-tensorboard", default=None,
               help="Also write the metrics as TensorBoard events in RUN/tensorboard (pip install 'hrm[tensorboard]').")
 @click.pass_context
-def train_cmd(ctx, backend, data_dir, preset_name, overrides, out, resume, max_steps, max_minutes, eval_interval,
-              checkpoint_every, seed, device, compile_, dry_run, json_path, wandb_project, tensorboard):
+@verbosity_options
+def train_cmd(ctx, backend, data_dir, preset_name, overrides, config_file, out, resume, max_steps, max_minutes,
+              eval_interval, checkpoint_every, seed, device, compile_, dry_run, json_path, wandb_project, tensorboard):
     """Train HRM: start a run with --data and --out, or continue one with --resume RUN; --dry-run predicts the run's
     peak memory instead. A run stopped by Ctrl-C or SIGTERM saves and exits with status 130 or 143."""
+    from hrm_shared.app.api import choose_preset
     from hrm_shared.app.backend import default_backend, import_backend
+    from hrm_shared.app.config_file import read_config_file
     from hrm_shared.core.distributed import launched_rank
     from hrm_shared.app.run import new_run, read_run_config, resume_run, run_config
     from hrm_shared.app.tracking import check_installed
@@ -62,16 +70,23 @@ def train_cmd(ctx, backend, data_dir, preset_name, overrides, out, resume, max_s
     for option in ("wandb", "tensorboard"):
         if given[option] and not dry_run:
             check_installed(option)
+    if config_file is not None and (preset_name is not None or resume is not None):
+        raise click.UsageError("--config names the preset and starts a new run: give it without --preset and --resume")
     if resume is None:
         if data_dir is None:
             raise click.UsageError("a new run needs --data DATASET")
         name = backend or default_backend()
         package = import_backend(name)
-        preset_name = preset_name or _default_preset(package, data_dir, device)
+        start, overrides = None, list(overrides)
+        if config_file is not None:
+            recipe = read_config_file(config_file)
+            preset_name, start, overrides = recipe.preset, recipe.start, recipe.overrides + overrides
+        elif preset_name is None:
+            preset_name = choose_preset(package, data_dir, device)
         if dry_run:  # the run's config without creating its directory
-            config = run_config(*preset(preset_name), data_dir, list(overrides), seed)
+            config = run_config(*(start or preset(preset_name)), data_dir, overrides, seed)
         else:
-            config = new_run(out, preset_name, data_dir, list(overrides), seed, name, given)
+            config = new_run(out, preset_name, data_dir, overrides, seed, name, given, start)
         run, options = out, given
     else:
         config = resume_run(resume, preset_name, data_dir, list(overrides), seed)
@@ -88,28 +103,21 @@ def train_cmd(ctx, backend, data_dir, preset_name, overrides, out, resume, max_s
         _warn_unless_it_fits(package, config, device)
     run_options = RunOptions(max_steps=max_steps, max_minutes=max_minutes, eval_interval=options["eval_interval"],
                              checkpoint_every=options["checkpoint_every"] or 1000, device=device, compile=compile_,
-                             wandb=options["wandb"], tensorboard=bool(options["tensorboard"]))
+                             wandb=options["wandb"], tensorboard=bool(options["tensorboard"]),
+                             on_second_interrupt=quit_now)
     result = train(package, run, config, run_options, resume is not None)
     if launched_rank() == 0:
         summary("Training stopped", result)
     ctx.exit(STOP_STATUS.get(result["stopped"], 0))
 
 
-def _default_preset(package, data_dir: Path, device: str | None) -> str:
-    """The preset for a new run without --preset (core/config.py default_preset), said on stderr."""
-    from hrm_shared.core.config import default_preset
-    from hrm_shared.core.distributed import launched_rank
-    from hrm_shared.core.format import check_dataset, read_metadata
-    from hrm_shared.puzzles.kinds import dataset_kind
+def quit_now() -> None:
+    """What a second Ctrl-C does to `hrm train`: end the process at once, nothing saved, even inside a long step
+    (train_loop.interrupt_flag calls it from its signal thread)."""
+    from hrm_shared.app.train_loop import QUIT_STATUS
 
-    check_dataset(data_dir)
-    kind = dataset_kind(data_dir)
-    resolved = package.bench.resolve_device(device)
-    name = default_preset(kind, read_metadata(data_dir, "train").seq_len, resolved)
-    if launched_rank() == 0:
-        click.echo(f"no --preset given: using {name} for a {kind} dataset on {resolved} (--preset NAME chooses "
-                   f"another)", err=True)
-    return name
+    print("\nCtrl-C again: quitting without saving", file=sys.stderr, flush=True)
+    os._exit(QUIT_STATUS)
 
 
 def _dry_run(package, config, device: str | None, json_path: Path | None, max_steps: int | None) -> None:
@@ -154,6 +162,7 @@ def _warn_unless_it_fits(package, config, device: str | None) -> None:
               help="The model family: TRM (preset trm-demo-9, or trm-demo for --size 4) or HRM (demo-9, demo).")
 @click.option("--size", type=click.Choice(["9", "4"]), default="9", show_default=True,
               help="9: 9x9 puzzles with 45 blank cells and a unique solution; 4: minimal 4x4 puzzles.")
+@verbosity_options
 def demo(backend, out, json_path, seed, model, size):
     """Build a Sudoku set, train a small TRM (or HRM) on it, evaluate it and solve a held-out puzzle: about ten
     minutes on two CPU cores with torch for 9x9, five for 4x4."""
