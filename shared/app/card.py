@@ -45,8 +45,8 @@ def overrides(preset_name: str, config: CheckpointConfig) -> list[str]:
 def model_card(repo: str, config: CheckpointConfig, preset_name: str | None, tested: dict | None,
                checkpoint: str) -> str:
     """The model card (Markdown with the Hub's YAML header) of `checkpoint` (its name in the run, such as step_500)
-    with `config`, made from preset `preset_name` (None: a whole config file; UNRECORDED) and scored by the test record `tested`
-    (None: never evaluated), published as `repo`."""
+    with `config`, made from preset `preset_name` (None: a whole config file; or UNRECORDED) and scored by the test
+    record `tested` (None: never evaluated), published as `repo`."""
     family = family_of(config.model).name
     kind = config.dataset.get("kind") or "unknown"
     if preset_name is None:

@@ -115,6 +115,8 @@ def upload(folder: Path, repo: str, private: bool = False, message: str = "Uploa
     except HfHubHTTPError as e:
         raise HRMError(f"uploading to the Hugging Face Hub model {repo} failed ({str(e).splitlines()[0]}); log in "
                        f"with `hf auth login` and check your rights on {repo}") from None
-    except OSError as e:  # no network: the connection errors requests raises are OSErrors
-        raise HRMError(f"cannot reach the Hugging Face Hub to upload {repo} ({e}); try again when online") from None
+    except Exception as e:  # the HTTP client's own errors (no network, a refused connection), whichever client it is
+        raise HRMError(f"uploading to the Hugging Face Hub model {repo} failed ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else 'no message'}); check the network and try again") \
+            from None
     return str(getattr(commit, "commit_url", commit))
