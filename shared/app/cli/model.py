@@ -107,6 +107,7 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
     official metric) and pass@10."""
     import numpy as np
 
+    from hrm_shared.app.api import load
     from hrm_shared.app.report import OUTPUT_KEYS
     from hrm_shared.app.trajectory import Adaptive, halting_rule, write_trajectory
     from hrm_shared.puzzles.arc_vote import ArcVoter, arc_score, read_test_tasks, submission
@@ -128,7 +129,8 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
         raise HRMError(f"--submission is for ARC datasets; {data_dir} holds vocab_size {metadata.vocab_size}, "
                        f"seq_len {metadata.seq_len} puzzles")
     name, package = load_backend(backend)
-    model, config = package.checkpoint.load_checkpoint(checkpoint, device)
+    model = load(name, checkpoint, device)
+    config = model.checkpoint_config
     batch_size = batch_size or config.train.global_batch_size
     segments = segments or config.model.halt_max_steps
     halting = None
