@@ -164,3 +164,17 @@ def test_from_official_is_the_import_hrm_convert_runs(tmp_path):
     out = api.from_official(step, data, tmp_path / "ours")
     assert invoke("convert", "--from-official", step, "--data", data, tmp_path / "cli").exit_code == 0
     assert (out / MODEL_FILE).read_bytes() == (tmp_path / "cli" / MODEL_FILE).read_bytes()
+
+
+def test_hrm_solve_takes_an_arc_grid_as_json_text_or_file(tmp_path, arc_build):
+    import json
+
+    api = package("torch")
+    init("torch", tmp_path / "ckpt", arc_build[1])
+    grid = np.random.default_rng(0).integers(0, 10, (20, 20)).tolist()  # its JSON text is too long for a file name
+    (tmp_path / "grid.json").write_text(json.dumps(grid))
+    solution = api.solve(api.load(tmp_path / "ckpt"), grid)
+    for typed in (json.dumps(grid), tmp_path / "grid.json"):
+        r = invoke("solve", "--backend", "torch", tmp_path / "ckpt", typed)
+        assert r.exit_code == 0 and r.output == solution.text + "\n", r.output
+    assert solution.text.startswith("input") and " ".join(map(str, grid[0])) in solution.text.split("\n")[1]

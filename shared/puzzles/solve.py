@@ -63,7 +63,7 @@ def read_puzzle(config: HRMConfig, puzzle: PuzzleInput, trained_on: str | None =
     among = (trained_on,) if trained_on in SOLVABLE else SOLVABLE
     typed = os.fspath(puzzle) if isinstance(puzzle, (str, os.PathLike)) else None
     kind = recognise(config.vocab_size, config.seq_len, typed=typed, among=among, unknown=UNSOLVABLE)
-    if typed is not None and "\n" not in typed and looks_like_path(typed) and not Path(typed).is_file():
+    if typed is not None and "\n" not in typed and looks_like_path(typed) and not names_file(typed):
         raise HRMError(f"no such file: {typed}")
     if kind.name == "arc":
         grid = read_arc_grid(puzzle)
@@ -79,7 +79,7 @@ def read_puzzle(config: HRMConfig, puzzle: PuzzleInput, trained_on: str | None =
             where = "the maze" if "\n" in puzzle else puzzle
             raise HRMError(f"{where}: no path leads from S to G (walls cut them apart); give a maze with a path")
         return Puzzle("maze", tokens)
-    text = _read_text(Path(puzzle), "a Sudoku puzzle").split() if Path(puzzle).is_file() else [puzzle.strip()]
+    text = _read_text(Path(puzzle), "a Sudoku puzzle").split() if names_file(puzzle) else [puzzle.strip()]
     grid = parse_puzzle(check_sudoku_text("".join(text), kind.box), kind.box)  # [n, n], 0 blank
     if clash := _sudoku_clash(grid, kind.box):
         raise HRMError(f"the puzzle has no solution: {clash}; correct the givens")
@@ -94,6 +94,14 @@ def looks_like_path(puzzle: str) -> bool:
     (PATH_SUFFIXES)."""
     separators = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
     return any(sep in puzzle for sep in separators) or puzzle.lower().endswith(PATH_SUFFIXES)
+
+
+def names_file(typed: str) -> bool:
+    """Whether `typed` is the path of an existing file; False for text that cannot be a path (a name too long)."""
+    try:
+        return Path(typed).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def check_sudoku_text(text: str, box: tuple[int, int]) -> str:
@@ -168,7 +176,7 @@ def read_arc_grid(puzzle: PuzzleInput) -> np.ndarray:
     where, raw = "the ARC grid", puzzle
     if isinstance(puzzle, (str, os.PathLike)):
         text = os.fspath(puzzle)
-        if Path(text).is_file():
+        if names_file(text):
             where, text = text, _read_text(Path(text), "an ARC grid as JSON (a list of rows of colours 0..9)")
         try:
             raw = json.loads(text)
