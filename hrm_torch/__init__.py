@@ -5,7 +5,7 @@ The public API, the same in hrm_mlx (shared/app/api.py holds its body, bound her
 ```
 from hrm_torch import load, solve, train
 run = train("data/sudoku-4x4", "runs/mine", "demo", max_steps=500)
-solution = solve(load(run), "1..4..3..2..4..1")     # .answer, .text, .valid, .segments, .trajectory, .q_halt
+solution = solve(load(run), "1.3..4.22..3.3.1")     # .answer, .text, .valid, .segments, .trajectory, .q_halt
 ```
 """
 

@@ -9,6 +9,7 @@ accuracy against minutes:
 """
 
 import argparse
+import logging
 import os
 import platform
 import sys
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None,
                         help="[default: scripts/results/demo<size>_cpu.json, and a .png beside it]")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the training's progress, as `hrm demo` prints it
     path = args.json or ROOT / "scripts" / "results" / f"demo{args.size}_cpu.json"
     machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()}
     runs = [curve(args.out / family, args.backend, family, args.size, args.seed, args.evals)

@@ -4,7 +4,7 @@ its backend), and what `hrm solve`, `hrm evaluate`, `hrm train` and `hrm convert
 ```
 from hrm_torch import load, solve          # or hrm_mlx
 model = load("runs/demo/run")              # a checkpoint, a run (its latest checkpoint) or hub:OWNER/REPO
-solution = solve(model, "1.3.....")        # .answer, .text, .valid, .segments, .trajectory, .q_halt
+solution = solve(model, "1.3..4.22..3.3.1")  # .answer, .text, .valid, .segments, .trajectory, .q_halt
 ```
 """
 
@@ -46,7 +46,7 @@ def checkpoint_path(source: Source) -> Path:
 
 
 def load(backend: str, source: Source, device: str | None = None) -> Any:
-    """The model in checkpoint `source` (checkpoint_path) on `backend`'s `device` (None: its default), in eval mode;
+    """The model in checkpoint `source` (checkpoint_path) on `backend`'s `device` (None: its default);
     `model.config` is its ModelConfig and `model.checkpoint_config` the whole CheckpointConfig (train config,
     dataset record, writing backend)."""
     path = checkpoint_path(source)

@@ -60,14 +60,17 @@ def init_cmd(out, backend, preset_name, data_dir, overrides, seed, force):
 def convert_cmd(paths, to, step_file, data_dir, force):
     """Convert a checkpoint for the other backend, or import the reference's.
 
-    `hrm convert SRC DST --to mlx` copies SRC bit for bit; `hrm convert --from-official STEP_FILE --data DATA DST`
-    imports the reference's step_N file with the all_config.yaml beside it and the dataset it was trained on."""
+    `hrm convert SRC DST --to mlx` copies SRC (a checkpoint, a run's latest, or hub:OWNER/REPO) bit for bit;
+    `hrm convert --from-official STEP_FILE --data DATA DST` imports the reference's step_N file with the
+    all_config.yaml beside it and the dataset it was trained on."""
     if step_file is None:
         if len(paths) != 2 or to is None or data_dir is not None:
             raise click.UsageError("give SRC DST and --to {torch,mlx} (--data goes with --from-official)")
         from hrm_convert.backends import convert_checkpoint
+        from hrm_shared.app.api import checkpoint_path
 
-        summary(f"Checkpoint converted for {to}", convert_checkpoint(paths[0], paths[1], to, force))
+        summary(f"Checkpoint converted for {to}",
+                convert_checkpoint(checkpoint_path(str(paths[0])), paths[1], to, force))
         return
     if len(paths) != 1 or data_dir is None:
         raise click.UsageError("with --from-official give --data DATA and one DST")
