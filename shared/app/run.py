@@ -203,7 +203,7 @@ def read_run_config(run: Path) -> tuple[CheckpointConfig, dict]:
         raise HRMError(f"{run} is not a training run: {path} is missing (start one with `hrm train --out {run}`)")
     try:
         d = json.loads(path.read_text())
-        config = CheckpointConfig.from_dict(d, str(path), extra=("options",))
+        config = CheckpointConfig.from_dict(d, str(path), extra=("options", "preset"))
         options = d.get("options", {})
         if not isinstance(config.dataset.get("path"), str) or not isinstance(options, dict):
             raise HRMError(f"{path} needs the dataset's path and an options object")
