@@ -9,6 +9,7 @@ accuracy against minutes:
 """
 
 import argparse
+import logging
 import os
 import platform
 import sys
@@ -19,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from hrm_shared.app.bench import write_json  # noqa: E402  (after the path set-up)
 from hrm_shared.app.demo import SIZES, run_demo  # noqa: E402
-from hrm_shared.app.plot import pyplot, save_figure  # noqa: E402
+from hrm_shared.app.plot import new_figure, save_figure  # noqa: E402
 from hrm_shared.app.run import METRICS_FILE, read_metrics  # noqa: E402
 from hrm_shared.core.config import preset  # noqa: E402
 from hrm_shared.core.registry import family_named  # noqa: E402
@@ -52,10 +53,10 @@ def table(runs: list[dict]) -> str:
 
 def plot(runs: list[dict], size: int, path: Path) -> None:
     """Exact accuracy against training minutes, one line per run (nothing when matplotlib is missing)."""
-    plt = pyplot()
-    if plt is None:
+    made = new_figure(figsize=(6, 4))
+    if made is None:
         return
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = made
     for r in runs:
         axis.plot([p["train_minutes"] for p in r["points"]], [p["exact_accuracy"] for p in r["points"]], "o-",
                   label=f"{r['model'].upper()} ({r['preset']})")
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None,
                         help="[default: scripts/results/demo<size>_cpu.json, and a .png beside it]")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the training's progress, as `hrm demo` prints it
     path = args.json or ROOT / "scripts" / "results" / f"demo{args.size}_cpu.json"
     machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()}
     runs = [curve(args.out / family, args.backend, family, args.size, args.seed, args.evals)

@@ -1,11 +1,13 @@
 """Data and checkpoints from the Hugging Face Hub (shared/app/hub.py): `hrm data sudoku --hub`, `hrm data maze-csv
---hub` and `hrm convert --from-official hub:REPO` through huggingface_hub's real download code. The Hub is never
+--hub`, `hrm convert --from-official hub:REPO`, and our own checkpoints as `hrm push` lays them out (shared/app/card.py)
+read back by load("hub:...") and `hrm evaluate hub:...`, through huggingface_hub's real download code. The Hub is never
 contacted: each test lays out a cache as huggingface_hub does (refs/main holds the commit, snapshots/<commit>/NAME
 links to blobs/<id>) and runs `hrm` in a subprocess with HF_HUB_CACHE and HF_HUB_OFFLINE=1 (or an endpoint that
 refuses connections), because huggingface_hub reads both variables when it is imported.
 """
 
 import hashlib
+import json
 import os
 import re
 import socket
@@ -15,11 +17,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file
 
 from backends import adapter, tiny_config, tiny_weights
-from helpers import invoke, reference_dataset, sudoku_puzzle, write_reference, write_sudoku_csv
+from helpers import (
+    TINY,
+    invoke,
+    make_dataset,
+    read_records,
+    reference_dataset,
+    sudoku_puzzle,
+    write_reference,
+    write_sudoku_csv,
+)
 from hrm_shared.app.hub import MAZE_REPO, SUDOKU_REPO
 from hrm_shared.core.checkpoint import MODEL_FILE, read_checkpoint_config
+from hrm_shared.core.init import count_parameters
 
 CHECKPOINT_REPO = "sapientinc/HRM-checkpoint-sudoku-extreme"
 MAZES = ["source,question,answer,rating", "x,S  G,So G,2", "y,S# G,S#oG,3", "z,SG  ,SG  ,1"]
@@ -59,16 +72,16 @@ def refused_endpoint() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
-def hrm(cache: Path, *args, offline: bool = True) -> subprocess.CompletedProcess:
-    """`hrm ARGS` in a fresh interpreter that sees `cache` as huggingface_hub's cache, offline or (offline False)
-    with the Hub's endpoint refusing connections."""
-    env = {**os.environ, "HF_HUB_CACHE": str(cache)}
+def hrm(cache: Path, *args, offline: bool = True, code: str = "from hrm_shared.app.cli import main; main()",
+        **env) -> subprocess.CompletedProcess:
+    """`hrm ARGS` (or the Python `code` with ARGS) in a fresh interpreter that sees `cache` as huggingface_hub's
+    cache, offline or (offline False) with the Hub's endpoint refusing connections; `env` adds variables."""
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), **env}
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     else:
         env.pop("HF_HUB_OFFLINE", None)
         env["HF_ENDPOINT"] = refused_endpoint()
-    code = "from hrm_shared.app.cli import main; main()"
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env,
                           timeout=300)
 
@@ -189,3 +202,79 @@ def test_without_the_hub_extra_the_error_says_how_to_install_it(tmp_path, monkey
     r = invoke("data", "sudoku", "--hub", "--out", tmp_path / "out")
     assert r.exit_code == 1 and "needs huggingface_hub: pip install 'hrm-reasoning[hub]'" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """(a tiny torch run on make_dataset that evaluated at steps 2 and 4, its dataset)."""
+    root = tmp_path_factory.mktemp("pushed")
+    data = make_dataset(root / "ds")
+    r = invoke("train", "--backend", "torch", "--data", data, *TINY, "--out", root / "run", "--max-steps", 4,
+               "--eval-interval", 2)
+    assert r.exit_code == 0, r.output
+    return root / "run", data
+
+
+def test_push_writes_the_checkpoint_the_last_evaluation_scored_and_a_card_from_the_run(trained_run, tmp_path):
+    run, data = trained_run
+    r = invoke("push", run, "me/tiny-hrm", "--out", tmp_path / "up")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "up").iterdir()) == ["README.md", "config.json", "identifiers.json",
+                                                                     "model.safetensors"]
+    for name in ("config.json", "identifiers.json", "model.safetensors"):
+        assert (tmp_path / "up" / name).read_bytes() == (run / "step_4" / name).read_bytes()
+    card = (tmp_path / "up" / "README.md").read_text()
+    config = read_checkpoint_config(run / "step_4")
+    tested = [r for r in read_records(run) if r["split"] == "test"][-1]
+    assert card.startswith("---\nlibrary_name: ") and "license: apache-2.0" in card and "# HRM for " in card
+    assert "| model family | HRM |" in card and "| backend | torch |" in card and "| licence | Apache-2.0 |" in card
+    assert f"| parameters | {count_parameters(config.model):,} trainable |" in card
+    assert f"fingerprint `{config.dataset['fingerprint']}`" in card
+    assert (f"| accuracy | exact accuracy {tested['exact_accuracy']:.4f}, token accuracy {tested['accuracy']:.4f} on "
+            f"the {tested['count']:,} examples of the dataset's test split, at step 4 |") in card
+    assert "| measured by | `hrm train` (the run's last evaluation, metrics.jsonl); measure again with " \
+           "`hrm evaluate hub:me/tiny-hrm DATA` |" in card
+    # tiny with TINY's --set values: the card names each one that differs from the preset
+    assert "| preset | `tiny` with `--set model.hidden_size=32` `--set model.halt_max_steps=3` `--set " \
+           "model.puzzle_emb_ndim=32` `--set train.global_batch_size=8` `--set train.lr_warmup_steps=2` |" in card
+    assert 'model = load("hub:me/tiny-hrm")' in card
+
+
+def test_a_pushed_checkpoint_loads_and_evaluates_from_the_hub_cache(hub, trained_run, tmp_path):
+    run, data = trained_run
+    assert invoke("push", run, "me/tiny-hrm", "--out", tmp_path / "up").exit_code == 0
+    files = {p.name: p.read_bytes() for p in (tmp_path / "up").iterdir()}
+    snapshot = cache_repo(tmp_path / "cache", "me/tiny-hrm", "model", files)
+    code = ("import sys, numpy as np\nfrom hrm_torch import load\nfrom hrm_torch.model import canonical_state\n"
+            "model = load(sys.argv[1])\n"
+            "np.savez(sys.argv[2], **canonical_state(model))\nprint(model.config.hidden_size)")
+    done = hrm(tmp_path / "cache", "hub:me/tiny-hrm", tmp_path / "weights.npz", code=code)
+    assert done.returncode == 0 and done.stdout == "32\n", done.stderr
+    local = load_file(run / "step_4" / "model.safetensors")
+    loaded = np.load(tmp_path / "weights.npz")
+    assert sorted(loaded.files) == sorted(local) and all(np.array_equal(loaded[k], local[k].numpy()) for k in local)
+    done = hrm(tmp_path / "cache", "evaluate", "--backend", "torch", "hub:me/tiny-hrm", data, "--json",
+               tmp_path / "hub.json")
+    assert done.returncode == 0, done.stderr
+    local_run = invoke("evaluate", "--backend", "torch", run / "step_4", data, "--json", tmp_path / "local.json")
+    assert local_run.exit_code == 0, local_run.output
+    hub_metrics = json.loads((tmp_path / "hub.json").read_text())
+    assert hub_metrics["checkpoint"] == str(snapshot)
+    assert hub_metrics["metrics"] == json.loads((tmp_path / "local.json").read_text())["metrics"]
+
+
+def test_a_hub_repo_without_our_checkpoint_says_so(hub, tmp_path):
+    cache_repo(tmp_path / "cache", "me/other", "model", {"README.md": b"# no weights\n", "config.json": b"{}"})
+    done = hrm(tmp_path / "cache", "evaluate", "hub:me/other", tmp_path)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "the model me/other" in done.stderr
+    assert "holds no model.safetensors: it is not an hrm checkpoint" in done.stderr
+    done = hrm(tmp_path / "cache", "solve", "hub:me/absent", "1..4")
+    assert done.returncode == 1 and "cannot reach the Hugging Face Hub for the model me/absent" in done.stderr
+
+
+def test_push_without_a_network_is_a_one_line_error(hub, trained_run, tmp_path):
+    run, _ = trained_run
+    done = hrm(tmp_path / "cache", "push", run, "me/tiny-hrm", offline=False, HF_TOKEN="hf_not_a_real_token")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("Error: uploading to the Hugging Face Hub model me/tiny-hrm failed (")

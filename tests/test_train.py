@@ -201,9 +201,10 @@ LONG_CALL = {"torch": "import torch\na = torch.randn(4096, 4096) / 64\nready()\n
 
 
 def test_a_second_ctrl_c_inside_a_long_step_quits_within_seconds(backend):
-    script = ("from hrm_shared.app.train_loop import interrupt_flag\n"
+    script = ("from hrm_shared.app.cli.train import quit_now\n"
+              "from hrm_shared.app.train_loop import interrupt_flag\n"
               "def ready():\n    print('ready', flush=True)\n"
-              "with interrupt_flag():\n" + textwrap.indent(LONG_CALL[backend.name], "    ")
+              "with interrupt_flag(on_second=quit_now):\n" + textwrap.indent(LONG_CALL[backend.name], "    ")
               + "\nprint('the call ended')")
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -221,3 +222,32 @@ def test_a_second_ctrl_c_inside_a_long_step_quits_within_seconds(backend):
         process.wait()
     assert process.returncode == QUIT_STATUS and waited < 5, (process.returncode, waited, errors)
     assert "Ctrl-C again: quitting without saving" in errors and "the call ended" not in output
+
+
+def test_in_a_notebook_a_second_ctrl_c_raises_keyboard_interrupt_and_the_process_lives_on():
+    """Without on_second (the library's default, as in a notebook), the first Ctrl-C only sets the flag and the
+    second raises KeyboardInterrupt in the main thread: the kernel survives and the previous handler is back."""
+    script = ("import signal, time\n"
+              "from hrm_shared.app.train_loop import interrupt_flag\n"
+              "try:\n"
+              "    with interrupt_flag(on_first=lambda number: print('first', number, flush=True)) as flag:\n"
+              "        print('ready', flush=True)\n"
+              "        while True:\n"
+              "            time.sleep(0.01)\n"
+              "except KeyboardInterrupt:\n"
+              "    print('KeyboardInterrupt after flag', flag(), flush=True)\n"
+              "print('alive', signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert process.stdout.readline() == "ready\n", process.communicate()
+        process.send_signal(signal.SIGINT)
+        assert process.stdout.readline() == f"first {int(signal.SIGINT)}\n"
+        process.send_signal(signal.SIGINT)
+        output, errors = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, errors
+    assert output.splitlines() == [f"KeyboardInterrupt after flag {int(signal.SIGINT)}", "alive True"]
+    assert "Ctrl-C again: stopping without saving" in errors

@@ -16,7 +16,7 @@ from types import ModuleType
 
 import numpy as np
 
-from hrm_shared.app.plot import pyplot, save_figure
+from hrm_shared.app.plot import new_figure, save_figure
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.iterator import TestIterator
 
@@ -78,11 +78,11 @@ def pr_analysis(z_H: np.ndarray, z_L: np.ndarray) -> dict:
 def plot_pr(result: dict, path: Path, title: str, names: tuple[str, str] = ("z_H", "z_L")) -> Path | None:
     """Draw PR of both states against the number of examples (the paper's plot) to the PNG `path`; None when
     matplotlib (the `plot` extra) is not installed."""
-    plt = pyplot()
-    if plt is None:
+    made = new_figure(figsize=(6, 4))
+    if made is None:
         return None
+    figure, axis = made
     growth = result["growth"]
-    figure, axis = plt.subplots(figsize=(6, 4))
     for key, name in zip(("pr_h", "pr_l"), names):
         axis.plot(growth["examples"], growth[key], "o-", label=f"{name}: PR {result[key]:.2f}")
     axis.set(xscale="log", xlabel="examples", ylabel="participation ratio",

@@ -1,10 +1,13 @@
-"""Downloads from the Hugging Face Hub (the optional extra `hub`): the official datasets' CSV files and the
-official checkpoints. Files go through huggingface_hub's own cache (HF_HUB_CACHE or HF_HOME), so a second run reads
-them from disk, and HF_HUB_OFFLINE=1 reads only the cache.
+"""The Hugging Face Hub (the optional extra `hub`): downloads of the official datasets' CSV files, the official
+checkpoints and our own checkpoints (`hub:OWNER/REPO`), and the upload of ours (`hrm push`). Downloads go through
+huggingface_hub's own cache (HF_HUB_CACHE or HF_HOME), so a second run reads them from disk, and HF_HUB_OFFLINE=1
+reads only the cache.
 """
 
+import logging
 from pathlib import Path
 
+from hrm_shared.core.checkpoint import CONFIG_FILE, IDENTIFIERS_FILE, MODEL_FILE
 from hrm_shared.core.errors import HRMError, install_hint
 
 SUDOKU_REPO = "sapientinc/sudoku-extreme"
@@ -15,6 +18,20 @@ REFERENCE_CONFIG = "all_config.yaml"
 # Files a checkpoint repo holds beside its step file: the model card, configs and the source files the reference's
 # pretrain.py copies next to each checkpoint (hidden files, such as .gitattributes, are skipped as well).
 METADATA_SUFFIXES = (".md", ".py", ".yaml", ".yml", ".json", ".txt")
+CARD_FILE = "README.md"  # the model card, where the Hub looks for it
+# The files of one of our checkpoints on the Hub: the checkpoint's own and the card.
+CHECKPOINT_REPO_FILES = (CONFIG_FILE, MODEL_FILE, IDENTIFIERS_FILE, CARD_FILE)
+
+log = logging.getLogger(__name__)
+
+
+def _hub():
+    """The huggingface_hub module; HRMError saying how to install it when it is missing."""
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise HRMError(f"the Hugging Face Hub needs huggingface_hub: {install_hint('hub')}") from None
+    return huggingface_hub
 
 
 def snapshot(repo: str, repo_type: str, alternative: str, allow: list[str] | None = None,
@@ -71,3 +88,38 @@ def download_step_file(repo: str) -> Path:
         raise HRMError(f"the model {repo} should hold one step file beside {REFERENCE_CONFIG}, found "
                        f"{len(steps)} among {', '.join(beside)}; {alternative}")
     return folder / steps[0]
+
+
+def download_checkpoint(repo: str) -> Path:
+    """The local directory of our checkpoint in Hub model repo `repo` (config.json, model.safetensors, optional
+    identifiers.json and card), downloaded into the cache when missing."""
+    alternative = f"download {CONFIG_FILE} and {MODEL_FILE} of {repo} elsewhere and pass their directory"
+    folder = snapshot(repo, "model", alternative, allow=list(CHECKPOINT_REPO_FILES))
+    missing = [name for name in (CONFIG_FILE, MODEL_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise HRMError(f"the model {repo} ({folder}) holds no {' and no '.join(missing)}: it is not an hrm "
+                       f"checkpoint; {alternative}")
+    log.debug("hub:%s is %s", repo, folder)
+    return folder
+
+
+def upload(folder: Path, repo: str, private: bool = False, message: str = "Upload an hrm checkpoint") -> str:
+    """Create Hub model repo `repo` when it does not exist and upload every file of `folder` to its root in one
+    commit; returns the commit's URL. HRMError when the Hub refuses (no login, no rights, no network)."""
+    hub = _hub()
+    from huggingface_hub.utils import HfHubHTTPError, HFValidationError
+
+    api = hub.HfApi()
+    try:
+        api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
+        commit = api.upload_folder(repo_id=repo, repo_type="model", folder_path=str(folder), commit_message=message)
+    except HFValidationError as e:
+        raise HRMError(f"{repo!r} is not a Hugging Face repo id ({str(e).splitlines()[0]})") from None
+    except HfHubHTTPError as e:
+        raise HRMError(f"uploading to the Hugging Face Hub model {repo} failed ({str(e).splitlines()[0]}); log in "
+                       f"with `hf auth login` and check your rights on {repo}") from None
+    except Exception as e:  # the HTTP client's own errors (no network, a refused connection), whichever client it is
+        raise HRMError(f"uploading to the Hugging Face Hub model {repo} failed ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else 'no message'}); check the network and try again") \
+            from None
+    return str(getattr(commit, "commit_url", commit))

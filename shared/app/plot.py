@@ -2,7 +2,6 @@
 matplotlib, the optional `plot` extra)."""
 
 from pathlib import Path
-from types import ModuleType
 
 from hrm_shared.app.run import METRICS_FILE, PLOT_FILE, read_metrics
 from hrm_shared.core.atomic import replace_file
@@ -21,29 +20,25 @@ def _mean_by_window(records: list[dict], key: str) -> tuple[list[int], list[floa
     return steps, means
 
 
-def pyplot() -> ModuleType | None:
-    """matplotlib.pyplot on the Agg backend (files only, no display), or None when matplotlib is not installed."""
+def new_figure(rows: int = 1, columns: int = 1, **options):
+    """(a Figure, its axes: plt.subplots' shapes) drawn on its own Agg canvas, or None when matplotlib is not
+    installed. pyplot is never used: a notebook's plotting backend and its figures stay as they are."""
     try:
-        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    figure = Figure(**options)
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(rows, columns)
 
 
 def save_figure(figure, path: Path) -> Path:
-    """Lay out `figure`, write it to the PNG `path` atomically and close it; returns `path`. A failed write is a
-    WriteError (core/atomic.py)."""
-    import matplotlib.pyplot as plt
-
+    """Lay out `figure` (from new_figure) and write it to the PNG `path` atomically; returns `path`. A failed write
+    is a WriteError (core/atomic.py)."""
     figure.tight_layout()
-    try:
-        with replace_file(Path(path)) as tmp:
-            figure.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(figure)
+    with replace_file(Path(path)) as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
     return Path(path)
 
 
@@ -51,15 +46,13 @@ def plot_run(run: Path) -> Path | None:
     """Draw train loss, train and test exact accuracy against the step from `<run>/metrics.jsonl` into
     `<run>/curves.png`; returns its path, or None when matplotlib is not installed or nothing was logged. A failed
     write is a WriteError (core/atomic.py)."""
-    plt = pyplot()
-    if plt is None:
-        return None
     records = read_metrics(Path(run) / METRICS_FILE)
     train = [r for r in records if r["split"] == "train"]
     test = [r for r in records if r["split"] == "test"]
-    if not train:
+    made = new_figure(1, 2, figsize=(11, 4)) if train else None
+    if made is None:
         return None
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (loss_axis, accuracy_axis) = made
     loss_axis.plot(*_mean_by_window(train, "loss"))
     loss_axis.set(xlabel="step", ylabel="train loss", yscale="log", title="loss")
     accuracy_axis.plot(*_mean_by_window(train, "exact_accuracy"), label="train (halted rows)")

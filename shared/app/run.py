@@ -15,6 +15,7 @@ the number of processes that wrote it (a run resumes on any number: every piece 
 
 import fcntl
 import json
+import logging
 import math
 import os
 import sys
@@ -22,7 +23,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -55,6 +55,7 @@ LAST = "last"
 STATE_KEY = "hrm_train_state"
 # Invocation options a resume keeps unless they are given again.
 OPTIONS = ("eval_interval", "checkpoint_every", "wandb", "tensorboard")
+log = logging.getLogger(__name__)
 # The entries of a run directory that hrm writes and reads back, besides the step_N checkpoints and the hidden
 # versions of interrupted writes (core/atomic.py); any other name in a run (report.html) is an output.
 RUN_ENTRIES = {CONFIG_FILE, METRICS_FILE, LAST, RUN_OUTPUTS, PLOT_FILE, TENSORBOARD_DIR, WANDB_ID_FILE}
@@ -95,19 +96,25 @@ def run_config(model: ModelConfig, train: TrainConfig, data_dir: Path, overrides
                             dataset=record)
 
 
-def new_run(run: Path, preset_name: str, data_dir: Path, overrides: list[str], seed: int | None,
+def new_run(run: Path, preset_name: str | None, data_dir: Path, overrides: list[str], seed: int | None,
             backend: str, options: dict, force: bool = False,
-            check: Callable[[CheckpointConfig], None] | None = None) -> CheckpointConfig:
-    """Create run directory `run` with config.json; return the run's config. A `run` that holds files is refused,
-    unless `force` and it is a run without a checkpoint (what a kill or a failure before the first checkpoint
-    leaves), whose files are removed to start over. Everything that can refuse the run (the config, the dataset,
-    the batch among the processes, the run's length, `check`) is checked before anything is written. Of several
-    processes started by a launcher, only rank 0 checks and writes the directory."""
+            check: Callable[[CheckpointConfig], None] | None = None,
+            start: tuple[ModelConfig, TrainConfig] | None = None) -> CheckpointConfig:
+    """Create run directory `run` with config.json; return the run's config, made from preset `preset_name` or, when
+    given, the model and train configs `start` (a whole config file; `preset_name` then None). A `run` that holds
+    files is refused, unless `force` and it is a run without a checkpoint (what a kill or a failure before the first
+    checkpoint leaves), whose files are removed to start over. Everything that can refuse the run (the config, the
+    dataset, the batch among the processes, the run's length, `check`) is checked before anything is written. Of
+    several processes started by a launcher, only rank 0 checks and writes the directory."""
     run = Path(run)
     writer = launched_rank() == 0
     if writer and run.exists() and (not run.is_dir() or any(run.iterdir())):
         check_restartable(run, force)
-    config = run_config(*preset(preset_name), data_dir, overrides, seed)
+    if start is None and preset_name is not None:
+        start = preset(preset_name)
+    elif start is None or preset_name is not None:
+        raise HRMError("internal: new_run takes a preset name or the configs to start from, one of them")
+    config = run_config(*start, data_dir, overrides, seed)
     config.backend = backend
     check_startable(config, Path(data_dir))
     if check is not None:
@@ -115,7 +122,7 @@ def new_run(run: Path, preset_name: str, data_dir: Path, overrides: list[str], s
     if writer:
         for entry in run.iterdir() if run.is_dir() else ():
             remove_path(entry)
-        write_run_config(run, config, options)
+        write_run_config(run, config, options, preset_name)
     return config
 
 
@@ -182,9 +189,10 @@ def run_lock(run: Path) -> Iterator[None]:
             run.rmdir()
 
 
-def write_run_config(run: Path, config: CheckpointConfig, options: dict) -> None:
-    """Write `<run>/config.json` (and `run`): config.to_dict() plus the invocation `options` (its OPTIONS keys)."""
-    d = {**config.to_dict(), "options": {k: options.get(k) for k in OPTIONS}}
+def write_run_config(run: Path, config: CheckpointConfig, options: dict, preset_name: str | None = None) -> None:
+    """Write `<run>/config.json` (and `run`): config.to_dict() plus the invocation `options` (its OPTIONS keys) and
+    the preset the run was made from (None: a whole config file), which `hrm push` puts on the model card."""
+    d = {**config.to_dict(), "options": {k: options.get(k) for k in OPTIONS}, "preset": preset_name}
     write_file(Path(run) / CONFIG_FILE, json.dumps(d, indent=2, sort_keys=True) + "\n")
 
 
@@ -195,7 +203,7 @@ def read_run_config(run: Path) -> tuple[CheckpointConfig, dict]:
         raise HRMError(f"{run} is not a training run: {path} is missing (start one with `hrm train --out {run}`)")
     try:
         d = json.loads(path.read_text())
-        config = CheckpointConfig.from_dict(d, str(path), extra=("options",))
+        config = CheckpointConfig.from_dict(d, str(path), extra=("options", "preset"))
         options = d.get("options", {})
         if not isinstance(config.dataset.get("path"), str) or not isinstance(options, dict):
             raise HRMError(f"{path} needs the dataset's path and an options object")
@@ -338,23 +346,22 @@ class MetricsLog:
 
 
 class ProgressLine:
-    """The terminal line: step/total, the measured speed (steps/s, or s/step when a step takes over a second), loss
-    and exact accuracy (means since the last line), ETA.
+    """The progress line, logged (logger hrm_shared.app.run, level INFO): step/total, the measured speed (steps/s, or
+    s/step when a step takes over a second), loss and exact accuracy (means since the last line), ETA.
 
-    The first step is shown as soon as it is read; then on a terminal the line is redrawn in place twice a second,
-    otherwise a line is printed every `interval` seconds.
-    """
+    The first step is shown as soon as it is read; then, when stderr is a terminal, a line twice a second marked
+    `redraw` (the CLI's handler redraws it in place), otherwise a line every `interval` seconds. `quiet`: nothing
+    (the processes other than rank 0)."""
 
-    def __init__(self, total: int, start_step: int, stream: TextIO | None = None, interval: float = 30.0) -> None:
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+    def __init__(self, total: int, start_step: int, quiet: bool = False, interval: float = 30.0) -> None:
+        self.quiet = quiet
         self.total, self.start_step = total, start_step
-        self.interval = 0.5 if self.tty else interval
+        self.interval = 0.5 if sys.stderr.isatty() else interval
         self.shown = -math.inf
         self.sums: dict[str, float] = {}
 
     def update(self, step: int, result: dict[str, float], train_seconds: float) -> None:
-        """Add one step's `result` (loss and metric sums); redraw when due. `train_seconds`: time spent in steps."""
+        """Add one step's `result` (loss and metric sums); log the line when due. `train_seconds`: time in steps."""
         for k in ("loss", "count", "exact_accuracy"):
             self.sums[k] = self.sums.get(k, 0.0) + result[k]
         self.sums["n"] = self.sums.get("n", 0.0) + 1
@@ -364,22 +371,16 @@ class ProgressLine:
         count = self.sums["count"]
         exact = f"{self.sums['exact_accuracy'] / count:.3f}" if count else "-"  # no row halted since the last line
         speed = f"{rate:.2f} steps/s" if rate >= 1 else pace(1 / max(rate, 1e-9))
-        text = (f"step {step:,}/{self.total:,}  {speed}  loss {self.sums['loss'] / self.sums['n']:.4f}  "
-                f"exact {exact}  ETA {duration((self.total - step) / max(rate, 1e-9))}")
-        self._show(f"\r\033[K{text}" if self.tty else text + "\n")
+        if not self.quiet:
+            log.info("step %s/%s  %s  loss %.4f  exact %s  ETA %s", f"{step:,}", f"{self.total:,}", speed,
+                     self.sums["loss"] / self.sums["n"], exact, duration((self.total - step) / max(rate, 1e-9)),
+                     extra={"redraw": True})
         self.shown, self.sums = time.monotonic(), {}
 
     def note(self, text: str) -> None:
-        """Print a whole line (an evaluation, a stop) without breaking the progress line."""
-        self._show(("\r\033[K" if self.tty else "") + text + "\n")
-
-    def _show(self, text: str) -> None:
-        """Write `text`; a terminal that has gone (a hangup: EIO) loses it instead of stopping the run unsaved."""
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except OSError:
-            pass
+        """Log a whole line (an evaluation, a stop) that stays."""
+        if not self.quiet:
+            log.info(text)
 
 
 class Budget:

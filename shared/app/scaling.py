@@ -11,7 +11,7 @@ from types import ModuleType
 
 import numpy as np
 
-from hrm_shared.app.plot import pyplot, save_figure
+from hrm_shared.app.plot import new_figure, save_figure
 from hrm_shared.app.scoring import score
 from hrm_shared.app.trajectory import Adaptive, halting_rule, scores
 from hrm_shared.core.config import MAX_DEPTH, ModelConfig
@@ -81,11 +81,11 @@ def scaling_curve(package: ModuleType, model, config: ModelConfig, data_dir: Pat
 def plot_scaling(result: dict, path: Path, title: str) -> Path | None:
     """Draw exact accuracy (and ARC pass@2) against the segments, with the adaptive mode as a point at its mean
     segments, to the PNG `path`; None when matplotlib (the `plot` extra) is not installed."""
-    plt = pyplot()
-    if plt is None:
+    made = new_figure(figsize=(6, 4))
+    if made is None:
         return None
+    figure, axis = made
     points, adaptive = result["points"], result["adaptive"]
-    figure, axis = plt.subplots(figsize=(6, 4))
     segments = [p["segments"] for p in points]
     axis.plot(segments, [p["exact_accuracy"] for p in points], "o-", label="exact accuracy, M segments")
     axis.plot([adaptive["mean_segments"]], [adaptive["exact_accuracy"]], "s", label="adaptive (Q-halt), mean segments")

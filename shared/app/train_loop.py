@@ -8,13 +8,14 @@ Ctrl-C, and writes metrics and checkpoints (shared/app/run.py). Started by torch
 runs this loop on its rows of the global batch and rank 0 alone writes (shared/core/distributed.py).
 """
 
+import _thread
 import importlib
+import logging
 import math
 import os
 import queue
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -88,13 +89,18 @@ class RunOptions:
     wandb: str | None = None  # a W&B project the metrics also go to (shared/app/tracking.py)
     tensorboard: bool = False  # also write the metrics as TensorBoard events in <run>/tensorboard
     verify: bool = True  # check a resumed checkpoint's files against their checksums (core/checksums.py)
+    # What a second Ctrl-C does, called at once from the signal thread: `hrm train` ends the process there; None
+    # raises KeyboardInterrupt in the main thread when it next runs Python, so a notebook's kernel lives on.
+    on_second_interrupt: Callable[[], None] | None = None
+
+
+log = logging.getLogger(__name__)
 
 
 def _first_notice(number: int) -> None:
-    """What interrupt_flag prints by default on the first signal (rank 0 only)."""
+    """What interrupt_flag says by default on the first signal (rank 0 only)."""
     if launched_rank() == 0:
-        print("\nCtrl-C: saving a checkpoint after this step (press again to quit without saving)",
-              file=sys.stderr, flush=True)
+        log.warning("\nCtrl-C: saving a checkpoint after this step (press again to quit without saving)")
 
 
 def _detach(terminals: list[int]) -> None:
@@ -108,18 +114,25 @@ def _detach(terminals: list[int]) -> None:
 
 
 @contextmanager
-def interrupt_flag(on_first: Callable[[int], None] = _first_notice) -> Iterator[Callable[[], int]]:
+def interrupt_flag(on_first: Callable[[int], None] = _first_notice, on_second: Callable[[], None] | None = None
+                   ) -> Iterator[Callable[[], int]]:
     """Within the block a first Ctrl-C (SIGINT) only sets the flag the loop checks between steps, so the state it
-    saves is whole; a second one ends the process within a moment, with exit status QUIT_STATUS and nothing saved,
-    even inside a long step. SIGTERM (a scheduler's stop, or torchrun passing on a Ctrl-C) and SIGHUP (the terminal
-    closed; the output that went to it goes to /dev/null from then on) only set the flag. The
-    first signal's number goes to `on_first` at once (in a thread of its own, even while the main thread is inside
-    a long call), before the flag is set; the flag reads as that number (0: none yet). Outside the main thread: no
+    saves is whole; a second one calls `on_second` at once, even while the main thread is inside a long step (`hrm
+    train` ends the process there), or without it raises KeyboardInterrupt in the main thread as soon as that runs
+    Python again, nothing saved. SIGTERM (a scheduler's stop, or torchrun passing on a Ctrl-C) and SIGHUP (the
+    terminal closed; the output that went to it goes to /dev/null from then on) only set the flag. The first
+    signal's number goes to `on_first` at once (in a thread of its own, even while the main thread is inside a long
+    call), before the flag is set; the flag reads as that number (0: none yet). Outside the main thread: no
     handler."""
     if threading.current_thread() is not threading.main_thread():
         yield lambda: 0
         return
     hits: list[int] = []
+    quitting = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if quitting.is_set():
+            raise KeyboardInterrupt
     # Python runs a handler only when the main thread is between bytecodes, and a step can keep it in one C++ call
     # for minutes; the C-level handler writes each signal's number to the wakeup socket at once, for `watch` to act.
     reader, writer = socket.socketpair()
@@ -132,16 +145,23 @@ def interrupt_flag(on_first: Callable[[int], None] = _first_notice) -> Iterator[
             for number in numbers:
                 if number not in caught:  # another signal with a Python handler
                     continue
+                if quitting.is_set():  # the SIGINT interrupt_main below simulates
+                    continue
                 if hits and number == signal.SIGINT:
-                    print("\nCtrl-C again: quitting without saving", file=sys.stderr, flush=True)
-                    os._exit(QUIT_STATUS)
+                    if on_second is not None:
+                        on_second()
+                        continue
+                    log.warning("\nCtrl-C again: stopping without saving")
+                    quitting.set()
+                    _thread.interrupt_main(signal.SIGINT)
+                    continue
                 if number == signal.SIGHUP:
                     _detach(terminals)
                 if not hits:
                     on_first(number)
                 hits.append(number)
 
-    previous = {number: signal.signal(number, lambda signum, frame: None) for number in caught}
+    previous = {number: signal.signal(number, handler) for number in caught}
     previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
     watcher = threading.Thread(target=watch, name="hrm-signals", daemon=True)
     watcher.start()
@@ -310,9 +330,8 @@ class TrainingRun:
             self.log = None
         self.feed = Feed(iterator, rng, self.draw, self.trainer.prepare)
 
-        self.sink = None if self.writer else open(os.devnull, "w")  # only rank 0 prints progress
         self.budget = Budget(self.plan.last_step, options.max_steps, options.max_minutes)
-        self.line = ProgressLine(self.budget.target, self.step, stream=self.sink)
+        self.line = ProgressLine(self.budget.target, self.step, quiet=not self.writer)  # only rank 0 reports
         self.line.note(describe(config, self.plan.until(options.max_steps), self.feed.position.epoch, self.step,
                                 describe_world(collective, self.backend, self.batch_size)))
         # Between the loop and the signal thread, which reads the step a Ctrl-C will save at: `in_step` while a step
@@ -531,7 +550,7 @@ class TrainingRun:
         """Train until a stop (the budget, or a Ctrl-C agreed on by every process), then read the last steps,
         evaluate unless interrupted or just evaluated, save `<run>/last` unless just saved; returns the summary."""
         try:
-            with interrupt_flag(self.on_signal):
+            with interrupt_flag(self.on_signal, self.options.on_second_interrupt):
                 while (reason := self.stop_reason()) is None:
                     self.take_step()
                 self.flush()
@@ -544,8 +563,6 @@ class TrainingRun:
             self.close()
         resume = f"; continue with `hrm train --resume {self.run_dir}`" if reason in STOP_STATUS else ""
         self.line.note(f"{reason} at step {self.step:,}; checkpoint in {self.last}{resume}")
-        if self.sink is not None:
-            self.sink.close()
         return self.summary(reason, train_seconds)
 
 

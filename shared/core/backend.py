@@ -5,23 +5,21 @@ checks them against it. It lives in core/ so that every package may load a backe
 app/); choosing one is app/backend.py's.
 """
 
-import importlib
 from types import ModuleType
 
-from hrm_shared.core.contract import BACKENDS, MODULES, installed, problems
+from hrm_shared.core.contract import BACKENDS, contract_modules, installed, problems
 from hrm_shared.core.errors import HRMError, install_hint
 
 
 def import_backend(name: str) -> ModuleType:
-    """The backend package `hrm_<name>` with its contract modules (core/contract.py MODULES) loaded as attributes,
-    checked against the contract; HRMError when the backend is unknown or its framework is not installed."""
+    """Backend `hrm_<name>`'s contract modules (core/contract.py MODULES) as the attributes of a module of that name
+    (contract_modules), checked against the contract; HRMError when the backend is unknown or its framework is not
+    installed."""
     if name not in BACKENDS:
         raise HRMError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if not installed(name):
         raise HRMError(f"the {name} backend is not installed: {install_hint(name)}")
-    for module in MODULES:
-        importlib.import_module(f"hrm_{name}.{module}")  # binds it as an attribute of the package
-    package = importlib.import_module(f"hrm_{name}")
+    package = contract_modules(name)
     if missing := problems(package):
         raise HRMError(f"internal: hrm_{name} does not follow the backend contract (core/contract.py): "
                        f"{'; '.join(missing)}")

@@ -232,6 +232,28 @@ CONSTRUCTORS = {"Trainer": ("model", "train", "compile", "collective"),
                 "EMA": ("model", "rate")}
 
 
+class BackendPackage(ModuleType):
+    """The class of a backend package (its __init__ sets it): the package's attributes that are its Python API's
+    functions stay those functions when a contract module of the same name (train.py) is imported, which would
+    otherwise rebind the attribute to the module. The modules themselves are in sys.modules; `contract_modules`
+    gathers them for the code that drives the backend."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not (isinstance(value, ModuleType) and callable(getattr(self, name, None))):
+            super().__setattr__(name, value)
+
+
+def contract_modules(name: str) -> ModuleType:
+    """A module named `hrm_<name>` whose attributes are backend `name`'s contract modules (MODULES), imported: what
+    the backend loader hands to the code that drives the backend (`package.train.Trainer`, ...)."""
+    import importlib
+
+    package = ModuleType(f"hrm_{name}", f"the contract modules of hrm_{name}")
+    for module in MODULES:
+        setattr(package, module, importlib.import_module(f"hrm_{name}.{module}"))
+    return package
+
+
 def installed(name: str) -> bool:
     """Whether backend `name`'s framework is installed, found without importing it."""
     try:

@@ -1,6 +1,8 @@
-"""Progress for long work, on stderr: a bar on a terminal; elsewhere (CI logs, nohup, pipes) a line at least every
-`interval` seconds with the count, the rate and the time left."""
+"""Progress for long work: a bar on stderr when it is a terminal; elsewhere (CI logs, nohup, pipes, notebooks) a
+logged line (logger hrm_shared.core.progress, level INFO) at least every `interval` seconds with the count, the rate
+and the time left. Nothing when INFO is not logged (`--quiet`)."""
 
+import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -9,6 +11,7 @@ from typing import TypeVar
 import click
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 LINE_SECONDS = 30.0  # without a terminal, the longest silence
 
 
@@ -38,18 +41,21 @@ def progress_line(label: str, done: int, total: int | None, seconds: float) -> s
 
 def progress(items: Iterable[T], label: str, length: int | None = None, interval: float = LINE_SECONDS
              ) -> Iterator[T]:
-    """Yield `items` while showing progress labelled `label` on stderr.
+    """Yield `items` while showing progress labelled `label` (module doc).
 
     `length` is needed when `items` has no `len()`. Without a terminal: the label and count first, then a
     progress_line every `interval` seconds (checked as items arrive) and one at the end.
     """
     total = length if length is not None else getattr(items, "__len__", lambda: None)()
+    if not log.isEnabledFor(logging.INFO):
+        yield from items
+        return
     if sys.stderr.isatty():
         with click.progressbar(items, length=total, label=label, file=sys.stderr, show_pos=True,
                                show_eta=True) as bar:
             yield from bar
         return
-    print(label + (f" ({total:,})" if total is not None else ""), file=sys.stderr, flush=True)
+    log.info(label + (f" ({total:,})" if total is not None else ""))
     began = shown = time.monotonic()
     done = 0
     for item in items:
@@ -57,6 +63,6 @@ def progress(items: Iterable[T], label: str, length: int | None = None, interval
         done += 1
         now = time.monotonic()
         if now - shown >= interval:
-            print(progress_line(label, done, total, now - began), file=sys.stderr, flush=True)
+            log.info(progress_line(label, done, total, now - began))
             shown = now
-    print(progress_line(label, done, total, time.monotonic() - began), file=sys.stderr, flush=True)
+    log.info(progress_line(label, done, total, time.monotonic() - began))

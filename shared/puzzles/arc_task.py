@@ -25,7 +25,9 @@ class ArcTask:
     evaluation: bool
 
 
-def _parse_grid(raw: Any, where: str) -> np.ndarray:
+def parse_grid(raw: Any, where: str) -> np.ndarray:
+    """The grid uint8 [h, w] of `raw` (a list of rows of colours 0..9, at most 30x30); HRMError naming `where` and
+    what is wrong."""
     try:
         grid = np.array(raw)
     except ValueError:
@@ -50,8 +52,8 @@ def _parse_pairs(raw: object, where: str) -> list[Pair]:
     for i, pair in enumerate(raw):
         if not isinstance(pair, dict) or "input" not in pair or "output" not in pair:
             raise HRMError(f"{where} pair {i}: expected an object with \"input\" and \"output\" grids")
-        pairs.append((_parse_grid(pair["input"], f"{where} pair {i} input"),
-                      _parse_grid(pair["output"], f"{where} pair {i} output")))
+        pairs.append((parse_grid(pair["input"], f"{where} pair {i} input"),
+                      parse_grid(pair["output"], f"{where} pair {i} output")))
     return pairs
 
 

@@ -24,7 +24,7 @@ from hrm_shared.core.errors import HRMError
 from hrm_shared.core.format import DatasetMetadata, fingerprint, load_split
 from hrm_shared.puzzles import arc_augment, maze
 from hrm_shared.puzzles.render import SUDOKU_BOXES, SYMBOLS, arc_ansi, arc_digits, arc_grid, arc_png, sudoku_text
-from hrm_shared.puzzles.typed import read_maze_input, read_sudoku
+from hrm_shared.puzzles.typed import names_file, read_maze_input, read_sudoku
 
 UNKNOWN_SHAPE = ("cannot tell what puzzles a dataset with vocab_size {vocab_size} and seq_len {seq_len} holds; "
                  "`hrm data show` knows ARC, Sudoku (4x4, 6x6, 9x9) and mazes")
@@ -181,10 +181,11 @@ def _fitting(vocab_size: int, seq_len: int) -> list[PuzzleKind]:
 
 
 def _says_maze(label: np.ndarray | None, typed: str | None) -> bool:
-    """Whether a label row holds exactly one S and one G, or `typed` is the path of an existing file."""
+    """Whether a label row holds exactly one S and one G, or `typed` is the path of an existing file or a text of
+    several lines holding an S."""
     if label is not None and np.sum(label == maze.START) == 1 and np.sum(label == maze.GOAL) == 1:
         return True
-    return typed is not None and Path(typed).is_file()
+    return typed is not None and (("\n" in typed and "S" in typed) or names_file(typed))
 
 
 def recognise(vocab_size: int, seq_len: int, label: np.ndarray | None = None, typed: str | None = None,
@@ -193,8 +194,8 @@ def recognise(vocab_size: int, seq_len: int, label: np.ndarray | None = None, ty
 
     Where a 4x4 Sudoku and a 4x4 maze both fit, it is the maze when `label` (one label row, int tokens [seq_len])
     holds exactly one S and one G or when `typed` (what the user typed for a puzzle) is the path of an existing
-    file, else the Sudoku. Raises HRMError with `unknown` formatted with vocab_size and seq_len when no kind among
-    `among` fits.
+    file or a text of several lines holding an S, else the Sudoku. Raises HRMError with `unknown` formatted with
+    vocab_size and seq_len when no kind among `among` fits.
     """
     kinds = [kind for kind in _fitting(vocab_size, seq_len) if kind.name in among]
     if not kinds:

@@ -1,13 +1,20 @@
-"""`hrm solve`: one puzzle typed by a person -> a one-row batch; the model's answer -> text and a validity check.
+"""`hrm solve` and the Python API's `solve`: one puzzle typed by a person -> a one-row batch; the model's answer ->
+text, a validity check and the answer in the puzzle's own notation (Solution).
 
 A Sudoku checkpoint takes a string of n*n digits with '.' or '0' for blanks, or the path of a text file holding one
-(whitespace and line breaks are ignored); a maze checkpoint takes the path of a text file with one row of `# SG`
-characters per line (puzzles/typed.py reads both). The kind is the one the checkpoint's dataset named, else kinds.py
-recognises it from the checkpoint's vocab_size and seq_len; a 4x4 Sudoku and a 4x4 maze share vocab 6 and seq_len
-16, so for such a checkpoint an existing file means a maze.
+(whitespace and line breaks are ignored); a maze checkpoint takes the maze's text (one row of `# SG` characters per
+line) or the path of a text file holding it; an ARC checkpoint takes a grid (a list of rows of colours 0..9), its
+JSON text, or the path of a JSON file holding it (puzzles/typed.py reads Sudoku and maze input). The kind is the
+one the checkpoint's dataset named, else kinds.py recognises it from the checkpoint's vocab_size and
+seq_len; a 4x4 Sudoku and a 4x4 maze share vocab 6 and seq_len 16, so for such a checkpoint an existing file or a
+text (several lines) holding an S means a maze. What looks like a path (a path separator, or a file suffix of
+typed.py PATH_SUFFIXES) but names no file is refused as a missing file, not read as a puzzle string.
 """
 
+import json
 import math
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,19 +24,24 @@ from hrm_shared.core.config import HRMConfig
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.iterator import IGNORE_LABEL_ID
 from hrm_shared.puzzles import maze
+from hrm_shared.puzzles.arc_augment import crop_prediction, encode_grids
+from hrm_shared.puzzles.arc_task import parse_grid
 from hrm_shared.puzzles.kinds import KINDS, kind_named, recognise
-from hrm_shared.puzzles.render import SUDOKU_BOXES, sudoku_text
+from hrm_shared.puzzles.render import SUDOKU_BOXES, arc_digits, sudoku_text
 from hrm_shared.puzzles.show import side_by_side
 from hrm_shared.puzzles.sudoku_solver import is_valid_solution
-from hrm_shared.puzzles.typed import looks_like_path
+from hrm_shared.puzzles.typed import looks_like_path, names_file, read_text
 
-UNSOLVABLE = ("hrm solve knows Sudoku (4x4, 6x6, 9x9) and maze checkpoints; this one has vocab_size {vocab_size} "
-              "and seq_len {seq_len}")
-
+UNSOLVABLE = ("hrm solve knows Sudoku (4x4, 6x6, 9x9), maze and ARC checkpoints; this one has vocab_size "
+              "{vocab_size} and seq_len {seq_len}")
+# A puzzle as the API takes it: a Sudoku string, a maze's text, a path, or an ARC grid (rows of colours).
+PuzzleInput = str | os.PathLike | Sequence[Sequence[int]]
+# An answer in the puzzle's own notation: Sudoku and maze text, or an ARC grid.
+Answer = str | list[list[int]]
 
 @dataclass
 class Puzzle:
-    """What `hrm solve` was given: `kind` 'sudoku' or 'maze', `inputs` [seq_len] int32 dataset tokens."""
+    """What `hrm solve` was given: `kind` 'sudoku', 'maze' or 'arc', `inputs` [seq_len] int32 dataset tokens."""
 
     kind: str
     inputs: np.ndarray
@@ -41,26 +53,52 @@ class Puzzle:
                 "puzzle_identifiers": np.zeros(1, dtype=np.int32)}
 
 
-def read_puzzle(config: HRMConfig, puzzle: str, trained_on: str | None = None) -> Puzzle:
+def read_puzzle(config: HRMConfig, puzzle: PuzzleInput, trained_on: str | None = None) -> Puzzle:
     """Parse `puzzle` for a checkpoint with `config`, trained on puzzles of kind `trained_on` (its config's dataset
     kind; None: unknown, then told from the shape as the module doc says) with that kind's reader (kinds.py): a
-    Sudoku string or file, or a maze file path. HRMError for a kind this version does not know or cannot solve, a
-    missing file, a bad cell, a wrong length, and when it cannot be solved: a Sudoku whose givens clash or allow no
-    solution, a maze without an S->G path."""
+    Sudoku string or file, a maze text or file; or an ARC grid, its JSON text or file. HRMError for a kind this
+    version does not know or cannot solve, a missing file, a bad cell, a wrong length, and when it cannot be solved:
+    a Sudoku whose givens clash or allow no solution, a maze without an S->G path."""
     readers = {name: kind.read_input for name, kind in KINDS.items() if kind.read_input is not None}
     if trained_on is not None:
         kind_named(trained_on, "this checkpoint's dataset")
-    among = (trained_on,) if trained_on in readers else tuple(readers)
-    shape = recognise(config.vocab_size, config.seq_len, typed=puzzle, among=among, unknown=UNSOLVABLE)
-    if looks_like_path(puzzle) and not Path(puzzle).is_file():
-        raise HRMError(f"no such file: {puzzle}")
-    return Puzzle(shape.name, readers[shape.name](puzzle, shape))
+    solvable = (*readers, "arc")
+    among = (trained_on,) if trained_on in solvable else solvable
+    typed = os.fspath(puzzle) if isinstance(puzzle, (str, os.PathLike)) else None
+    shape = recognise(config.vocab_size, config.seq_len, typed=typed, among=among, unknown=UNSOLVABLE)
+    if typed is not None and "\n" not in typed and looks_like_path(typed) and not names_file(typed):
+        raise HRMError(f"no such file: {typed}")
+    if shape.name == "arc":
+        grid = read_arc_grid(puzzle)
+        return Puzzle("arc", encode_grids(grid[None], np.zeros((1, 2), dtype=np.int64)).reshape(-1).astype(np.int32))
+    if typed is None:
+        raise HRMError(f"this checkpoint solves {shape.name} puzzles: give the puzzle as a string or a file path, "
+                       f"not a {type(puzzle).__name__}")
+    return Puzzle(shape.name, readers[shape.name](typed, shape))
+
+
+def read_arc_grid(puzzle: PuzzleInput) -> np.ndarray:
+    """The ARC grid uint8 [h, w] of `puzzle`: a list of rows of colours 0..9, its JSON text, or the path of a JSON
+    file holding it. HRMError naming what is wrong."""
+    where, raw = "the ARC grid", puzzle
+    if isinstance(puzzle, (str, os.PathLike)):
+        text = os.fspath(puzzle)
+        if names_file(text):
+            where, text = text, read_text(Path(text), "an ARC grid as JSON (a list of rows of colours 0..9)")
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError:
+            raise HRMError(f"{where} is not a JSON list of rows of colours 0..9 (such as [[0, 1], [2, 3]]); this "
+                           f"checkpoint solves ARC grids") from None
+    return parse_grid(raw, where)
 
 
 def _marked_board(puzzle: Puzzle, tokens: np.ndarray, changed: np.ndarray) -> str:
     """The board of `tokens` [seq_len] as text with '*' after each cell where `changed` [seq_len] is true: Sudoku
     in its boxed layout (the space after the digit), a maze with a mark column after every cell."""
     n = math.isqrt(tokens.size)
+    if puzzle.kind == "arc":  # the grid read off the canvas, unmarked: its cells do not line up with the canvas'
+        return arc_digits(crop_prediction(tokens))
     if puzzle.kind == "maze":
         rows = maze.maze_to_text(tokens).split("\n")
         return "\n".join("".join(ch + ("*" if changed[r * n + c] else " ") for c, ch in enumerate(row))
@@ -92,9 +130,15 @@ def show_steps(puzzle: Puzzle, predictions: np.ndarray, q_halt: np.ndarray) -> s
 
 def show_answer(puzzle: Puzzle, prediction: np.ndarray) -> tuple[str, bool]:
     """(the input and the answer side by side plus a verdict line, whether the answer is valid) for the model's
-    predicted tokens [seq_len]. Sudoku: a complete valid grid keeping the givens; maze: a shortest S->G path."""
+    predicted tokens [seq_len]. Sudoku: a complete valid grid keeping the givens; maze: a shortest S->G path; ARC: a
+    non-empty grid at the canvas' top left (whether it is right, only the task's own answer tells)."""
     prediction = np.asarray(prediction).reshape(-1)
-    if puzzle.kind == "maze":
+    if puzzle.kind == "arc":
+        grid = crop_prediction(prediction)
+        blocks = [("input", arc_digits(crop_prediction(puzzle.inputs))), ("model's answer", arc_digits(grid))]
+        valid = grid.size > 0
+        verdict = "a grid (ARC answers are checked against the task's own)" if valid else "no grid at the top left"
+    elif puzzle.kind == "maze":
         blocks = [("input", maze.maze_to_text(puzzle.inputs)), ("model's answer", maze.maze_to_text(prediction))]
         valid = maze.is_optimal_path(puzzle.inputs, prediction)
         verdict = "a shortest path from S to G" if valid else "not a shortest path from S to G"
@@ -112,3 +156,45 @@ def show_answer(puzzle: Puzzle, prediction: np.ndarray) -> tuple[str, bool]:
             valid = is_valid_solution(digits, box)
             verdict = "a valid solution" if valid else "breaks a row, column or box rule"
     return side_by_side(blocks) + f"\nanswer: {'valid' if valid else 'invalid'} ({verdict})", valid
+
+
+def notation(puzzle: Puzzle, tokens: np.ndarray) -> Answer:
+    """Predicted tokens [seq_len] in the puzzle's own notation: a Sudoku as one character per cell, row-major, as
+    its puzzle string is written (the digits, '.' where a cell holds none); a maze as its text (`# SGo` lines); an
+    ARC answer as the grid at the canvas' top left, a list of rows of colours."""
+    tokens = np.asarray(tokens).reshape(-1)
+    if puzzle.kind == "arc":
+        return crop_prediction(tokens).tolist()
+    if puzzle.kind == "maze":
+        return maze.maze_to_text(tokens)
+    digits = np.array(list(".." + "123456789"))
+    return "".join(digits[np.clip(tokens, 0, len(digits) - 1)].tolist())
+
+
+@dataclass(frozen=True)
+class Solution:
+    """A model's answer to one puzzle, after `segments` segments.
+
+    `answer`: the last segment's answer in the puzzle's notation (`notation`); `text`: the input and the answer side
+    by side, the verdict and the last Q-halt logit, as `hrm solve` prints them; `valid`: whether the answer is
+    valid (`show_answer`); `trajectory` and `q_halt`: the answer and the halting logit after each segment (length
+    `segments`)."""
+
+    answer: Answer
+    text: str
+    valid: bool
+    segments: int
+    trajectory: list[Answer]
+    q_halt: list[float]
+
+
+def solution(puzzle: Puzzle, predictions: np.ndarray, q_halt: np.ndarray) -> Solution:
+    """The Solution from every segment's predicted tokens [M, seq_len] and Q-halt logits [M] of one puzzle."""
+    predictions = np.asarray(predictions).reshape(len(predictions), -1)
+    text, valid = show_answer(puzzle, predictions[-1])
+    segments = len(predictions)
+    text += (f"\nq_halt logit after {segments} segments: {float(q_halt[-1]):+.3f} (> 0: the model believes its "
+             f"answer)")
+    return Solution(answer=notation(puzzle, predictions[-1]), text=text, valid=valid, segments=segments,
+                    trajectory=[notation(puzzle, tokens) for tokens in predictions],
+                    q_halt=[float(q) for q in q_halt])

@@ -1,5 +1,6 @@
-"""What a person types for `hrm solve`, read into dataset tokens: a Sudoku string (or a text file holding one) and
-a maze text file, each checked to be solvable (puzzles/kinds.py hands each kind its reader).
+"""What a person types for `hrm solve` or the Python API's `solve`, read into dataset tokens: a Sudoku string (or a
+text file holding one) and a maze's text (or a text file holding it), each checked to be solvable
+(puzzles/kinds.py hands each kind its reader).
 
 What looks like a path (a path separator, or a file suffix of PATH_SUFFIXES) but names no file is refused as a
 missing file, not read as a puzzle string.
@@ -22,7 +23,7 @@ def read_sudoku(typed: str, box: tuple[int, int]) -> np.ndarray:
     """The tokens [n*n] int32 (1 blank, 2.. the digits) of an n x n Sudoku with boxes `box`, typed as a string or
     the path of a text file holding one (whitespace and line breaks ignored). HRMError for a bad cell, a wrong length,
     givens that clash or allow no solution."""
-    text = _read_text(Path(typed), "a Sudoku puzzle").split() if Path(typed).is_file() else [typed.strip()]
+    text = read_text(Path(typed), "a Sudoku puzzle").split() if names_file(typed) else [typed.strip()]
     grid = parse_puzzle(check_sudoku_text("".join(text), box), box)  # [n, n], 0 blank
     if clash := _sudoku_clash(grid, box):
         raise HRMError(f"the puzzle has no solution: {clash}; correct the givens")
@@ -33,11 +34,13 @@ def read_sudoku(typed: str, box: tuple[int, int]) -> np.ndarray:
 
 
 def read_maze_input(typed: str, size: int) -> np.ndarray:
-    """The tokens [size*size] int32 of the maze in text file `typed` (read_maze); HRMError when no path leads from S
-    to G."""
-    tokens = read_maze(Path(typed), size)
+    """The tokens [size*size] int32 of the maze `typed`: its text (several lines) or the path of a text file holding
+    it (read_maze); HRMError when no path leads from S to G."""
+    text = "\n" in typed
+    tokens = maze_tokens(typed, "the maze", size) if text else read_maze(Path(typed), size)
     if maze.solve_maze(tokens)[1] < 0:
-        raise HRMError(f"{typed}: no path leads from S to G (walls cut them apart); give a maze with a path")
+        where = "the maze" if text else typed
+        raise HRMError(f"{where}: no path leads from S to G (walls cut them apart); give a maze with a path")
     return tokens
 
 
@@ -46,6 +49,14 @@ def looks_like_path(puzzle: str) -> bool:
     (PATH_SUFFIXES)."""
     separators = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
     return any(sep in puzzle for sep in separators) or puzzle.lower().endswith(PATH_SUFFIXES)
+
+
+def names_file(typed: str) -> bool:
+    """Whether `typed` is the path of an existing file; False for text that cannot be a path (a name too long)."""
+    try:
+        return Path(typed).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def check_sudoku_text(text: str, box: tuple[int, int]) -> str:
@@ -64,7 +75,7 @@ def check_sudoku_text(text: str, box: tuple[int, int]) -> str:
     return text
 
 
-def _read_text(path: Path, what: str) -> str:
+def read_text(path: Path, what: str) -> str:
     """The text of file `path`; HRMError when it is not text (`what` says what it should hold)."""
     try:
         return path.read_text()
@@ -91,18 +102,24 @@ def read_maze(path: Path, size: int) -> np.ndarray:
     if not path.is_file():
         raise HRMError(f"this checkpoint solves {size}x{size} mazes: give the path of a text file with {size} "
                        f"lines of {size} characters over '{MAZE_INPUT_CHARS}'; {str(path)!r} is not a file")
-    rows = _read_text(path, f"a maze of {size} lines over '{MAZE_INPUT_CHARS}'").replace("\r\n", "\n").split("\n")
+    return maze_tokens(read_text(path, f"a maze of {size} lines over '{MAZE_INPUT_CHARS}'"), str(path), size)
+
+
+def maze_tokens(text: str, where: str, size: int) -> np.ndarray:
+    """Tokens [size*size] int32 of a maze's `text` (read from `where`, for errors): `size` lines of `size`
+    characters over `# SG`, one S, one G."""
+    rows = text.replace("\r\n", "\n").split("\n")
     while rows and not rows[-1]:
         rows.pop()
     bad = sorted(set("".join(rows)) - set(MAZE_INPUT_CHARS))
     if bad:
-        raise HRMError(f"{path} holds {''.join(bad)!r}; a maze may hold only '{MAZE_INPUT_CHARS}' "
+        raise HRMError(f"{where} holds {''.join(bad)!r}; a maze may hold only '{MAZE_INPUT_CHARS}' "
                        f"(wall, open, start, goal)")
     if len(rows) != size or any(len(row) != size for row in rows):
-        raise HRMError(f"{path} is {len(rows)} lines of lengths {sorted({len(r) for r in rows})}; this checkpoint "
+        raise HRMError(f"{where} is {len(rows)} lines of lengths {sorted({len(r) for r in rows})}; this checkpoint "
                        f"needs {size} lines of {size} characters")
     text = "".join(rows)
     if text.count("S") != 1 or text.count("G") != 1:
-        raise HRMError(f"{path} needs exactly one S (start) and one G (goal), got {text.count('S')} and "
+        raise HRMError(f"{where} needs exactly one S (start) and one G (goal), got {text.count('S')} and "
                        f"{text.count('G')}")
     return maze.text_to_tokens(text).astype(np.int32)

@@ -8,7 +8,7 @@ from hrm_shared.app.cli.bench import bench_cmd
 from hrm_shared.app.cli.common import Group
 from hrm_shared.app.cli.data import data
 from hrm_shared.app.cli.launch import launch_cmd
-from hrm_shared.app.cli.model import config_cmd, convert_cmd, evaluate_cmd, init_cmd, solve_cmd
+from hrm_shared.app.cli.model import config_cmd, convert_cmd, evaluate_cmd, init_cmd, push_cmd, solve_cmd
 from hrm_shared.app.cli.train import demo, train_cmd
 from hrm_shared.core.errors import DISTRIBUTION
 
@@ -19,6 +19,6 @@ def main() -> None:
     """Hierarchical Reasoning Model: datasets, training and evaluation in MLX and PyTorch."""
 
 
-for command in (data, config_cmd, init_cmd, convert_cmd, train_cmd, launch_cmd, evaluate_cmd, solve_cmd, demo, arc,
-                report_cmd, bench_cmd, scaling_cmd, analyze):
+for command in (data, config_cmd, init_cmd, convert_cmd, train_cmd, launch_cmd, evaluate_cmd, solve_cmd, push_cmd, demo,
+                arc, report_cmd, bench_cmd, scaling_cmd, analyze):
     main.add_command(command)

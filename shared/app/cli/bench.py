@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from hrm_shared.app.cli.common import PathType, force_option, set_option
+from hrm_shared.app.cli.common import PathType, force_option, set_option, verbosity_options
 from hrm_shared.core.contract import BACKENDS
 
 DEFAULT_PRESETS = ("sudoku", "arc")
@@ -50,6 +50,7 @@ def parse_cycles(text: str) -> tuple[tuple[int, int], ...]:
 @click.option("--cycles-preset", default=None, help="Preset of the peak-memory sweep  [default: the first preset].")
 @click.option("--json", "json_path", type=PathType, required=True, help="Write the records to this JSON file.")
 @force_option
+@verbosity_options
 def bench_cmd(backends, presets, device, batch, steps, seconds, warmup, overrides, compile_, evaluate, cycles_text,
               cycles_preset, json_path: Path, force):
     """Measure training steps/s, tokens/s, peak memory and MFU, evaluation examples/s, and peak memory as

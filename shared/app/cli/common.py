@@ -1,5 +1,8 @@
-"""What every `hrm` command shares: the error-reporting group, path types, options and the summary printer."""
+"""What every `hrm` command shares: the error-reporting group, the log handler, path types, options and the summary
+printer."""
 
+import logging
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -16,27 +19,70 @@ ExistingFile = click.Path(path_type=Path, exists=True, dir_okay=False)
 
 
 class StepFile(click.ParamType):
-    """An official step file: `hub:REPO`, kept as the string REPO (a Hugging Face model repo), or an existing file,
+    """An official step file: `hub:REPO` (a Hugging Face model repo), kept as that string, or an existing file,
     converted to its Path."""
 
     name = "STEP_FILE|hub:REPO"
 
     def convert(self, value: str | Path, param: click.Parameter | None, ctx: click.Context | None) -> str | Path:
         if isinstance(value, str) and value.startswith(HUB_PREFIX):
-            return value.removeprefix(HUB_PREFIX)
+            return value
         return ExistingFile.convert(value, param, ctx)
 
 
 # 128 + SIGINT: the exit status of a command Ctrl-C stopped, as a shell reports it.
 INTERRUPTED_STATUS = 130
+# The loggers of the library code the commands run; what they log at INFO is what `hrm` has always printed.
+LIBRARY_LOGGERS = ("hrm_shared", "hrm_convert")
+
+
+class TerminalHandler(logging.Handler):
+    """The library's log records as `hrm` prints them: the message alone on stderr (the stream of the moment, as
+    click's test runner swaps it), a record marked `redraw` (the training progress line) redrawn in place on a
+    terminal. A terminal that has gone (a hangup: EIO) loses the record instead of stopping a run unsaved."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = sys.stderr
+        text = self.format(record)
+        try:
+            if stream.isatty():
+                stream.write("\r\033[K" + text + ("" if getattr(record, "redraw", False) else "\n"))
+            else:
+                stream.write(text + "\n")
+            stream.flush()
+        except OSError:
+            pass
+
+
+def set_verbosity(level: int) -> None:
+    """Log the library's records from `level` on (INFO by default, WARNING with --quiet, DEBUG with --verbose)."""
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 class Group(click.Group):
-    """A click group that turns HRMError into a one-line `Error: ...` and exit status 1, and a Ctrl-C outside
-    training's own handling (a builder, an evaluation, the moments a run starts or ends) into exit status 130; the
-    atomic writers (core/atomic.py) leave no partial output behind it."""
+    """A click group that prints the library's log records (TerminalHandler, INFO and above) while a command runs,
+    turns HRMError into a one-line `Error: ...` and exit status 1, and a Ctrl-C outside training's own handling (a
+    builder, an evaluation, the moments a run starts or ends) into exit status 130; the atomic writers
+    (core/atomic.py) leave no partial output behind it."""
 
     def invoke(self, ctx: click.Context):
+        loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+        if any(isinstance(h, TerminalHandler) for h in loggers[0].handlers):  # a group inside `hrm`
+            return self._invoke(ctx)
+        handler = TerminalHandler()
+        levels = [logger.level for logger in loggers]
+        for logger in loggers:
+            logger.addHandler(handler)
+        set_verbosity(logging.INFO)
+        try:
+            return self._invoke(ctx)
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.removeHandler(handler)
+                logger.setLevel(level)
+
+    def _invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except HRMError as e:
@@ -46,6 +92,19 @@ class Group(click.Group):
             raise click.exceptions.Exit(INTERRUPTED_STATUS) from None
 
 
+def _verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        set_verbosity(logging.WARNING if param.name == "quiet" else logging.DEBUG)
+
+
+def verbosity_options(command):
+    """--quiet and --verbose for a command that runs long: progress and notes off, or debug records on."""
+    command = click.option("--verbose", is_flag=True, expose_value=False, callback=_verbosity,
+                           help="Also print debug messages.")(command)
+    return click.option("--quiet", is_flag=True, expose_value=False, callback=_verbosity,
+                        help="Print no progress, only warnings, errors and the results.")(command)
+
+
 def refuse_existing(out: Path, force: bool) -> None:
     """Fail before any work when --out already holds files (the builders check again when they write)."""
     from hrm_shared.core.format import check_output
@@ -53,11 +112,13 @@ def refuse_existing(out: Path, force: bool) -> None:
     check_output(out, force)
 
 
-def checkpoint_argument(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
-    """A CHECKPOINT argument: a checkpoint directory, or a run directory, which stands for its latest checkpoint
-    (RUN/last), as `hrm report` and `--resume` take runs."""
-    last = Path(value) / "last"
-    return last if (last / "config.json").is_file() and not (Path(value) / "model.safetensors").is_file() else value
+def checkpoint_argument(ctx: click.Context, param: click.Parameter, value: str) -> Path:
+    """A CHECKPOINT argument: a checkpoint directory, a run directory, which stands for its latest checkpoint
+    (RUN/last), as `hrm report` and `--resume` take runs, or hub:OWNER/REPO, downloaded (app/api.py
+    checkpoint_path)."""
+    from hrm_shared.app.api import checkpoint_path
+
+    return checkpoint_path(value)
 
 
 def summary(title: str, values: dict) -> None:

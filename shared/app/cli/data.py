@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from hrm_shared.app.cli.common import ExistingDir, Group, PathType, force_option, refuse_existing, summary
+from hrm_shared.app.cli.common import (
+    ExistingDir,
+    Group,
+    PathType,
+    force_option,
+    refuse_existing,
+    summary,
+    verbosity_options,
+)
 from hrm_shared.app.hub import MAZE_REPO, SUDOKU_REPO, download_csv_dir
 
 
@@ -44,6 +52,7 @@ def csv_source(csv_dir: Path | None, hub_repo: str | None) -> Path:
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--verify", is_flag=True, help="Solve every puzzle and refuse one without a unique solution.")
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
+@verbosity_options
 def data_sudoku(csv_dir, hub_repo, out, subsample_size, min_difficulty, num_aug, seed, verify, force):
     """Build a Sudoku dataset from the official CSV format (source,question,answer,rating)."""
     refuse_existing(out, force)
@@ -63,6 +72,7 @@ def data_sudoku(csv_dir, hub_repo, out, subsample_size, min_difficulty, num_aug,
 @click.option("--target-rating", type=float, default=22.0, show_default=True, help="Mean guesses to aim for.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace existing CSV files in --out.")
+@verbosity_options
 def data_sudoku_extreme(out, n_train, n_test, pools, target_rating, seed, force):
     """Generate hard unique-solution Sudoku puzzles (Sudoku-Extreme equivalent) as official CSV files."""
     refuse_existing(out, force)
@@ -81,6 +91,7 @@ def data_sudoku_extreme(out, n_train, n_test, pools, target_rating, seed, force)
 @click.option("--blanks", type=click.IntRange(1), default=None,
               help="Blank cells in every puzzle (default: as many as keep the solution unique, a minimal puzzle).")
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
+@verbosity_options
 def data_sudoku_small(out, size, n_train, n_test, seed, blanks, force):
     """Generate a small Sudoku dataset (4x4, 6x6 or 9x9, unique solutions) for tests and quick CPU training."""
     refuse_existing(out, force)
@@ -99,6 +110,7 @@ def data_sudoku_small(out, size, n_train, n_test, seed, blanks, force):
               help="Keep mazes whose shortest path is longer than this.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
+@verbosity_options
 def data_maze(out, n_train, n_test, size, min_path, seed, force):
     """Generate Maze-Hard-style mazes (unique shortest path) as official CSV files and a dataset."""
     refuse_existing(out, force)
@@ -113,6 +125,7 @@ def data_maze(out, n_train, n_test, size, min_path, seed, force):
 @hub_option(MAZE_REPO)
 @click.option("--out", type=PathType, required=True, help="Output dataset directory.")
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
+@verbosity_options
 def data_maze_csv(csv_dir, hub_repo, out, force):
     """Build a maze dataset from the official CSV format (e.g. a downloaded maze-30x30-hard-1k)."""
     refuse_existing(out, force)
@@ -130,6 +143,7 @@ def data_maze_csv(csv_dir, hub_repo, out, force):
 @click.option("--seed", type=click.IntRange(0), default=42, show_default=True)
 @click.option("--strict", is_flag=True, help="Leave evaluation tasks out of training entirely.")
 @click.option("--force", is_flag=True, help="Replace an existing dataset in --out.")
+@verbosity_options
 def data_arc(dirs, out, num_aug, seed, strict, force):
     """Build an ARC dataset from ARC-AGI / ConceptARC JSON directories."""
     refuse_existing(out, force)

@@ -16,6 +16,7 @@ from hrm_shared.app.cli.common import (
     preset_option,
     set_option,
     summary,
+    verbosity_options,
     verify_option,
 )
 from hrm_shared.core.config import MAX_DEPTH
@@ -68,42 +69,32 @@ def init_cmd(out, backend, preset_name, data_dir, overrides, seed, force):
 @click.option("--data", "data_dir", type=ExistingDir, default=None,
               help="With --from-official: the dataset the checkpoint was trained on.")
 @click.option("--force", is_flag=True, help="Replace an existing checkpoint in DST.")
+@verbosity_options
 def convert_cmd(paths, to, step_file, data_dir, force):
     """Convert a checkpoint for the other backend, or import the reference's.
 
-    `hrm convert SRC DST --to mlx` copies SRC bit for bit; `hrm convert --from-official STEP_FILE --data DATA DST`
-    imports the reference's step_N file with the all_config.yaml beside it and the dataset it was trained on."""
+    `hrm convert SRC DST --to mlx` copies SRC (a checkpoint, a run's latest, or hub:OWNER/REPO) bit for bit;
+    `hrm convert --from-official STEP_FILE --data DATA DST` imports the reference's step_N file with the
+    all_config.yaml beside it and the dataset it was trained on."""
     if step_file is None:
         if len(paths) != 2 or to is None or data_dir is not None:
             raise click.UsageError("give SRC DST and --to {torch,mlx} (--data goes with --from-official)")
         from hrm_convert.backends import convert_checkpoint
+        from hrm_shared.app.api import checkpoint_path
 
-        summary(f"Checkpoint converted for {to}", convert_checkpoint(paths[0], paths[1], to, force))
+        summary(f"Checkpoint converted for {to}",
+                convert_checkpoint(checkpoint_path(str(paths[0])), paths[1], to, force))
         return
     if len(paths) != 1 or data_dir is None:
         raise click.UsageError("with --from-official give --data DATA and one DST")
-    from importlib.util import find_spec
-
-    from hrm_shared.app.backend import import_backend
-    from hrm_shared.core.errors import HRMError, install_hint
-
-    import_backend("torch")  # the reference's step files are torch pickles
-    if find_spec("yaml") is None:  # beside them, all_config.yaml
-        raise HRMError(f"reading the official all_config.yaml needs PyYAML: {install_hint('official')}")
-    if isinstance(step_file, str):  # hub:REPO; refuse a full DST before the download
-        from hrm_shared.app.hub import download_step_file
-        from hrm_shared.core.checkpoint import check_checkpoint_output
-
-        check_checkpoint_output(paths[0], force)
-        step_file = download_step_file(step_file)
-    from hrm_convert.official import import_official
+    from hrm_shared.app.api import import_step_file
 
     summary(f"Official checkpoint imported to {paths[0]}",
-             import_official(step_file, data_dir, paths[0], to or "torch", force))
+             import_step_file(to or "torch", step_file, data_dir, paths[0], force))
 
 
 @click.command("evaluate")
-@click.argument("checkpoint", type=PathType, callback=checkpoint_argument)
+@click.argument("checkpoint", metavar="CHECKPOINT|RUN|hub:REPO", callback=checkpoint_argument)
 @click.argument("data_dir", metavar="DATA", type=PathType)
 @backend_option
 @click.option("--batch-size", type=click.IntRange(1), default=None,
@@ -124,6 +115,7 @@ def convert_cmd(paths, to, step_file, data_dir, force):
                    "and puzzle_identifiers [N] to this .npz.")
 @force_option
 @verify_option
+@verbosity_options
 def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs, json_path, submission_path,
                  segments, adaptive, save_trajectory, force, verify):
     """Score CHECKPOINT on the test split of dataset DATA; each example runs halt_max_steps segments (or M with
@@ -133,6 +125,7 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
     official metric) and pass@10."""
     import numpy as np
 
+    from hrm_shared.app.api import load
     from hrm_shared.app.outputs import check_output_files
     from hrm_shared.app.report import OUTPUT_KEYS
     from hrm_shared.app.scoring import score
@@ -158,7 +151,8 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
     if verify:
         verify_dataset(data_dir)
     name, package = load_backend(backend)
-    model, config = package.checkpoint.load_checkpoint(checkpoint, device, verify)
+    model = load(name, checkpoint, device, verify)
+    config = model.checkpoint_config
     batch_size = batch_size or config.train.global_batch_size
     segments = segments or config.model.halt_max_steps
     halting = Adaptive(config.model, vote.fresh() if vote is not None else None) if adaptive else None
@@ -191,7 +185,7 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
 
 
 @click.command("solve")
-@click.argument("checkpoint", type=PathType, callback=checkpoint_argument)
+@click.argument("checkpoint", metavar="CHECKPOINT|RUN|hub:REPO", callback=checkpoint_argument)
 @click.argument("puzzle")
 @backend_option
 @device_option
@@ -201,19 +195,49 @@ def solve_cmd(checkpoint, puzzle, backend, device, steps, verify):
     """Show CHECKPOINT's answer to one PUZZLE and whether it is valid.
 
     PUZZLE is a Sudoku string (n*n digits, '.' or 0 for blanks) or a text file holding one for a Sudoku checkpoint,
-    or the path of a maze text file (one line of '# SG' characters per row) for a maze checkpoint.
+    the path of a maze text file (one line of '# SG' characters per row) for a maze checkpoint, or an ARC grid as
+    JSON (a list of rows of colours 0..9) or a JSON file holding one for an ARC checkpoint.
     """
+    from hrm_shared.app.api import answer_tokens, load
     from hrm_shared.core.checkpoint import read_checkpoint_config
-    from hrm_shared.puzzles.solve import read_puzzle, show_answer, show_steps
+    from hrm_shared.puzzles.solve import read_puzzle, show_steps, solution
 
     config = read_checkpoint_config(checkpoint)
-    given = read_puzzle(config.model, puzzle, config.dataset.get("kind"))
-    _, package = load_backend(backend)
-    model, _ = package.checkpoint.load_checkpoint(checkpoint, device, verify)
-    answer = package.evaluate.predict_numpy(model, given.batch(), trajectory=steps)
+    read_puzzle(config.model, puzzle, config.dataset.get("kind"))  # a bad puzzle is refused before the model loads
+    name, _ = load_backend(backend)
+    given, answers = answer_tokens(name, load(name, checkpoint, device, verify), puzzle)
+    predictions, q_halt = answers["segment_predictions"][0], answers["segment_q_halt_logits"][0]
     if steps:
-        click.echo(show_steps(given, answer["segment_predictions"][0], answer["segment_q_halt_logits"][0]) + "\n")
-    text, _ = show_answer(given, answer["predictions"][0])
-    click.echo(text)
-    click.echo(f"q_halt logit after {config.model.halt_max_steps} segments: {answer['q_halt_logits'][0]:+.3f} "
-               f"(> 0: the model believes its answer)")
+        click.echo(show_steps(given, predictions, q_halt) + "\n")
+    click.echo(solution(given, predictions, q_halt).text)
+
+
+@click.command("push")
+@click.argument("run", type=ExistingDir)
+@click.argument("repo", metavar="OWNER/REPO")
+@click.option("--private", is_flag=True, help="Create the Hub repo private (when it does not exist yet).")
+@click.option("--out", type=PathType, default=None,
+              help="Write the files to this new directory and upload nothing (to read the model card first).")
+@verbosity_options
+def push_cmd(run, repo, private, out):
+    """Upload RUN's checkpoint to the Hugging Face Hub model repo OWNER/REPO with a model card.
+
+    The checkpoint is the one the run's last evaluation scored (RUN/step_N; RUN/last when it never evaluated). The
+    card (README.md) gives the model family, preset, parameter count, dataset kind and fingerprint, the measured
+    accuracy and the command that measured it, the backend and the licence. `hrm evaluate hub:OWNER/REPO DATA` and
+    load("hub:OWNER/REPO") read it back."""
+    import tempfile
+    from pathlib import Path
+
+    from hrm_shared.app.card import build_upload
+    from hrm_shared.app.hub import upload
+    from hrm_shared.core.format import check_output
+
+    if out is not None:
+        check_output(out, False)
+        summary(f"Files for {repo} written to {out} (nothing uploaded)", build_upload(run, out, repo))
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        built = build_upload(run, Path(folder), repo)
+        commit = upload(Path(folder), repo, private, f"Upload {built['checkpoint']} with its model card")
+    summary(f"Pushed {run} to {repo}", {**built, "commit": commit})

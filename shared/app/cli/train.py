@@ -1,6 +1,8 @@
 """`hrm train` and `hrm demo`: training runs, started or resumed, and the small train-and-solve demo."""
 
 import json
+import os
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from hrm_shared.app.cli.common import (
     device_option,
     set_option,
     summary,
+    verbosity_options,
     verify_option,
 )
 from hrm_shared.core.errors import install_hint
@@ -28,6 +31,9 @@ from hrm_shared.core.registry import FAMILIES
                    f"on an NVIDIA GPU (sudoku, maze, arc), else sudoku-laptop, arc-laptop, or demo for a Sudoku "
                    f"smaller than 9x9]")
 @set_option
+@click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              metavar="FILE", help="A run's recipe in a YAML or JSON file: a preset and overrides, or a whole config "
+                                   "as `hrm config` prints it; --set applies on top.")
 @click.option("--out", type=PathType, default=None, help="New run directory.")
 @click.option("--resume", type=PathType, default=None, help="Continue the run in this directory from its last/.")
 @click.option("--max-steps", type=click.IntRange(1), default=None,
@@ -57,11 +63,15 @@ from hrm_shared.core.registry import FAMILIES
                    "with --dry-run, replace an existing --json file.")
 @verify_option
 @click.pass_context
-def train_cmd(ctx, backend, data_dir, preset_name, overrides, out, resume, max_steps, max_minutes, eval_interval,
-              checkpoint_every, seed, device, compile_, dry_run, json_path, wandb_project, tensorboard, force, verify):
+@verbosity_options
+def train_cmd(ctx, backend, data_dir, preset_name, overrides, config_file, out, resume, max_steps, max_minutes,
+              eval_interval, checkpoint_every, seed, device, compile_, dry_run, json_path, wandb_project, tensorboard,
+              force, verify):
     """Train HRM: start a run with --data and --out, or continue one with --resume RUN; --dry-run predicts the run's
     peak memory instead. A run stopped by Ctrl-C, SIGTERM or SIGHUP saves and exits with status 130, 143 or 129."""
+    from hrm_shared.app.api import choose_preset
     from hrm_shared.app.backend import default_backend, import_backend
+    from hrm_shared.app.config_file import read_config_file
     from hrm_shared.app.outputs import check_output_file
     from hrm_shared.app.run import new_run, read_run_config, resume_run, run_config, run_lock
     from hrm_shared.app.tracking import check_installed
@@ -73,6 +83,8 @@ def train_cmd(ctx, backend, data_dir, preset_name, overrides, out, resume, max_s
         raise click.UsageError("--json goes with --dry-run")
     if (out is None) == (resume is None) and not (dry_run and resume is None):
         raise click.UsageError("give either --out RUN (a new run) or --resume RUN")
+    if config_file is not None and (preset_name is not None or resume is not None):
+        raise click.UsageError("--config names the preset and starts a new run: give it without --preset and --resume")
     check_output_file(json_path, force)
     with run_lock(out or resume) if not dry_run and launched_rank() == 0 else nullcontext():
         given = {"eval_interval": eval_interval, "checkpoint_every": checkpoint_every, "wandb": wandb_project,
@@ -85,12 +97,17 @@ def train_cmd(ctx, backend, data_dir, preset_name, overrides, out, resume, max_s
                 raise click.UsageError("a new run needs --data DATASET")
             name = backend or default_backend()
             package = import_backend(name)
-            preset_name = preset_name or _default_preset(package, data_dir, device)
+            start, overrides = None, list(overrides)
+            if config_file is not None:
+                recipe = read_config_file(config_file)
+                preset_name, start, overrides = recipe.preset, recipe.start, recipe.overrides + overrides
+            elif preset_name is None:
+                preset_name = choose_preset(package, data_dir, device)
             if dry_run:  # the run's config without creating its directory
-                config = run_config(*preset(preset_name), data_dir, list(overrides), seed)
+                config = run_config(*(start or preset(preset_name)), data_dir, overrides, seed)
             else:
-                config = new_run(out, preset_name, data_dir, list(overrides), seed, name, given, force,
-                                 check=lambda config: _check_start(package, config, device, verify))
+                config = new_run(out, preset_name, data_dir, overrides, seed, name, given, force,
+                                 check=lambda config: _check_start(package, config, device, verify), start=start)
             run, options = out, given
         else:
             config = resume_run(resume, preset_name, data_dir, list(overrides), seed)
@@ -107,27 +124,21 @@ def train_cmd(ctx, backend, data_dir, preset_name, overrides, out, resume, max_s
             _check_start(package, config, device, verify)
         run_options = RunOptions(max_steps=max_steps, max_minutes=max_minutes, eval_interval=options["eval_interval"],
                                  checkpoint_every=options["checkpoint_every"] or 1000, device=device, compile=compile_,
-                                 wandb=options["wandb"], tensorboard=bool(options["tensorboard"]), verify=verify)
+                                 wandb=options["wandb"], tensorboard=bool(options["tensorboard"]), verify=verify,
+                                 on_second_interrupt=quit_now)
         result = train(package, run, config, run_options, resume is not None)
         if launched_rank() == 0:
             summary("Training stopped", result)
         ctx.exit(STOP_STATUS.get(result["stopped"], 0))
 
 
-def _default_preset(package, data_dir: Path, device: str | None) -> str:
-    """The preset for a new run without --preset (puzzles/kinds.py default_preset), said on stderr."""
-    from hrm_shared.core.distributed import launched_rank
-    from hrm_shared.core.format import check_dataset, read_metadata
-    from hrm_shared.puzzles.kinds import dataset_kind, default_preset
+def quit_now() -> None:
+    """What a second Ctrl-C does to `hrm train`: end the process at once, nothing saved, even inside a long step
+    (train_loop.interrupt_flag calls it from its signal thread)."""
+    from hrm_shared.app.train_loop import QUIT_STATUS
 
-    check_dataset(data_dir)
-    kind = dataset_kind(data_dir)
-    resolved = package.bench.resolve_device(device)
-    name = default_preset(kind, read_metadata(data_dir, "train").seq_len, resolved)
-    if launched_rank() == 0:
-        click.echo(f"no --preset given: using {name} for a {kind} dataset on {resolved} (--preset NAME chooses "
-                   f"another)", err=True)
-    return name
+    print("\nCtrl-C again: quitting without saving", file=sys.stderr, flush=True)
+    os._exit(QUIT_STATUS)
 
 
 def _dry_run(package, config, device: str | None, json_path: Path | None, max_steps: int | None,
@@ -194,6 +205,7 @@ def _is_demo_record(path: Path) -> bool:
 @click.option("--size", type=click.Choice(["9", "4"]), default="9", show_default=True,
               help="9: 9x9 puzzles with 45 blank cells and a unique solution; 4: minimal 4x4 puzzles.")
 @click.option("--force", is_flag=True, help="Replace an existing --json file that an earlier demo did not write.")
+@verbosity_options
 def demo(backend, out, json_path, seed, model, size, force):
     """Build a Sudoku set, train a small TRM (or HRM) on it, evaluate it and solve a held-out puzzle: about ten
     minutes on two CPU cores with torch for 9x9, five for 4x4."""
