@@ -12,6 +12,7 @@ import pytest
 
 from helpers import TINY, make_dataset, run, sudoku_puzzle, write_sudoku_csv
 from hrm_shared.app.run import read_train_state, write_train_state
+from hrm_shared.core.checksums import CHECKSUMS_FILE
 from hrm_shared.core.format import load_split
 from hrm_shared.core.iterator import TrainIterator
 from hrm_shared.data.sudoku import build_sudoku_dataset
@@ -124,8 +125,9 @@ def test_a_run_started_before_plans_were_recorded_resumes_to_total_steps(tmp_pat
     r = run(*args, "--data", data, "--out", out, "--max-steps", 3)
     assert r.exit_code == 0, r.output
     tensors, info = read_train_state(out / "last")
-    del info["plan"]  # as checkpoints were written before
+    del info["plan"]  # as checkpoints were written before plans, and before checksums
     write_train_state(out / "last", tensors, info)
+    (out / "last" / CHECKSUMS_FILE).unlink()
     r = run("train", "--resume", out)
     assert r.exit_code == 0, r.output
     # First at the pass end (2) and the stop (3); then as before: every 7 x 2 // 6 = 2 steps and at total_steps.
