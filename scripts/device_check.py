@@ -174,7 +174,7 @@ def bench(p: Plan, work: Path, memory: int | None, clock: Clock) -> list[dict]:
         overrides = [p.bench_options[i + 1] for i, o in enumerate(p.bench_options) if o == "--set"]
         out = work / f"bench-{preset_name}.json"
         status, output = command("hrm", "bench", "--backend", p.backend, "--device", p.device, "--preset", preset_name,
-                                 "--batch", str(batch), *p.bench_options, "--json", str(out),
+                                 "--batch", str(batch), *p.bench_options, "--json", str(out), "--force",
                                  timeout=min(120, clock.left() / 3), python=p.python)
         if status != 0:
             records.append({"preset": preset_name, "batch": batch, "error": _tail(output)})
