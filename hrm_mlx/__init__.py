@@ -42,21 +42,22 @@ def load(source: str | PathLike, device: str | None = None) -> "Model":
     return api.load(BACKEND, source, device)
 
 
-def solve(model: "Model", puzzle: PuzzleInput, steps: int | None = None) -> Solution:
+def solve(model: "Model", puzzle: PuzzleInput, steps: int | None = None, task: str | None = None) -> Solution:
     """`model`'s answer to `puzzle` (a Sudoku string, a maze's text, an ARC grid as a list of rows, or a file holding
     one) after `steps` segments (default: its halt_max_steps): Solution with .answer in the puzzle's notation, .text
-    as `hrm solve` prints it, .valid, .segments, and .trajectory and .q_halt after each segment."""
+    as `hrm solve` prints it, .valid, .segments, and .trajectory and .q_halt after each segment. `task`: the name of a
+    puzzle the model was trained on (model.puzzle_names; an ARC task's own name), to use its trained embedding."""
     from hrm_shared.app import api
 
-    return api.solve(BACKEND, model, puzzle, steps)
+    return api.solve(BACKEND, model, puzzle, steps, task)
 
 
 def train(data: str | PathLike, out: str | PathLike, preset: str | None = None, *, max_steps: int | None = None,
           max_minutes: float | None = None, **overrides: Any) -> Path:
     """Train a new run in `out` on dataset `data` as `hrm train` does, from `preset` (default: chosen from the data
-    and device) with `overrides` as --set takes them (lr=3e-4, or **{"train.epochs": 10}; also seed= and device=),
-    until its end, `max_steps` or `max_minutes`; returns the run directory (load() takes it). Progress goes to the
-    logging module (logger hrm_shared)."""
+    and device) with `overrides` as --set takes them (lr=3e-4, or **{"train.epochs": 10}; also seed=, device= and
+    eval_every=, steps between evaluations), until its end, `max_steps` or `max_minutes`; returns the run directory
+    (load() takes it). Progress goes to the logging module (logger hrm_shared)."""
     from hrm_shared.app import api
 
     return api.train(BACKEND, data, out, preset, max_steps=max_steps, max_minutes=max_minutes, **overrides)

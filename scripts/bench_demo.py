@@ -6,9 +6,12 @@ steps, evaluations left out) and token and exact accuracy. Prints one table, wri
 accuracy against minutes:
 
     .venv/bin/python scripts/bench_demo.py --size 9 --model hrm --model trm
+
+or draws finished demos (`hrm demo --out DIR`, which evaluates as often as its preset says) with --from DIR.
 """
 
 import argparse
+import json
 import logging
 import os
 import platform
@@ -21,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from hrm_shared.app.bench import write_json  # noqa: E402  (after the path set-up)
 from hrm_shared.app.demo import SIZES, run_demo  # noqa: E402
 from hrm_shared.app.plot import new_figure, save_figure  # noqa: E402
-from hrm_shared.app.run import METRICS_FILE, read_metrics  # noqa: E402
+from hrm_shared.app.run import CONFIG_FILE, METRICS_FILE, read_metrics  # noqa: E402
 from hrm_shared.core.config import preset  # noqa: E402
 from hrm_shared.core.registry import family_named  # noqa: E402
 from hrm_shared.core.schedule import run_plan  # noqa: E402
@@ -34,11 +37,20 @@ def curve(out: Path, backend: str, family: str, size: int, seed: int, evals: int
     steps = run_plan(train.epochs, train.eval_interval, SIZES[size].train_puzzles, 1.0,
                      train.global_batch_size).last_step
     result = run_demo(out, backend, seed, family=family, size=size, eval_interval=max(1, steps // evals))
+    return {**read_curve(out), "seconds_in_all": result["seconds"]}
+
+
+def read_curve(out: Path) -> dict:
+    """The model family, preset, steps and test evaluations of the demo run in `out`/run (as `hrm demo --out OUT`
+    leaves it; its seconds in all are unknown here, so None)."""
+    config = json.loads((out / "run" / CONFIG_FILE).read_text())
     tests = [r for r in read_metrics(out / "run" / METRICS_FILE) if r["split"] == "test"]
+    if not tests:
+        raise SystemExit(f"{out}/run has no held-out evaluation: is it a finished `hrm demo --out {out}`?")
     points = [{"step": r["step"], "train_minutes": round(r["train_seconds"] / 60, 2), "accuracy": r["accuracy"],
                "exact_accuracy": r["exact_accuracy"]} for r in tests]
-    return {"model": family, "preset": name, "steps": steps, "seconds_in_all": result["seconds"],
-            "test_examples": result["test_examples"], "points": points}
+    return {"model": config["family"], "preset": config["preset"], "steps": tests[-1]["step"], "seconds_in_all": None,
+            "test_examples": tests[-1]["count"], "points": points}
 
 
 def table(runs: list[dict]) -> str:
@@ -75,14 +87,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--evals", type=int, default=8, help="Evaluations during each run.")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-demo"), help="Data and runs go here.")
+    parser.add_argument("--from", dest="done", type=Path, action="append", default=[],
+                        help="Also draw a finished `hrm demo --out DIR` (the demo evaluates along the way), "
+                             "repeatable.")
     parser.add_argument("--json", type=Path, default=None,
                         help="[default: scripts/results/demo<size>_cpu.json, and a .png beside it]")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # the training's progress, as `hrm demo` prints it
     path = args.json or ROOT / "scripts" / "results" / f"demo{args.size}_cpu.json"
     machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()}
-    runs = [curve(args.out / family, args.backend, family, args.size, args.seed, args.evals)
-            for family in args.model or ["hrm"]]
+    runs = [read_curve(done) for done in args.done]
+    runs += [curve(args.out / family, args.backend, family, args.size, args.seed, args.evals)
+             for family in args.model or ([] if runs else ["hrm"])]
     machine["load_average_at_end"] = os.getloadavg()
     print(table(runs))
     write_json({"machine": machine, "size": args.size, "backend": args.backend, "runs": runs}, path)

@@ -166,6 +166,42 @@ def test_from_official_is_the_import_hrm_convert_runs(tmp_path):
     assert (out / MODEL_FILE).read_bytes() == (tmp_path / "cli" / MODEL_FILE).read_bytes()
 
 
+def test_solve_with_a_task_uses_its_trained_puzzle_embedding(both, tmp_path, arc_build, sudoku):
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from hrm_shared.core.checkpoint import IDENTIFIERS_FILE
+    from hrm_shared.core.checksums import write_checksums
+    from hrm_shared.core.errors import HRMError
+
+    ckpt = tmp_path / "ckpt"
+    init("torch", ckpt, arc_build[1])
+    names = json.loads((ckpt / IDENTIFIERS_FILE).read_text())
+    tensors = load_file(ckpt / MODEL_FILE)  # an initial table is all zeros: give task "single" a row of its own
+    table = tensors["puzzle_emb.weights"]
+    table[names.index("single")] = np.random.default_rng(0).normal(size=table.shape[1]).astype(table.dtype)
+    save_file(tensors, ckpt / MODEL_FILE)
+    write_checksums(ckpt, [MODEL_FILE, IDENTIFIERS_FILE])
+    grid = arc_build[2]["single"]["test"][0]["input"]
+    tasked = {}
+    for name in ("torch", "mlx"):
+        api = package(name)
+        model = api.load(ckpt, device="cpu")
+        assert model.puzzle_names == names
+        tasked[name] = api.solve(model, grid, steps=3, task="single")
+        assert tasked[name].trajectory != api.solve(model, grid, steps=3).trajectory  # the blank puzzle's row: zeros
+        with pytest.raises(HRMError, match="'nope' is not among the .* puzzles this model was trained on"):
+            api.solve(model, grid, task="nope")
+    assert tasked["torch"].answer == tasked["mlx"].answer
+    np.testing.assert_allclose(tasked["torch"].q_halt, tasked["mlx"].q_halt, atol=1e-4)
+    r = invoke("solve", "--backend", "torch", ckpt, json.dumps(grid), "--task", "single")
+    assert r.exit_code == 0 and r.output.split("\nq_halt")[0] == tasked["torch"].text.split("\nq_halt")[0]
+    init("torch", tmp_path / "sudoku", sudoku)  # one puzzle identifier: the blank one, no table to choose from
+    with pytest.raises(HRMError, match="no trained puzzle embeddings to choose from"):
+        package("torch").solve(package("torch").load(tmp_path / "sudoku"), "1..4....3..2....", task="single")
+
+
 def test_hrm_solve_takes_an_arc_grid_as_json_text_or_file(tmp_path, arc_build):
     import json
 

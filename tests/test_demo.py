@@ -71,3 +71,8 @@ def test_bench_demo_records_accuracy_against_minutes(tmp_path, monkeypatch):
     logged = [r for r in json.loads("[" + ",".join((tmp_path / "runs" / "trm" / "run" / "metrics.jsonl")
                                                    .read_text().splitlines()) + "]") if r["split"] == "test"]
     assert [p["accuracy"] for p in run["points"]] == [r["accuracy"] for r in logged]
+    monkeypatch.setattr(sys, "argv", ["bench_demo.py", "--size", "9", "--from", str(tmp_path / "runs" / "trm"),
+                                      "--json", str(tmp_path / "again.json")])
+    bench.main()  # a finished demo's curve, read back rather than trained again
+    (again,) = json.loads((tmp_path / "again.json").read_text())["runs"]
+    assert again["points"] == run["points"] and again["preset"] == "trm-demo-9" and again["seconds_in_all"] is None

@@ -15,14 +15,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from hrm_shared.app.backend import import_backend
-from hrm_shared.app.run import CONFIG_FILE, METRICS_FILE, new_run
-from hrm_shared.app.train_loop import RunOptions, train
+from hrm_shared.app import api
+from hrm_shared.app.run import CONFIG_FILE, METRICS_FILE
 from hrm_shared.core.errors import HRMError
 from hrm_shared.core.format import load_split
 from hrm_shared.core.registry import family_named
 from hrm_shared.data.sudoku_small import build_small_sudoku
-from hrm_shared.puzzles.solve import Puzzle, show_answer
+from hrm_shared.puzzles.solve import Puzzle, notation
 
 
 @dataclass(frozen=True)
@@ -48,9 +47,10 @@ def clear_previous(out: Path) -> None:
 
 
 def run_demo(out: Path, backend: str, seed: int = 0, device: str | None = None, family: str = "trm", size: int = 9,
-             eval_interval: int = 0) -> dict:
+             eval_interval: int | None = None) -> dict:
     """Build, train the `family` (a registered model family: "hrm", "trm") demo model for `size` x `size` Sudoku,
-    evaluate and solve in `out` (data/ and run/), evaluating every `eval_interval` steps (0: at the end only); print
+    evaluate and solve in `out` (data/ and run/), evaluating every `eval_interval` steps (None: as often as the
+    preset says, so a long demo shows its held-out accuracy on the way; 0: at the end only); print
     progress and a solved puzzle. Returns exact_accuracy (on the held-out puzzles), test_examples, seconds, backend,
     model and size."""
     if size not in SIZES:
@@ -64,22 +64,18 @@ def run_demo(out: Path, backend: str, seed: int = 0, device: str | None = None, 
     out = Path(out)
     clear_previous(out)
     data, run = out / "data", out / "run"
-    package = import_backend(backend)
     built = build_small_sudoku(data, size, demo.train_puzzles, demo.test_puzzles, seed, blanks=demo.blanks)
     kind = "minimal" if demo.blanks is None else f"{demo.blanks}-blank"
     click.echo(f"{built['train_puzzles']:,} train and {built['test_puzzles']:,} held-out {kind} {size}x{size} puzzles "
                f"in {data}")
     name = presets[size]
-    config = new_run(run, name, data, [], seed, backend, {})
     click.echo(f"Training the {family.upper()} demo model ({name}) with {backend} in {run}")
-    train(package, run, config, RunOptions(eval_interval=eval_interval, device=device), resume=False)
+    api.train(backend, data, run, name, seed=seed, device=device, eval_every=eval_interval)
     tested = _final_test(run)
-    model, _ = package.checkpoint.load_checkpoint(run / "last", device)
     _, sets = load_split(data, "test")
-    puzzle = Puzzle("sudoku", np.asarray(sets["all"].inputs[0], dtype=np.int32))
-    answer = package.evaluate.predict_numpy(model, puzzle.batch())["predictions"][0]
-    text, _ = show_answer(puzzle, answer)
-    click.echo(f"A held-out puzzle and the model's answer:\n{text}")
+    tokens = np.asarray(sets["all"].inputs[0], dtype=np.int32)
+    solved = api.solve(backend, api.load(backend, run, device), notation(Puzzle("sudoku", tokens), tokens))
+    click.echo(f"A held-out puzzle and the model's answer:\n{solved.text}")
     result = {"exact_accuracy": tested["exact_accuracy"], "test_examples": tested["count"],
               "seconds": round(time.monotonic() - begin, 1), "backend": backend, "model": family, "size": size}
     click.echo(f"Exact accuracy on {result['test_examples']:,} held-out puzzles: {result['exact_accuracy']:.1%} "

@@ -146,6 +146,13 @@ def write_identifiers(directory: Path, identifiers: list[str]) -> None:
     (Path(directory) / IDENTIFIERS_FILE).write_text(json.dumps(identifiers))
 
 
+def read_identifiers(directory: Path) -> list[str] | None:
+    """The puzzle names by identifier in `<directory>/identifiers.json` (as check_identifiers accepts it), or None
+    for a checkpoint without one."""
+    path = Path(directory) / IDENTIFIERS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def check_fits_dataset(model: ModelConfig, metadata, where: str) -> None:
     """Refuse a model whose vocabulary, sequence length or puzzle table does not fit a dataset's metadata."""
     for name in DATA_FIELDS:

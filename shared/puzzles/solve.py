@@ -46,11 +46,12 @@ class Puzzle:
     kind: str
     inputs: np.ndarray
 
-    def batch(self) -> dict[str, np.ndarray]:
-        """A one-row batch as the iterators make it: inputs [1, seq_len], labels -100 [1, seq_len], identifier 0."""
+    def batch(self, identifier: int = 0) -> dict[str, np.ndarray]:
+        """A one-row batch as the iterators make it: inputs [1, seq_len], labels -100 [1, seq_len], puzzle
+        `identifier` [1] (0: the blank puzzle, no trained embedding)."""
         inputs = self.inputs.reshape(1, -1).astype(np.int32)
         return {"inputs": inputs, "labels": np.full_like(inputs, IGNORE_LABEL_ID),
-                "puzzle_identifiers": np.zeros(1, dtype=np.int32)}
+                "puzzle_identifiers": np.full(1, identifier, dtype=np.int32)}
 
 
 def read_puzzle(config: HRMConfig, puzzle: PuzzleInput, trained_on: str | None = None) -> Puzzle:

@@ -190,8 +190,11 @@ def evaluate_cmd(checkpoint, data_dir, backend, batch_size, device, save_outputs
 @backend_option
 @device_option
 @click.option("--steps", is_flag=True, help="Print the board after each segment, the cells that changed marked.")
+@click.option("--task", default=None, metavar="NAME",
+              help="Use the trained puzzle embedding of NAME, a puzzle the model was trained on (its identifiers.json; "
+                   "an ARC task's own name)  [default: the blank puzzle's].")
 @verify_option
-def solve_cmd(checkpoint, puzzle, backend, device, steps, verify):
+def solve_cmd(checkpoint, puzzle, backend, device, steps, task, verify):
     """Show CHECKPOINT's answer to one PUZZLE and whether it is valid.
 
     PUZZLE is a Sudoku string (n*n digits, '.' or 0 for blanks) or a text file holding one for a Sudoku checkpoint,
@@ -205,7 +208,7 @@ def solve_cmd(checkpoint, puzzle, backend, device, steps, verify):
     config = read_checkpoint_config(checkpoint)
     read_puzzle(config.model, puzzle, config.dataset.get("kind"))  # a bad puzzle is refused before the model loads
     name, _ = load_backend(backend)
-    given, answers = answer_tokens(name, load(name, checkpoint, device, verify), puzzle)
+    given, answers = answer_tokens(name, load(name, checkpoint, device, verify), puzzle, task=task)
     predictions, q_halt = answers["segment_predictions"][0], answers["segment_q_halt_logits"][0]
     if steps:
         click.echo(show_steps(given, predictions, q_halt) + "\n")
