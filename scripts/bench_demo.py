@@ -7,7 +7,7 @@ accuracy against minutes:
 
     .venv/bin/python scripts/bench_demo.py --size 9 --model hrm --model trm
 
-or draws finished demos (`hrm demo --out DIR`, which evaluates as often as its preset says) with --from DIR.
+or draws finished demos (`hrm demo --out DIR --eval-interval N`) with --from DIR.
 """
 
 import argparse
@@ -88,8 +88,7 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=8, help="Evaluations during each run.")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-demo"), help="Data and runs go here.")
     parser.add_argument("--from", dest="done", type=Path, action="append", default=[],
-                        help="Also draw a finished `hrm demo --out DIR` (the demo evaluates along the way), "
-                             "repeatable.")
+                        help="Also draw a finished `hrm demo --out DIR --eval-interval N`, repeatable.")
     parser.add_argument("--json", type=Path, default=None,
                         help="[default: scripts/results/demo<size>_cpu.json, and a .png beside it]")
     args = parser.parse_args()

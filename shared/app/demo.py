@@ -47,10 +47,9 @@ def clear_previous(out: Path) -> None:
 
 
 def run_demo(out: Path, backend: str, seed: int = 0, device: str | None = None, family: str = "trm", size: int = 9,
-             eval_interval: int | None = None) -> dict:
+             eval_interval: int = 0) -> dict:
     """Build, train the `family` (a registered model family: "hrm", "trm") demo model for `size` x `size` Sudoku,
-    evaluate and solve in `out` (data/ and run/), evaluating every `eval_interval` steps (None: as often as the
-    preset says, so a long demo shows its held-out accuracy on the way; 0: at the end only); print
+    evaluate and solve in `out` (data/ and run/), evaluating every `eval_interval` steps (0: at the end only); print
     progress and a solved puzzle. Returns exact_accuracy (on the held-out puzzles), test_examples, seconds, backend,
     model and size."""
     if size not in SIZES:

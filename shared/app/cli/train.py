@@ -204,9 +204,12 @@ def _is_demo_record(path: Path) -> bool:
                    "family's registry entry names its demo presets.")
 @click.option("--size", type=click.Choice(["9", "4"]), default="9", show_default=True,
               help="9: 9x9 puzzles with 45 blank cells and a unique solution; 4: minimal 4x4 puzzles.")
+@click.option("--eval-interval", type=click.IntRange(0), default=0, show_default=True,
+              help="Steps between evaluations on the held-out puzzles (0: at the end only); scripts/bench_demo.py "
+                   "--from OUT draws them.")
 @click.option("--force", is_flag=True, help="Replace an existing --json file that an earlier demo did not write.")
 @verbosity_options
-def demo(backend, out, json_path, seed, model, size, force):
+def demo(backend, out, json_path, seed, model, size, eval_interval, force):
     """Build a Sudoku set, train a small TRM (or HRM) on it, evaluate it and solve a held-out puzzle: about ten
     minutes on two CPU cores with torch for 9x9, five for 4x4. HRM on 9x9 (demo-9) trains 5,000 steps, about an hour
     and a half at the one step a second measured on one core, and is not yet the match of TRM there (docs/demo.md)."""
@@ -215,7 +218,8 @@ def demo(backend, out, json_path, seed, model, size, force):
     from hrm_shared.app.outputs import check_output_file
 
     check_output_file(json_path, force, _is_demo_record)
-    result = run_demo(out, backend or default_backend(), seed, family=model, size=int(size))
+    result = run_demo(out, backend or default_backend(), seed, family=model, size=int(size),
+                      eval_interval=eval_interval)
     if json_path is not None:
         from hrm_shared.core.atomic import write_file
 
