@@ -72,12 +72,17 @@ def make_dataset(root: Path, groups: int = 12, puzzles_per_group: int = 3, examp
     return root
 
 
-def wait_for_lines(path: Path, count: int, process=None, seconds: float = 60) -> None:
+def wait_for_lines(path: Path, count: int, process=None, seconds: float = 300) -> None:
     """Wait until the file `path` holds `count` lines (a run's metrics.jsonl), failing early with the output of
-    `process` (a subprocess.Popen) if it exits first; returns after `seconds` regardless."""
+    `process` (a subprocess.Popen) if it exits first, and after `seconds` (a loaded machine starts a run slowly; a
+    signal sent before the loop runs would test nothing)."""
     deadline = time.monotonic() + seconds
-    while not (path.is_file() and path.read_text().count("\n") >= count) and time.monotonic() < deadline:
+    while not (path.is_file() and path.read_text().count("\n") >= count):
         assert process is None or process.poll() is None, process.communicate()[0]
+        if time.monotonic() > deadline:
+            if process is not None:
+                process.kill()
+            raise AssertionError(f"{path} did not reach {count} lines in {seconds:g} s")
         time.sleep(0.05)
 
 

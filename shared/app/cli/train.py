@@ -211,8 +211,8 @@ def _is_demo_record(path: Path) -> bool:
 @verbosity_options
 def demo(backend, out, json_path, seed, model, size, eval_interval, force):
     """Build a Sudoku set, train a small TRM (or HRM) on it, evaluate it and solve a held-out puzzle: about ten
-    minutes on two CPU cores with torch for 9x9, five for 4x4. HRM on 9x9 (demo-9) trains 5,000 steps, about an hour
-    and a half at the one step a second measured on one core, and is not yet the match of TRM there (docs/demo.md)."""
+    minutes on two CPU cores with torch for 9x9, five for 4x4. HRM on 9x9 (demo-9) trains 7,500 steps, about an hour
+    there (2.3 steps a second), and is not the match of TRM on 9x9 (docs/demo.md)."""
     from hrm_shared.app.backend import default_backend
     from hrm_shared.app.demo import run_demo
     from hrm_shared.app.outputs import check_output_file
