@@ -129,9 +129,13 @@ def interrupt_flag(on_first: Callable[[int], None] = _first_notice, on_second: C
         return
     hits: list[int] = []
     quitting = threading.Event()
+    raised = threading.Event()  # set once KeyboardInterrupt is raised, and when the block ends: never raise twice
 
     def handler(signum: int, frame: object) -> None:
-        if quitting.is_set():
+        # The second SIGINT can reach this handler twice (its own delivery and interrupt_main below) in either
+        # order; a second KeyboardInterrupt would land in the cleanup and leave our handlers installed.
+        if quitting.is_set() and not raised.is_set():
+            raised.set()
             raise KeyboardInterrupt
     # Python runs a handler only when the main thread is between bytecodes, and a step can keep it in one C++ call
     # for minutes; the C-level handler writes each signal's number to the wakeup socket at once, for `watch` to act.
@@ -153,7 +157,8 @@ def interrupt_flag(on_first: Callable[[int], None] = _first_notice, on_second: C
                         continue
                     log.warning("\nCtrl-C again: stopping without saving")
                     quitting.set()
-                    _thread.interrupt_main(signal.SIGINT)
+                    if not raised.is_set():
+                        _thread.interrupt_main(signal.SIGINT)
                     continue
                 if number == signal.SIGHUP:
                     _detach(terminals)
@@ -168,8 +173,9 @@ def interrupt_flag(on_first: Callable[[int], None] = _first_notice, on_second: C
     try:
         yield lambda: hits[0] if hits else 0
     finally:
+        raised.set()
         signal.set_wakeup_fd(previous_fd)
-        for number, action in previous.items():
+        for number, action in reversed(previous.items()):  # SIGINT last: a Ctrl-C pending now raises after all
             signal.signal(number, action)
         writer.send(b"\0")
         watcher.join()
