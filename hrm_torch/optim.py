@@ -16,6 +16,8 @@ from torch import nn
 from hrm_shared.core.errors import HRMError
 from hrm_torch.model import PuzzleEmbedding
 
+ALIGN = 128  # elements: each parameter of AdamATan2.flat starts 512 bytes (float32) into an aligned allocation
+
 
 class AdamATan2:
     """Adam with atan2 in place of the epsilon-guarded division, decoupled weight decay applied first.
@@ -23,9 +25,15 @@ class AdamATan2:
     For step t = 1, 2, ...: p *= 1 - lr*wd; m += (1-b1)(g - m); v += (1-b2)(g^2 - v);
     p -= lr / (1 - b1^t) * atan2(m, sqrt(v) / sqrt(1 - b2^t)). State: m, v per parameter (float32, like the
     parameter) and the step count. Only parameters with requires_grad are updated: buffers (H_init, L_init, the
-    puzzle table) never are. The moments, the flat gradient and one work buffer are flat [N] over every parameter and
-    kept across steps, so a step allocates nothing and is a handful of kernels whatever the number of parameters, and
-    the gradient crosses processes as one flat tensor.
+    puzzle table) never are.
+
+    The optimizer keeps the parameters, the moments, the flat gradient and one work buffer as flat [N] tensors: the
+    model's parameters become views of `flat` (their values unchanged), so a step allocates nothing and is a handful
+    of whole-model kernels whatever the number of parameters, compiled into one, and the gradient crosses processes
+    as one flat tensor. Each parameter starts at a multiple of ALIGN elements (as a tensor of its own would, for
+    vector loads and matmul kernels); the gaps hold zeros and stay zero. Build the optimizer after the model is on
+    its device and in its dtype: a parameter replaced afterwards (model.to(), model.float()) is an HRMError at the
+    next update, not a silently stale one.
     """
 
     def __init__(self, model: nn.Module, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.1) -> None:
@@ -35,28 +43,48 @@ class AdamATan2:
         self.betas = betas
         self.weight_decay = weight_decay
         self.step = 0
-        first = self.params[0]
-        size = sum(p.numel() for p in self.params)
-        self.m, self.v, self._gradient, self._work = (torch.zeros(size, dtype=first.dtype, device=first.device)
-                                                      for _ in range(4))
-        self._directions = self._views(self._work)
-        self._scalars = torch.zeros(3, dtype=first.dtype, device=first.device)  # decay, correction, step size
+        dtypes = {p.dtype for p in self.params}
+        if len(dtypes) != 1:
+            raise HRMError(f"AdamATan2 needs every trainable parameter in one dtype (float32 master weights); the "
+                           f"model has {sorted(map(str, dtypes))}")
+        self._offsets = [0]
+        for p in self.params:
+            self._offsets.append(-(-(self._offsets[-1] + p.numel()) // ALIGN) * ALIGN)
+        self.flat = self.params[0].new_zeros(self._offsets[-1])
+        for p, view in zip(self.params, self._views(self.flat)):
+            view.copy_(p.detach())
+            p.data = view
+        self._pointers = [p.data_ptr() for p in self.params]
+        self.m, self.v, self._gradient = (torch.zeros_like(self.flat) for _ in range(3))
+        self._gradients = self._views(self._gradient)
+        self._work: torch.Tensor | None = None  # the eager update's scratch [N], made on its first step
+        self._scalars = torch.zeros(3, dtype=self.flat.dtype, device=self.flat.device)  # decay, correction, size
         self._compiled = None
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """`flat` [N] cut into views shaped like the parameters, in order."""
-        return [piece.view_as(p) for piece, p in zip(flat.split([p.numel() for p in self.params]), self.params)]
+        return [flat[start:start + p.numel()].view_as(p) for start, p in zip(self._offsets, self.params)]
+
+    def _check_parameters(self) -> None:
+        """An HRMError when a parameter no longer lives in `flat` (the model was moved or cast after the optimizer
+        was made), which would leave it untrained."""
+        for name, p, pointer in zip(self.names, self.params, self._pointers):
+            if p.data_ptr() != pointer:
+                raise HRMError(f"parameter {name!r} was replaced after the optimizer was made (model.to() or a dtype "
+                               f"cast); move and cast the model first, then build the Trainer")
 
     def flat_gradient(self) -> torch.Tensor:
-        """The parameters' .grad concatenated into the flat gradient buffer [N], kept across steps and overwritten by
-        the next call (every parameter must have a .grad)."""
-        return torch.cat([p.grad.reshape(-1) for p in self.params], out=self._gradient)
+        """The parameters' .grad copied into the flat gradient buffer [N] (the layout of `flat`), kept across steps
+        and overwritten by the next call (every parameter must have a .grad)."""
+        torch._foreach_copy_(self._gradients, [p.grad for p in self.params])
+        return self._gradient
 
     @torch.no_grad()
     def update(self, gradients: torch.Tensor, lr: float) -> None:
         """One step with learning rate `lr` on `gradients` [N], flat in flat_gradient() order (the parameters' .grad,
         or their sum over processes). Launches kernels only: no host synchronisation, and no new tensor (the
         compiled update takes its three numbers in a buffer)."""
+        self._check_parameters()
         self.step += 1
         b1, b2 = self.betas
         decay, size = 1 - lr * self.weight_decay, -lr / (1 - b1 ** self.step)
@@ -65,18 +93,20 @@ class AdamATan2:
             self._scalars.copy_(torch.tensor((decay, correction, size), dtype=torch.float64))
             self._compiled(gradients, self._scalars)
             return
-        torch._foreach_mul_(self.params, decay)
+        if self._work is None:
+            self._work = torch.empty_like(self.flat)
+        self.flat.mul_(decay)
         self.m.lerp_(gradients, 1 - b1)  # m + (1-b1)(g - m)
         self.v.lerp_(torch.square(gradients, out=self._work), 1 - b2)
         denom = torch.sqrt(self.v, out=self._work).div_(correction)
         # atan2 (not atan of a quotient) keeps m = v = 0 at 0, as the kernel does.
         torch.atan2(self.m, denom, out=self._work)
-        torch._foreach_add_(self.params, self._directions, alpha=size)
+        self.flat.add_(self._work, alpha=size)
 
     def compile(self) -> None:
-        """Run later updates as one torch.compile graph (on CUDA a few fused kernels); lr and the step's corrections
-        reach it in a device tensor, so no step recompiles it. Values follow the eager update within float32
-        rounding (the compiler fuses and reorders)."""
+        """Run later updates as one torch.compile graph (one fused loop over the N parameters); lr and the step's
+        corrections reach it in a device tensor, so no step recompiles it. Values follow the eager update within
+        float32 rounding (the compiler fuses and reorders)."""
         self._compiled = torch.compile(self._fused)
 
     def _fused(self, gradients: torch.Tensor, scalars: torch.Tensor) -> None:
@@ -86,9 +116,7 @@ class AdamATan2:
         decay, correction, size = scalars.unbind()
         self.m.lerp_(gradients, 1 - b1)
         self.v.lerp_(gradients.square(), 1 - b2)
-        self._work.copy_(torch.atan2(self.m, self.v.sqrt() / correction) * size)
-        torch._foreach_mul_(self.params, decay)
-        torch._foreach_add_(self.params, self._directions)
+        self.flat.copy_(self.flat * decay + torch.atan2(self.m, self.v.sqrt() / correction) * size)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """{"step": int64 0-dim, "<parameter name>.m": m, "<parameter name>.v": v}: views of the moments, not copies;

@@ -285,3 +285,61 @@ def test_the_torch_updates_allocate_no_tensor_per_step():
     for update in (lambda: adam.update(adam.flat_gradient(), 1e-2), lambda: sign_sgd.update(ids, row_grads, 1e-2)):
         sizes = _allocations(update)
         assert max(sizes, default=0) <= 8, sizes
+
+
+def test_torch_adam_keeps_the_parameters_in_one_aligned_flat_tensor():
+    """The model's parameters become views of AdamATan2.flat with their values unchanged, each starting ALIGN elements
+    apart; the gaps stay zero through updates, and each update changes the parameters the model uses."""
+    pytest.importorskip("torch")
+    import torch
+
+    from hrm_torch.optim import ALIGN, AdamATan2
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Linear(3, 2))
+    before = [p.detach().clone() for p in model.parameters()]
+    adam = AdamATan2(model)
+    item = adam.flat.element_size()
+    for p, value in zip(model.parameters(), before):
+        assert torch.equal(p, value)
+        assert p.untyped_storage().data_ptr() == adam.flat.untyped_storage().data_ptr()
+        assert (p.data_ptr() - adam.flat.data_ptr()) % (ALIGN * item) == 0
+    for _ in range(2):
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        adam.update(adam.flat_gradient(), 1e-1)
+    used = torch.zeros_like(adam.flat, dtype=torch.bool)
+    for p in model.parameters():
+        start = (p.data_ptr() - adam.flat.data_ptr()) // item
+        used[start:start + p.numel()] = True
+    for buffer in (adam.flat, adam.m, adam.v):
+        assert not buffer[~used].any()
+    assert all(not torch.equal(p, value) for p, value in zip(model.parameters(), before))
+
+
+def test_torch_adam_refuses_a_model_cast_after_it_was_built():
+    """model.double() (or .to(device)) after the optimizer was made gives the parameters new storage, which the
+    optimizer would no longer update: the next update is an HRMError naming the parameter and the fix."""
+    pytest.importorskip("torch")
+    import torch
+
+    from hrm_torch.optim import AdamATan2
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    adam = AdamATan2(model)
+    model.double()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    with pytest.raises(HRMError, match=r"parameter '0.weight' was replaced after the optimizer was made.*build the "
+                                       r"Trainer"):
+        adam.update(adam._gradient, 1e-2)
+
+
+def test_torch_adam_needs_one_parameter_dtype():
+    """Float32 master weights are the contract: a model with a bfloat16 parameter beside float32 ones is an HRMError
+    naming the dtypes, before any parameter is touched."""
+    pytest.importorskip("torch")
+    import torch
+
+    from hrm_torch.optim import AdamATan2
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2).to(torch.bfloat16))
+    with pytest.raises(HRMError, match=r"one dtype .*torch.bfloat16.*torch.float32"):
+        AdamATan2(model)
