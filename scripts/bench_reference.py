@@ -29,6 +29,7 @@ import math
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -388,7 +389,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(message, file=sys.stderr, flush=True)
 
     out = args.json or ROOT / "scripts" / "results" / f"bench_reference_{device}.json"
-    result = {"machine": machine, "reference": str(reference), "comparisons": []}
+    command = [f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"] if "OMP_NUM_THREADS" in os.environ else []
+    if device == "cpu" and machine["cpus_allowed"] < (os.cpu_count() or 1):
+        command += ["taskset", "-c", ",".join(map(str, sorted(os.sched_getaffinity(0))))]
+    command += ["python", "scripts/bench_reference.py", *(sys.argv[1:] if argv is None else argv)]
+    result = {"machine": machine, "command": shlex.join(command), "reference": str(reference), "comparisons": []}
     for shape in args.shape or ("tiny", "sudoku"):
         for mode in args.mode or ("eager", "compiled"):
             result["comparisons"].append(compare(reference, shape, mode, device, args.rounds, log))
