@@ -67,11 +67,12 @@ class AdamATan2:
 
     def _check_parameters(self) -> None:
         """An HRMError when a parameter no longer lives in `flat` (the model was moved or cast after the optimizer
-        was made), which would leave it untrained."""
+        was made, or another AdamATan2 took the parameters into its own `flat`), which would leave it untrained."""
         for name, p, pointer in zip(self.names, self.params, self._pointers):
             if p.data_ptr() != pointer:
-                raise HRMError(f"parameter {name!r} was replaced after the optimizer was made (model.to() or a dtype "
-                               f"cast); move and cast the model first, then build the Trainer")
+                raise HRMError(f"parameter {name!r} was replaced after the optimizer was made (model.to(), a dtype "
+                               f"cast, or a second optimizer built on the model); move and cast the model first, "
+                               f"then build the Trainer, one per model")
 
     def flat_gradient(self) -> torch.Tensor:
         """The parameters' .grad copied into the flat gradient buffer [N] (the layout of `flat`), kept across steps

@@ -318,7 +318,8 @@ def test_torch_adam_keeps_the_parameters_in_one_aligned_flat_tensor():
 
 def test_torch_adam_refuses_a_model_cast_after_it_was_built():
     """model.double() (or .to(device)) after the optimizer was made gives the parameters new storage, which the
-    optimizer would no longer update: the next update is an HRMError naming the parameter and the fix."""
+    optimizer would no longer update, and so does a second optimizer on the same model: the next update of the first
+    is an HRMError naming the parameter and the fix."""
     pytest.importorskip("torch")
     import torch
 
@@ -331,6 +332,11 @@ def test_torch_adam_refuses_a_model_cast_after_it_was_built():
     with pytest.raises(HRMError, match=r"parameter '0.weight' was replaced after the optimizer was made.*build the "
                                        r"Trainer"):
         adam.update(adam._gradient, 1e-2)
+    model.float()
+    first = AdamATan2(model)
+    AdamATan2(model)  # takes the parameters into its own flat tensor: the first would update stale copies
+    with pytest.raises(HRMError, match="a second optimizer built on the model"):
+        first.update(first._gradient, 1e-2)
 
 
 def test_torch_adam_needs_one_parameter_dtype():
