@@ -229,7 +229,8 @@ def test_in_a_notebook_a_second_ctrl_c_raises_keyboard_interrupt_and_the_process
     second raises KeyboardInterrupt in the main thread: the kernel survives and the previous handler is back."""
     script = ("import signal, time\n"
               "from hrm_shared.app.train_loop import interrupt_flag\n"
-              # A parent that ignores SIGINT (pytest's, after some tests) passes that on: start from Python's own.
+              # A parent that ignores SIGINT (one started with `&` by a shell without job control) passes that
+              # on: start from Python's own.
               "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
               "try:\n"
               "    with interrupt_flag(on_first=lambda number: print('first', number, flush=True)) as flag:\n"
